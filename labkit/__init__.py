@@ -1,0 +1,15 @@
+"""Shared machinery for the Phase 11 labs: the LAB_IMPL loader and assertions that teach."""
+
+from labkit.asserts import assert_bitwise_equal, assert_close, first_mismatch
+from labkit.loader import LabImplError, load_impl, load_lab, load_support, resolve_impl
+
+__all__ = [
+    "LabImplError",
+    "assert_bitwise_equal",
+    "assert_close",
+    "first_mismatch",
+    "load_impl",
+    "load_lab",
+    "load_support",
+    "resolve_impl",
+]

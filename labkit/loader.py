@@ -1,0 +1,156 @@
+"""Resolve ``LAB_IMPL`` and load one lab's implementation module.
+
+``LAB_IMPL`` selects whose code the tests exercise:
+
+- ``solution`` (default): ``labs/<lab>/solution.py``, the reference;
+- ``starter``: ``labs/<lab>/starter.py``, the student's worksheet;
+- a path to a submission folder laid out like ``labs/``: ``<path>/<lab>/starter.py``
+  (an instructor grading a student's files without copying them into the repository).
+
+Each (lab, implementation) pair is loaded once, under its own module name, so two labs never
+share a module object and a starter never shadows a solution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LABS_DIR = REPO_ROOT / "phase-11-multi-lora" / "labs"
+LABS_DIR_ENV = "PHASE11_LABS_DIR"  # the harness's own tests point this at a fake labs/ tree
+DEFAULT_IMPL = "solution"
+NAMED_IMPLS = ("solution", "starter")
+SUBMISSION_FILE = "starter.py"
+
+
+class LabImplError(Exception):
+    """A usage or loading problem, explained in one line."""
+
+
+@dataclass(frozen=True)
+class Impl:
+    """Which implementation to load: a named one from the repository, or a submission folder."""
+
+    kind: str  # "solution" | "starter" | "submission"
+    submission: Path | None = None
+
+    def file_for(self, lab: str) -> Path:
+        if self.kind == "submission":
+            assert self.submission is not None
+            return self.submission / lab / SUBMISSION_FILE
+        return labs_dir() / lab / f"{self.kind}.py"
+
+    def module_name(self, lab: str) -> str:
+        slug = lab.split("-", 2)[1] if lab.startswith("lab-") else lab
+        tag = self.kind
+        if self.submission is not None:
+            tag += "_" + hashlib.sha1(str(self.submission).encode()).hexdigest()[:8]
+        return f"phase11_lab{slug}_{tag}"
+
+
+def resolve_impl(value: str | None = None) -> Impl:
+    """Parse a ``LAB_IMPL`` value (the environment's when ``value`` is None)."""
+    raw = os.environ.get("LAB_IMPL", DEFAULT_IMPL) if value is None else value
+    raw = raw.strip() or DEFAULT_IMPL
+    if raw in NAMED_IMPLS:
+        return Impl(raw)
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        return Impl("submission", path.resolve())
+    raise LabImplError(
+        f"LAB_IMPL: expected 'solution', 'starter' or a path to a submission folder laid out "
+        f"like labs/, got {raw!r}"
+    )
+
+
+def labs_dir() -> Path:
+    """The labs/ folder: the repository's, unless ``PHASE11_LABS_DIR`` names another."""
+    return Path(os.environ.get(LABS_DIR_ENV, LABS_DIR)).resolve()
+
+
+def lab_names() -> list[str]:
+    """The lab folder names, in directory order (lab-01, lab-02, ...)."""
+    return sorted(p.name for p in labs_dir().iterdir() if p.is_dir() and p.name.startswith("lab-"))
+
+
+def find_lab(name: str) -> str:
+    """Accept a full folder name or its prefix (``lab-03``) and return the folder name."""
+    matches = [lab for lab in lab_names() if lab == name or lab.startswith(name + "-")]
+    if len(matches) != 1:
+        raise LabImplError(f"lab: expected one of {lab_names()}, got {name!r}")
+    return matches[0]
+
+
+_CACHE: dict[str, ModuleType | LabImplError] = {}
+
+
+def load_impl(lab: str, impl: Impl | None = None) -> ModuleType:
+    """Load ``lab``'s implementation file as a fresh module with a unique name.
+
+    Raises ``LabImplError`` with a one-line message for a missing file, a syntax error or an
+    exception at import time; the outcome is cached, so a broken file is reported once per test,
+    not re-executed.
+    """
+    lab = find_lab(lab)
+    impl = impl or resolve_impl()
+    name = impl.module_name(lab)
+    cached = _CACHE.get(name)
+    if isinstance(cached, LabImplError):
+        raise cached
+    if cached is not None:
+        return cached
+    try:
+        module = _exec_file(name, impl.file_for(lab), lab)
+    except LabImplError as err:
+        _CACHE[name] = err
+        raise
+    _CACHE[name] = module
+    return module
+
+
+def load_lab(name: str) -> ModuleType:
+    """Cross-lab use: another lab's implementation, under the same ``LAB_IMPL``.
+
+    ``load_lab("lab-03")`` from lab 02 returns the solution, the starter or the submission's
+    file, whichever the tests run against.
+    """
+    return load_impl(find_lab(name))
+
+
+def _exec_file(name: str, path: Path, lab: str) -> ModuleType:
+    if not path.is_file():
+        raise LabImplError(f"{lab}: {path} not found (LAB_IMPL selects {path.name})")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        sys.modules.pop(name, None)
+        raise LabImplError(f"{lab}: syntax error in {path}:{err.lineno}: {err.msg}") from None
+    except Exception as err:  # noqa: BLE001 - any import-time failure is the submission's
+        sys.modules.pop(name, None)
+        raise LabImplError(
+            f"{lab}: importing {path} raised {type(err).__name__}: {err}"
+        ) from None
+    return module
+
+
+def load_support(lab: str, module: str) -> ModuleType:
+    """A lab's support module (data generators, plotting helpers), always the repository's own.
+
+    Support files are not graded, so a submission never replaces them: ``load_support("lab-02",
+    "sqldata")`` loads ``labs/lab-02-.../sqldata.py`` whatever ``LAB_IMPL`` says.
+    """
+    lab = find_lab(lab)
+    name = f"phase11_{lab.replace('-', '_')}_{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    return _exec_file(name, labs_dir() / lab / f"{module}.py", lab)
