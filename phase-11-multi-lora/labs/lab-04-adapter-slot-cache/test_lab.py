@@ -1,0 +1,496 @@
+"""Lab 04 spec: pre-allocated slots, an honest LRU, a scheduler that defers.
+
+Read top to bottom: the slot buffers, the cache's layouts and pins, hit accounting, 80/20
+traffic and the LRU thrash, the scheduler, sizing, then invariants over random workloads.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from labkit import assert_bitwise_equal, first_mismatch
+
+D_IN, D_OUT, MAX_RANK = 6, 5, 4  # small slots: every value below is exact in float32
+# derandomized for reproducible grading; no "explain" phase, which costs seconds per failure
+HYPOTHESIS = settings(max_examples=60, deadline=None, derandomize=True,
+                      phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+
+NUM_ADAPTERS, NUM_REQUESTS, SEED = 16, 10_000, 0  # the curriculum's 80/20 workload
+TARGET_80_20_HIT_RATE = 0.75  # 4 slots over 16 adapters on 80/20 traffic must beat this
+SHARE_TOL = 0.02  # sampling noise of a 10,000-request share: ~4.5 standard deviations
+# lab 03: slot_reservation_bytes(LLAMA2_7B, max_loras=1, max_lora_rank=16), q,k,v,o in fp16
+SLOT_BYTES = 33_554_432
+GIB = 1 << 30
+
+
+def weights(adapter_id: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A recognisable adapter: every entry encodes the adapter id, so a wrong copy shows."""
+    base = 1000.0 * (adapter_id + 1)
+    A = base + np.arange(rank * D_IN, dtype=np.float32).reshape(rank, D_IN)
+    B = -base - np.arange(D_OUT * rank, dtype=np.float32).reshape(D_OUT, rank)
+    return A, B
+
+
+class Loader:
+    """``load(adapter_id)`` for the cache, recording each call; ranks default to ``MAX_RANK``."""
+
+    def __init__(self, ranks: dict | None = None):
+        self.ranks = ranks or {}
+        self.calls: list = []
+
+    def __call__(self, adapter_id):
+        self.calls.append(adapter_id)
+        return weights(adapter_id, self.ranks.get(adapter_id, MAX_RANK))
+
+
+def new_cache(lab, num_slots: int):
+    return lab.SlotCache(num_slots, MAX_RANK, D_IN, D_OUT)
+
+
+def acquire_all(cache, adapters, load=None) -> list[int]:
+    load = load or Loader()
+    return [cache.acquire(a, load) for a in adapters]
+
+
+def stats_tuple(stats) -> tuple[int, int, int, int]:
+    return stats.lookups, stats.hits, stats.misses, stats.evictions
+
+
+# --- the slot buffers ------------------------------------------------------------------------
+
+
+def test_buffers_are_allocated_once_with_fixed_shapes(lab):
+    cache = new_cache(lab, 3)
+    assert cache.A.shape == (3, MAX_RANK, D_IN) and cache.B.shape == (3, D_OUT, MAX_RANK), (
+        f"slot buffers must be A (num_slots, max_rank, d_in) and B (num_slots, d_out, max_rank), "
+        f"got A {cache.A.shape}, B {cache.B.shape}")
+    assert cache.A.dtype == np.float32 and cache.B.dtype == np.float32
+    assert cache.resident == [None, None, None], "a new cache holds no adapter"
+
+
+def test_buffers_keep_identity_shape_and_address_across_loads(lab):
+    cache = new_cache(lab, 2)
+    before = [(id(buf), buf.shape, buf.ctypes.data) for buf in (cache.A, cache.B)]
+    acquire_all(cache, [0, 1, 2, 0, 3, 1, 4], Loader({1: 1, 2: 2, 3: 3}))
+    after = [(id(buf), buf.shape, buf.ctypes.data) for buf in (cache.A, cache.B)]
+    assert after == before, (
+        "a load must copy into the existing slot buffers: kernels and captured CUDA graphs hold "
+        f"their shapes and addresses (before {before}, after {after})")
+
+
+def test_load_copies_the_adapter_into_its_slot(lab):
+    cache = new_cache(lab, 2)
+    slot = cache.acquire(7, Loader())
+    A, B = weights(7, MAX_RANK)
+    assert_bitwise_equal(cache.A[slot], A, why="A[slot] must hold the adapter's lora_A")
+    assert_bitwise_equal(cache.B[slot], B, why="B[slot] must hold the adapter's lora_B")
+
+
+def test_padding_is_zero_after_loading_a_smaller_rank(lab):
+    cache = new_cache(lab, 1)
+    load = Loader({0: MAX_RANK, 1: 2})
+    cache.acquire(0, load)
+    slot = cache.acquire(1, load)  # evicts adapter 0, full rank, from the same slot
+    A, B = weights(1, 2)
+    assert_bitwise_equal(cache.A[slot, :2], A, why="the rank-2 adapter's A rows")
+    assert_bitwise_equal(cache.B[slot, :, :2], B, why="the rank-2 adapter's B columns")
+    assert_bitwise_equal(cache.A[slot, 2:], np.zeros((MAX_RANK - 2, D_IN), np.float32),
+                         why="A rows past the rank must be zero, not the evicted adapter's")
+    assert_bitwise_equal(cache.B[slot, :, 2:], np.zeros((D_OUT, MAX_RANK - 2), np.float32),
+                         why="B columns past the rank must be zero, not the evicted adapter's")
+
+
+def test_rank_above_max_rank_is_rejected_with_vllms_wording(lab):
+    cache = new_cache(lab, 2)
+    cache.acquire(0, Loader())
+    with pytest.raises(ValueError, match=rf"^LoRA rank {MAX_RANK + 1} is greater than "
+                                         rf"max_lora_rank {MAX_RANK}\.$"):
+        cache.acquire(1, Loader({1: MAX_RANK + 1}))
+    assert cache.resident == [0, None], "a rejected load must leave the slots untouched"
+    assert stats_tuple(cache.stats) == (1, 0, 1, 0), "a rejected load is not a lookup"
+
+
+@pytest.mark.parametrize("bad", ["A_width", "B_height", "rank_mismatch"])
+def test_load_with_wrong_shapes_is_rejected(lab, bad):
+    A, B = weights(0, 2)
+    A, B = {"A_width": (A[:, :-1], B), "B_height": (A, B[:-1]),
+            "rank_mismatch": (A, B[:, :1])}[bad]
+    with pytest.raises(ValueError, match=r"load"):
+        new_cache(lab, 1).acquire(0, lambda _: (A, B))
+
+
+# --- layouts, LRU order, pins (in the style of vLLM's tests/lora/test_lora_manager.py) --------
+
+
+def test_slots_fill_lowest_first_and_evictions_reuse_the_victims_slot(lab):
+    cache = new_cache(lab, 3)
+    assert acquire_all(cache, [1, 2, 3]) == [0, 1, 2]
+    assert cache.resident == [1, 2, 3]
+    cache.acquire(1, Loader())  # a hit: 1 becomes most recently used
+    assert cache.lru_order() == [2, 3, 1], "a hit must move the adapter to the MRU end"
+    assert cache.acquire(4, Loader()) == 1
+    assert cache.resident == [1, 4, 3], "the miss must evict 2, the least recently used"
+    assert cache.acquire(5, Loader()) == 2
+    assert cache.resident == [1, 4, 5]
+    assert cache.lru_order() == [1, 4, 5]
+    assert [cache.slot_of(a) for a in (1, 2, 4, 5)] == [0, None, 1, 2]
+    assert stats_tuple(cache.stats) == (6, 1, 5, 2), "(lookups, hits, misses, evictions)"
+
+
+def test_a_hit_does_not_reload(lab):
+    cache, load = new_cache(lab, 2), Loader()
+    acquire_all(cache, [1, 2, 1, 2, 1], load)
+    assert load.calls == [1, 2], f"only misses may call load, got calls {load.calls}"
+
+
+def test_pinned_adapter_is_never_evicted(lab):
+    cache = new_cache(lab, 2)
+    acquire_all(cache, [1, 2])
+    cache.pin(1)  # 1 is the LRU adapter, but a running request holds it
+    cache.acquire(3, Loader())
+    assert cache.resident == [1, 3], "the miss must evict 2, the LRU *unpinned* adapter"
+
+
+def test_pins_are_counted(lab):
+    cache = new_cache(lab, 2)
+    acquire_all(cache, [1, 2])
+    cache.pin(1)
+    cache.pin(1)
+    cache.unpin(1)
+    assert cache.pin_count(1) == 1
+    cache.acquire(3, Loader())
+    assert cache.resident == [1, 3], "one of two pins released: 1 must stay resident"
+    cache.unpin(1)
+    assert cache.pin_count(1) == 0
+    cache.acquire(4, Loader())
+    assert cache.resident == [4, 3], "after its last unpin, 1 is the LRU victim again"
+
+
+def test_miss_with_every_slot_pinned_raises_and_changes_nothing(lab):
+    cache, load = new_cache(lab, 2), Loader()
+    acquire_all(cache, [1, 2], load)
+    cache.pin(1)
+    cache.pin(2)
+    with pytest.raises(RuntimeError, match="pinned"):
+        cache.acquire(3, load)
+    assert cache.resident == [1, 2] and cache.lru_order() == [1, 2]
+    assert stats_tuple(cache.stats) == (2, 0, 2, 0), "a refused miss is not a lookup"
+    assert load.calls == [1, 2], "a refused miss must not load"
+    assert cache.acquire(2, load) == 1, "a hit on a pinned adapter needs no slot: it must work"
+
+
+def test_pin_and_unpin_reject_unknown_adapters(lab):
+    cache = new_cache(lab, 2)
+    cache.acquire(1, Loader())
+    with pytest.raises(ValueError, match="9"):
+        cache.unpin(9)
+    with pytest.raises(ValueError, match="1"):
+        cache.unpin(1)  # resident but not pinned
+    with pytest.raises(ValueError, match="9"):
+        cache.pin(9)  # only a resident adapter can be pinned
+
+
+@pytest.mark.parametrize("num_slots, error", [(0, ValueError), (-1, ValueError),
+                                              (2.0, TypeError), (True, TypeError)])
+def test_num_slots_must_be_a_positive_int(lab, num_slots, error):
+    with pytest.raises(error, match="num_slots"):
+        lab.SlotCache(num_slots, MAX_RANK, D_IN, D_OUT)
+
+
+# --- hit accounting --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trace, num_slots, expected", [
+    # (lookups, hits, misses, evictions), worked by hand in README.md
+    ([1, 2, 1, 3, 1, 2], 2, (6, 2, 4, 2)),
+    ([1, 2, 3, 1, 2, 3], 2, (6, 0, 6, 4)),
+    ([1, 2, 3, 1, 2, 3], 3, (6, 3, 3, 0)),
+    ([1, 1, 1, 2, 2, 1], 1, (6, 3, 3, 2)),
+    ([], 2, (0, 0, 0, 0)),
+])
+def test_small_traces_give_hand_computed_stats(lab, trace, num_slots, expected):
+    got = stats_tuple(lab.simulate(trace, num_slots))
+    assert got == expected, f"simulate({trace}, {num_slots}): got {got}, expected {expected}"
+
+
+def test_compulsory_misses_count_as_misses(lab):
+    stats = lab.simulate(list(range(5)), 5)
+    assert stats_tuple(stats) == (5, 0, 5, 0), "first touches are misses; filling evicts nothing"
+    assert stats.hit_rate == 0.0
+
+
+def test_base_requests_take_no_slot_and_no_lookup(lab):
+    trace = [None, 1, None, 2, 1, None]
+    assert stats_tuple(lab.simulate(trace, 1)) == (3, 0, 3, 2), (
+        "None is a base-model request: it must neither count as a lookup nor evict")
+    assert lab.replay(trace, 1) == [True, False, True, False, False, True], (
+        "replay: one label per item; base requests are hot (they never wait for a load)")
+
+
+def test_replay_labels_are_simulates_misses(lab):
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, 2_000, SEED)
+    labels, stats = lab.replay(trace, 4), lab.simulate(trace, 4)
+    assert len(labels) == len(trace)
+    assert (labels.count(True), labels.count(False)) == (stats.hits, stats.misses)
+    assert stats.hits + stats.misses == stats.lookups == len(trace)
+
+
+def test_replaying_a_trace_gives_identical_stats(lab):
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, 2_000, SEED)
+    assert lab.simulate(trace, 3) == lab.simulate(trace, 3)
+    assert lab.replay(trace, 3) == lab.replay(trace, 3)
+
+
+def test_replay_rejects_unhashable_trace_items(lab):
+    with pytest.raises(TypeError, match="position 1"):
+        lab.replay([1, [2], 3], 2)
+
+
+# --- 80/20 traffic and the LRU thrash ------------------------------------------------------
+
+
+def test_zipf_weights_put_80_percent_on_the_hottest_fifth(lab):
+    w = lab.zipf_80_20_weights(NUM_ADAPTERS)
+    hot = round(0.2 * NUM_ADAPTERS)
+    assert w.shape == (NUM_ADAPTERS,) and np.isclose(w.sum(), 1.0)
+    assert np.all(np.diff(w) < 0), "adapter 0 is the hottest; popularity falls with the id"
+    assert np.isclose(w[:hot].sum(), 0.8), f"top {hot} adapters draw {w[:hot].sum():.4f}, not 0.8"
+
+
+def test_zipf_trace_is_seeded_reproducible_and_80_20(lab):
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
+    assert trace == lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED), "same seed, same trace"
+    assert trace != lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED + 1)
+    assert len(trace) == NUM_REQUESTS and set(trace) <= set(range(NUM_ADAPTERS))
+    hot_share = np.mean(np.asarray(trace) < round(0.2 * NUM_ADAPTERS))
+    assert abs(hot_share - 0.8) < SHARE_TOL, f"hot adapters drew {hot_share:.3f} of requests"
+
+
+def test_four_slots_serve_most_of_80_20_traffic(lab):
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
+    rate = lab.simulate(trace, 4).hit_rate
+    assert rate > TARGET_80_20_HIT_RATE, f"4 slots over 16 adapters: hit rate {rate:.3f}"
+
+
+def test_lru_hit_rate_never_falls_as_slots_grow(lab):
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
+    hits = [lab.simulate(trace, k).hits for k in range(1, NUM_ADAPTERS + 1)]
+    drops = [(k, k + 1) for k, (a, b) in enumerate(itertools.pairwise(hits), 1) if b < a]
+    assert not drops, f"LRU is a stack algorithm; hits fell from slots {drops[0]}: {hits}"
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_cyclic_trace_over_k_plus_one_adapters_thrashes_k_slots(lab, k):
+    trace = list(range(k + 1)) * 10
+    labels = lab.replay(trace, k)
+    assert labels.count(True) == 0, (
+        f"LRU with {k} slots on a cycle of {k + 1}: every request evicts the next one needed, "
+        f"so every request misses; {first_mismatch(labels, [False] * len(labels))}")
+    warm = lab.replay(trace, k + 1)[k + 1:]
+    assert all(warm), f"with {k + 1} slots the cycle fits: {first_mismatch(warm, [True] * len(warm))}"
+
+
+# --- the scheduler: defer, never a barrier ----------------------------------------------------
+
+
+def queue(lab, *adapters, tokens: int = 1):
+    """Requests with rids 0, 1, ... for the given adapters (None = base)."""
+    return [lab.Request(rid, adapter, tokens) for rid, adapter in enumerate(adapters)]
+
+
+def rids(requests) -> list[int]:
+    return [r.rid for r in requests]
+
+
+def test_reference_scenario_defers_L2_and_lets_base_requests_through(lab):
+    waiting = queue(lab, "L1", "L2", None, None)
+    scheduled, waiting = lab.schedule_step(waiting, [], max_loras=1, max_batch=8)
+    assert rids(scheduled) == [0, 2, 3], (
+        "max_loras=1, queue [L1, L2, base, base]: L2 is deferred and the walk goes on; "
+        f"scheduled rids {rids(scheduled)} ({first_mismatch(rids(scheduled), [0, 2, 3])})")
+    assert rids(waiting) == [1], "L2 keeps its place"
+    scheduled, waiting = lab.schedule_step(waiting, [], max_loras=1, max_batch=8)
+    assert rids(scheduled) == [1] and waiting == [], "L2 heads the next walk"
+
+
+def test_deferred_requests_keep_fifo_order(lab):
+    waiting = queue(lab, "A", "B", "C", "B", None, "D", "A")
+    scheduled, waiting = lab.schedule_step(waiting, [], max_loras=1, max_batch=8)
+    assert rids(scheduled) == [0, 4, 6], "A, the base request and A's second request fit"
+    assert rids(waiting) == [1, 2, 3, 5], f"deferred in queue order: {rids(waiting)}"
+
+
+def test_running_adapters_count_towards_max_loras(lab):
+    waiting = queue(lab, "Y", "X", None, "Z")
+    scheduled, waiting = lab.schedule_step(waiting, ["X", "W"], max_loras=2, max_batch=8)
+    assert rids(scheduled) == [1, 2], "X and W are running: only X's request and base fit"
+    assert rids(waiting) == [0, 3]
+
+
+@pytest.mark.parametrize("max_batch", [0, 1, 3])
+def test_max_batch_is_respected(lab, max_batch):
+    waiting = queue(lab, None, "A", None, "A", None)
+    scheduled, waiting = lab.schedule_step(waiting, [], max_loras=1, max_batch=max_batch)
+    assert rids(scheduled) == list(range(max_batch)), "admit in queue order until the batch is full"
+    assert rids(waiting) == list(range(max_batch, 5)), "the rest wait, in order"
+
+
+@pytest.mark.parametrize("max_loras, error", [(0, ValueError), (-2, ValueError),
+                                              (1.0, TypeError)])
+def test_max_loras_must_be_a_positive_int(lab, max_loras, error):
+    with pytest.raises(error, match="max_loras"):
+        lab.schedule_step(queue(lab, "A"), [], max_loras=max_loras, max_batch=4)
+
+
+# --- sizing max_loras from traffic and memory --------------------------------------------------
+
+
+def trace_80_20(lab) -> list[int]:
+    return lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
+
+
+def test_size_slots_finds_the_smallest_count_reaching_the_target(lab):
+    trace = trace_80_20(lab)
+    sizing = lab.size_slots(trace, SLOT_BYTES, GIB, TARGET_80_20_HIT_RATE)
+    n = sizing.num_slots
+    assert sizing.meets_target and 1 <= n <= 4, f"1 GiB affords 32 slots; 4 reach 75%: {sizing}"
+    assert sizing.hit_rate == lab.simulate(trace, n).hit_rate >= TARGET_80_20_HIT_RATE
+    assert sizing.reserved_bytes == n * SLOT_BYTES
+    assert n == 1 or lab.simulate(trace, n - 1).hit_rate < TARGET_80_20_HIT_RATE, (
+        f"{n - 1} slots already reach the target: {n} is not the smallest")
+
+
+def test_size_slots_says_cannot_when_the_budget_falls_short(lab):
+    trace = trace_80_20(lab)
+    sizing = lab.size_slots(trace, SLOT_BYTES, 2 * SLOT_BYTES + 1, TARGET_80_20_HIT_RATE)
+    assert not sizing.meets_target, f"2 slots cannot reach 75% on this trace: {sizing}"
+    assert sizing.num_slots == 2 and sizing.reserved_bytes == 2 * SLOT_BYTES
+    assert sizing.hit_rate == lab.simulate(trace, 2).hit_rate, "the best rate within budget"
+
+
+def test_size_slots_says_cannot_when_not_one_slot_fits(lab):
+    trace = trace_80_20(lab)
+    sizing = lab.size_slots(trace, SLOT_BYTES, SLOT_BYTES - 1, TARGET_80_20_HIT_RATE)
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (False, 0, 0.0), sizing
+    assert sizing.reason, "the 'cannot' answer must say why"
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5])
+def test_size_slots_rejects_a_target_outside_0_1(lab, target):
+    with pytest.raises(ValueError, match="target_hit_rate"):
+        lab.size_slots([0, 1, 0], SLOT_BYTES, GIB, target)
+
+
+# --- the engine: scheduler + cache ----------------------------------------------------------
+
+
+def new_engine(lab, num_slots: int, max_loras: int, max_batch: int):
+    return lab.Engine(new_cache(lab, num_slots), max_loras, max_batch, Loader())
+
+
+def test_engine_counts_one_lookup_per_request_not_per_token(lab):
+    engine = new_engine(lab, num_slots=2, max_loras=2, max_batch=4)
+    requests = queue(lab, 1, 2, None, 1, 3, tokens=5)
+    engine.run(requests, max_steps=100)
+    stats = engine.cache.stats
+    assert stats.lookups == 4, (
+        f"4 adapter requests of 5 tokens each: 4 lookups, got {stats.lookups} "
+        "(a lookup per token or per retry inflates the hit rate)")
+    assert stats.hits + stats.misses == stats.lookups
+
+
+def test_engine_rejects_max_loras_above_its_slots(lab):
+    with pytest.raises(ValueError, match="max_loras"):
+        new_engine(lab, num_slots=2, max_loras=3, max_batch=4)
+
+
+# --- invariants over random workloads ---------------------------------------------------------
+
+adapter_ids = st.one_of(st.none(), st.integers(0, 5))
+
+
+@st.composite
+def workloads(draw):
+    num_slots = draw(st.integers(1, 4))
+    max_loras = draw(st.integers(1, num_slots))
+    max_batch = draw(st.integers(1, 6))
+    jobs = draw(st.lists(st.tuples(adapter_ids, st.integers(1, 4)), max_size=25))
+    return num_slots, max_loras, max_batch, jobs
+
+
+@HYPOTHESIS
+@given(workloads())
+def test_engine_invariants_hold_on_random_workloads(lab, workload):
+    num_slots, max_loras, max_batch, jobs = workload
+    engine = new_engine(lab, num_slots, max_loras, max_batch)
+    requests = [lab.Request(rid, adapter, tokens) for rid, (adapter, tokens) in enumerate(jobs)]
+    # progress every step: the running batch decodes, or the queue's head is admitted
+    records = engine.run(requests, max_steps=sum(t for _, t in jobs) + 1)
+    slot_held: dict[int, int] = {}
+    for step, rec in enumerate(records):
+        adapters = {a for _, a, _ in rec.batch if a is not None}
+        assert len(adapters) <= max_loras <= num_slots, f"step {step}: {len(adapters)} adapters"
+        assert len(rec.batch) <= max_batch, f"step {step}: batch of {len(rec.batch)}"
+        for rid, adapter, slot in rec.batch:
+            if adapter is None:
+                assert slot == -1, f"step {step}: base request {rid} given slot {slot}"
+                continue
+            assert rec.resident[slot] == adapter, (
+                f"step {step}: request {rid} runs {adapter!r} from slot {slot}, which holds "
+                f"{rec.resident[slot]!r}: a running request's adapter must stay resident")
+            assert slot_held.setdefault(rid, slot) == slot, f"request {rid} changed slot"
+    finished = [rid for rec in records for rid in rec.finished]
+    assert sorted(finished) == list(range(len(jobs))), "every request is served exactly once"
+    stats = engine.cache.stats
+    assert stats.lookups == sum(a is not None for a, _ in jobs), "one lookup per adapter request"
+    assert stats.hits + stats.misses == stats.lookups
+
+
+@HYPOTHESIS
+@given(st.lists(adapter_ids, max_size=30), st.lists(adapter_ids, max_size=6),
+       st.integers(1, 3), st.integers(0, 8))
+def test_schedule_step_defers_only_what_cannot_fit(lab, adapters, running, max_loras, max_batch):
+    running = list(dict.fromkeys(a for a in running if a is not None))[:max_loras]
+    waiting = queue(lab, *adapters)
+    scheduled, left = lab.schedule_step(waiting, running, max_loras, max_batch)
+    assert sorted(rids(scheduled) + rids(left)) == rids(waiting), "a request was lost or duplicated"
+    assert rids(scheduled) == sorted(rids(scheduled)) and rids(left) == sorted(rids(left)), (
+        "scheduled and still-waiting requests keep queue order")
+    assert len(scheduled) <= max_batch
+    batch = set(running) | {r.adapter for r in scheduled if r.adapter is not None}
+    assert len(batch) <= max_loras, f"{len(batch)} distinct adapters > max_loras={max_loras}"
+    if len(scheduled) < max_batch:  # seats were left: every waiting request must be blocked
+        for r in left:
+            assert r.adapter is not None and r.adapter not in batch and len(batch) == max_loras, (
+                f"request {r.rid} ({r.adapter!r}) was left waiting with seats free and room for it:"
+                " a barrier, not a deferral")
+
+
+@HYPOTHESIS
+@given(st.lists(st.tuples(st.sampled_from(["acquire", "pin", "unpin"]), st.integers(0, 5)),
+                max_size=40), st.integers(1, 4))
+def test_pinned_adapters_survive_every_acquire(lab, ops, num_slots):
+    cache, load = new_cache(lab, num_slots), Loader()
+    for op, adapter in ops:
+        if op == "pin" and adapter in cache.resident:
+            cache.pin(adapter)
+        elif op == "unpin" and cache.pin_count(adapter) > 0:
+            cache.unpin(adapter)
+        elif op == "acquire":
+            held = {a: cache.slot_of(a) for a in cache.resident if a is not None
+                    and cache.pin_count(a) > 0}
+            if len(held) == num_slots and adapter not in held:
+                with pytest.raises(RuntimeError):
+                    cache.acquire(adapter, load)
+                continue
+            cache.acquire(adapter, load)
+            moved = {a: s for a, s in held.items() if cache.slot_of(a) != s}
+            assert not moved, f"pinned adapters left their slots: {moved}"
+            assert cache.resident.count(adapter) == 1
+    stats = cache.stats
+    assert stats.hits + stats.misses == stats.lookups
