@@ -1,0 +1,364 @@
+"""Mutant: audit_ratio_claim always blames the nearest reading, however far the claim is from it.
+
+Lab 03: the multi-tenant arithmetic of LoRA serving, as tested functions.
+
+Every figure a multi-LoRA pitch quotes (base size, adapter size, the "400x smaller" ratio, slot
+memory, GPUs saved) follows from a handful of integers in a model's ``config.json``. This module
+derives them, in bytes, and keeps decimal (GB = 1e9) and binary (GiB = 2**30) units apart.
+
+Conventions:
+- sizes are ``int`` bytes; convert only for display, with ``to_gib`` / ``to_mib`` / ``to_gb``;
+- LoRA targets use Llama module names ``q,k,v,o,gate,up,down``; ``normalize_targets`` also
+  accepts PEFT names (``q_proj`` ...), vLLM's packed names (``qkv_proj``, ``gate_up_proj``) and
+  PEFT's ``"all-linear"``;
+- a LoRA on a ``d_in -> d_out`` linear stores ``A: (r, d_in)`` and ``B: (d_out, r)``;
+- bad input (unknown targets, rank <= 0, negative tenants, max_loras <= 0) raises ``ValueError``
+  naming the argument; ``_check_count`` does that for a count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# === units: one name per unit, so 1e9 and 2**30 never meet by accident =========================
+
+GB = 10**9  # decimal gigabyte: disk labels, cloud price sheets
+MB = 10**6
+GiB = 2**30  # binary gibibyte: what vLLM and nvidia-smi print as "GiB"
+MiB = 2**20
+
+
+def to_gib(n_bytes: int | float) -> float:
+    """Bytes -> GiB (2**30 bytes)."""
+    return n_bytes / GiB
+
+
+def to_mib(n_bytes: int | float) -> float:
+    """Bytes -> MiB (2**20 bytes)."""
+    return n_bytes / MiB
+
+
+def to_gb(n_bytes: int | float) -> float:
+    """Bytes -> GB (10**9 bytes)."""
+    return n_bytes / GB
+
+
+# === model shapes ===============================================================================
+
+LLAMA_MODEL_TYPES = ("llama", "mistral")  # same tensor inventory: no biases, gated MLP, RMSNorm
+
+
+def _check_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """A size or count must be an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The integers of a Llama-architecture ``config.json`` that fix every weight's shape.
+
+    hidden: model width (``hidden_size``); intermediate: MLP width (``intermediate_size``);
+    layers: decoder layers; heads / kv_heads: query / key-value heads (kv_heads < heads is
+    grouped-query attention); vocab: vocabulary rows; tie_word_embeddings: lm_head shares the
+    embedding matrix; head_dim: width of one head, ``hidden // heads`` unless given.
+    """
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tie_word_embeddings: bool = False
+    head_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "intermediate", "layers", "heads", "kv_heads", "vocab"):
+            _check_count(name, getattr(self, name))
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise TypeError(f"tie_word_embeddings: expected a bool, "
+                            f"got {self.tie_word_embeddings!r}")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads: must divide heads={self.heads}, got {self.kv_heads}")
+        if self.head_dim is None:
+            if self.hidden % self.heads:
+                raise ValueError(f"heads: must divide hidden={self.hidden} when head_dim is not "
+                                 f"given, got {self.heads}")
+            object.__setattr__(self, "head_dim", self.hidden // self.heads)
+        _check_count("head_dim", self.head_dim)
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping) -> ModelShape:
+        """Read a Hugging Face Llama-architecture config (the dict in ``config.json``).
+
+        Uses hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+        vocab_size; num_key_value_heads (default: num_attention_heads, as transformers does),
+        tie_word_embeddings (default False) and head_dim (default hidden // heads) when present.
+        Pass ``json.loads(path.read_text())`` or ``PretrainedConfig.to_dict()``.
+        """
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"cfg: expected a config.json dict, got {type(cfg).__name__}")
+        model_type = cfg.get("model_type")
+        if model_type is not None and model_type not in LLAMA_MODEL_TYPES:
+            raise ValueError(f"cfg['model_type']: expected a Llama-architecture config "
+                             f"{LLAMA_MODEL_TYPES}, got {model_type!r}")
+        required = ("hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "vocab_size")
+        missing = [key for key in required if key not in cfg]
+        if missing:
+            raise ValueError(f"cfg: missing required keys {missing}")
+        heads = cfg["num_attention_heads"]
+        return cls(
+            hidden=cfg["hidden_size"],
+            intermediate=cfg["intermediate_size"],
+            layers=cfg["num_hidden_layers"],
+            heads=heads,
+            kv_heads=cfg.get("num_key_value_heads") or heads,
+            vocab=cfg["vocab_size"],
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            head_dim=cfg.get("head_dim"),
+        )
+
+
+LLAMA2_7B = ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32, kv_heads=32,
+                       vocab=32000)
+LLAMA3_8B = ModelShape(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8,
+                       vocab=128256)
+
+# === LoRA targets ===============================================================================
+
+TARGETS = ("q", "k", "v", "o", "gate", "up", "down")  # canonical order: attention, then MLP
+ALL_LINEAR = TARGETS
+DEFAULT_TARGETS = ("q", "k", "v", "o")  # the phase's reference adapter
+TARGET_ALIASES: dict[str, tuple[str, ...]] = {
+    **{t: (t,) for t in TARGETS},  # Llama short names
+    **{f"{t}_proj": (t,) for t in TARGETS},  # PEFT / Hugging Face module names
+    "qkv_proj": ("q", "k", "v"),  # vLLM's packed modules (LoRAConfig.target_modules)
+    "gate_up_proj": ("gate", "up"),
+}
+
+
+def normalize_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
+    """Canonical short names, in ``TARGETS`` order, for a LoRA target list.
+
+    Accepts ``q,k,v,o,gate,up,down``, their PEFT names ``q_proj ... down_proj``, vLLM's packed
+    ``qkv_proj`` / ``gate_up_proj``, or the string ``"all-linear"`` (PEFT's shorthand), so
+    ``normalize_targets(adapter_config["target_modules"])`` works on a PEFT adapter.
+    Unknown, repeated or no names raise ``ValueError``; a bare string other than
+    ``"all-linear"`` raises ``TypeError`` (``"q_proj"`` would otherwise read as letters).
+    """
+    if isinstance(targets, str):
+        if targets == "all-linear":
+            return ALL_LINEAR
+        raise TypeError(f"targets: expected a sequence of module names or 'all-linear', "
+                        f"got the string {targets!r}")
+    chosen: list[str] = []
+    for name in targets:
+        if not isinstance(name, str):
+            raise TypeError(f"targets: expected module names as str, got {name!r}")
+        if name not in TARGET_ALIASES:
+            raise ValueError(f"targets: unknown module {name!r}; expected one of {TARGETS}, "
+                             f"their PEFT names q_proj ... down_proj, qkv_proj or gate_up_proj")
+        for short in TARGET_ALIASES[name]:
+            if short in chosen:
+                raise ValueError(f"targets: module {short!r} named twice (via {name!r})")
+            chosen.append(short)
+    if not chosen:
+        raise ValueError("targets: expected at least one module name, got none")
+    return tuple(t for t in TARGETS if t in chosen)
+
+
+def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
+    """``(d_in, d_out)`` of one decoder layer's linear ``target`` (a short name).
+
+    Under grouped-query attention k and v project to ``kv_heads * head_dim``, not ``hidden``.
+    """
+    q_width = shape.heads * shape.head_dim
+    kv_width = shape.kv_heads * shape.head_dim
+    dims = {
+        "q": (shape.hidden, q_width),
+        "k": (shape.hidden, kv_width),
+        "v": (shape.hidden, kv_width),
+        "o": (q_width, shape.hidden),
+        "gate": (shape.hidden, shape.intermediate),
+        "up": (shape.hidden, shape.intermediate),
+        "down": (shape.intermediate, shape.hidden),
+    }
+    if target not in dims:
+        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    return dims[target]
+
+
+# === base and adapter sizes =====================================================================
+
+
+def base_params(shape: ModelShape) -> int:
+    """Parameters of the base model: embeddings, per-layer projections and norms, lm_head.
+
+    Per layer: q,k,v,o and gate,up,down (no biases) plus two RMSNorm weights of ``hidden``;
+    then one final norm, and an lm_head of ``vocab x hidden`` unless tied to the embedding.
+    """
+    per_layer = sum(d_in * d_out for d_in, d_out in (module_dims(shape, t) for t in TARGETS))
+    per_layer += 2 * shape.hidden
+    embeddings = shape.vocab * shape.hidden
+    lm_head = 0 if shape.tie_word_embeddings else shape.vocab * shape.hidden
+    return embeddings + shape.layers * per_layer + shape.hidden + lm_head
+
+
+def base_bytes(shape: ModelShape, dtype_bytes: int = 2) -> int:
+    """Bytes of one copy of the base weights (fp16/bf16: ``dtype_bytes=2``)."""
+    return base_params(shape) * _check_count("dtype_bytes", dtype_bytes)
+
+
+def lora_params(shape: ModelShape, rank: int,
+                targets: Iterable[str] | str = DEFAULT_TARGETS) -> int:
+    """Parameters of one rank-``rank`` adapter: sum over layers and targets of r*(d_in+d_out)."""
+    _check_count("rank", rank)
+    per_layer = sum(rank * sum(module_dims(shape, t)) for t in normalize_targets(targets))
+    return shape.layers * per_layer
+
+
+def adapter_bytes(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFAULT_TARGETS,
+                  dtype_bytes: int = 2) -> int:
+    """Bytes of one adapter's A and B matrices at ``dtype_bytes`` per parameter."""
+    return lora_params(shape, rank, targets) * _check_count("dtype_bytes", dtype_bytes)
+
+
+def size_ratio(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFAULT_TARGETS,
+               dtype_bytes: int = 2) -> float:
+    """Base bytes / adapter bytes, both in the same unit and dtype (401.6 for 7B, r=16, qkvo)."""
+    return base_bytes(shape, dtype_bytes) / adapter_bytes(shape, rank, targets, dtype_bytes)
+
+
+def adapters_per_gib(adapter_nbytes: int) -> int:
+    """Whole adapters of ``adapter_nbytes`` bytes that fit in one GiB (floor)."""
+    return GiB // _check_count("adapter_nbytes", adapter_nbytes)
+
+
+# === auditing a pitch's ratio ===================================================================
+
+AUDIT_RTOL = 0.02  # a pitch rounds to two or three significant figures: "~430x"
+
+
+@dataclass(frozen=True)
+class RatioReading:
+    """One way to divide base size by adapter size.
+
+    name: a short key; ratio: the quotient; division: the two figures as a pitch would print
+    them ("13.48 GB / 0.03125 GiB"); why: what, if anything, is inconsistent about it.
+    """
+
+    name: str
+    ratio: float
+    division: str
+    why: str
+
+
+@dataclass(frozen=True)
+class RatioAudit:
+    """The verdict on a claimed base/adapter ratio.
+
+    consistent: the ratio in one unit and dtype; reading: the reading that matches the claim
+    (``None`` when none is within ``rtol``); sentence: the verdict in one or two sentences.
+    """
+
+    claimed: float
+    consistent: float
+    reading: RatioReading | None
+    sentence: str
+
+
+def ratio_readings(shape: ModelShape = LLAMA2_7B, rank: int = 16,
+                   targets: Iterable[str] | str = DEFAULT_TARGETS) -> list[RatioReading]:
+    """The consistent ratio first, then the classic inconsistent ones.
+
+    consistent: same unit, same dtype; gb_over_gib: base in GB / adapter in GiB (decimal over
+    binary); gib_over_gb: the reverse; fp32_adapter: fp16 base / adapter saved in fp32.
+    ``division`` prints each figure to four significant figures: "13.48 GB / 0.03125 GiB".
+    """
+    base, adapter = base_bytes(shape), adapter_bytes(shape, rank, targets)
+    adapter_fp32 = adapter_bytes(shape, rank, targets, dtype_bytes=4)
+    readings = [
+        ("consistent", to_gib(base), "GiB", to_gib(adapter), "GiB", "same unit, same dtype"),
+        ("gb_over_gib", to_gb(base), "GB", to_gib(adapter), "GiB",
+         "a unit mix, decimal base over binary adapter"),
+        ("gib_over_gb", to_gib(base), "GiB", to_gb(adapter), "GB",
+         "a unit mix, binary base over decimal adapter"),
+        ("fp32_adapter", to_gib(base), "GiB", to_gib(adapter_fp32), "GiB",
+         "a dtype mix, fp16 base over an adapter saved in fp32"),
+    ]
+    return [RatioReading(name, num / den, f"{num:.4g} {num_unit} / {den:.4g} {den_unit}", why)
+            for name, num, num_unit, den, den_unit, why in readings]
+
+
+def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int = 16,
+                      targets: Iterable[str] | str = DEFAULT_TARGETS,
+                      rtol: float = AUDIT_RTOL) -> RatioAudit:
+    """Explain a pitch's "base is N times the adapter" by the reading that reproduces it.
+
+    The closest reading from ``ratio_readings`` within relative tolerance ``rtol`` explains the
+    claim; ``audit_ratio_claim(430)`` finds 13.48 GB / 0.03125 GiB = 431.3x (a unit mix) and
+    states the consistent 401.6x. The sentence quotes the matched reading's ``division`` and,
+    unless the claim is the consistent one, the consistent ratio to one decimal.
+    """
+    if isinstance(claimed, bool) or not isinstance(claimed, int | float) or not claimed > 0:
+        raise ValueError(f"claimed: expected a positive ratio, got {claimed!r}")
+    readings = ratio_readings(shape, rank, targets)
+    truth = readings[0]
+    stated = f"in consistent units the base is {truth.ratio:.1f}x the adapter ({truth.division})"
+    best = min(readings, key=lambda r: abs(r.ratio - claimed))
+    if False:
+        return RatioAudit(claimed, truth.ratio, None,
+                          f"A claim of {claimed:g}x matches no known reading; {stated}.")
+    sentence = f"A claim of {claimed:g}x matches {best.division} = {best.ratio:.1f}x: {best.why}."
+    if best is not truth:
+        sentence += f" {stated[0].upper()}{stated[1:]}."
+    return RatioAudit(claimed, truth.ratio, best, sentence)
+
+
+# === engines and fleets =========================================================================
+
+ENGINE_TARGETS = ALL_LINEAR  # vLLM wraps every LoRA-capable linear unless target_modules narrows
+
+
+def slot_reservation_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                           targets: Iterable[str] | str = ENGINE_TARGETS,
+                           dtype_bytes: int = 2) -> int:
+    """Bytes an engine pre-allocates for ``max_loras`` adapter slots of rank ``max_lora_rank``.
+
+    Every slot holds A: (max_lora_rank, d_in) and B: (d_out, max_lora_rank) per layer and
+    target, whatever rank the resident adapter has: linear in slots and in rank.
+    """
+    _check_count("max_loras", max_loras)
+    return max_loras * adapter_bytes(shape, max_lora_rank, targets, dtype_bytes)
+
+
+def rank_blast_radius(shape: ModelShape, engines: int, max_loras: int, old_rank: int,
+                      new_rank: int, targets: Iterable[str] | str = ENGINE_TARGETS,
+                      dtype_bytes: int = 2) -> int:
+    """Extra bytes fleet-wide when ``max_lora_rank`` goes from ``old_rank`` to ``new_rank``.
+
+    Every slot of every engine grows, whether or not its adapter needs the rank; negative when
+    the rank goes down.
+    """
+    _check_count("engines", engines, minimum=0)
+    per_engine = (slot_reservation_bytes(shape, max_loras, new_rank, targets, dtype_bytes)
+                  - slot_reservation_bytes(shape, max_loras, old_rank, targets, dtype_bytes))
+    return engines * per_engine
+
+
+def engines_needed(tenants: int, max_loras: int) -> int:
+    """Engines (one GPU each) that keep every tenant's adapter hot: ceil(tenants / max_loras)."""
+    _check_count("tenants", tenants, minimum=0)
+    _check_count("max_loras", max_loras)
+    return -(-tenants // max_loras)  # integer ceiling: exact for any tenant count
+
+
+def gpus_saved(tenants: int, max_loras: int) -> int:
+    """GPUs saved versus one dedicated GPU per tenant: tenants - engines_needed."""
+    return tenants - engines_needed(tenants, max_loras)

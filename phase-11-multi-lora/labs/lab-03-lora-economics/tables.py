@@ -1,0 +1,88 @@
+"""The README's tables, printed as markdown from the lab's own functions.
+
+Run ``python phase-11-multi-lora/labs/lab-03-lora-economics/tables.py`` and paste the output
+into the README; ``test_readme_tables_match_the_code`` fails when a table goes stale. Each
+function takes the implementation module (``econ``) so the test can pass the reference in.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+TENANTS = (10, 100, 1000)
+SLOTS = 8  # max_loras per engine in every table
+FLEET_ENGINES = 13  # the 100-tenant fleet: ceil(100 / 8)
+RANKS = (8, 16, 64)
+TARGET_SETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": "all-linear"}
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: first column left-aligned (labels), the rest right-aligned (figures)."""
+    rule = "| :--- |" + "".join(" ---: |" for _ in header[1:])
+    lines = ["| " + " | ".join(header) + " |", rule]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cfo_table(econ: ModuleType) -> str:
+    """Dedicated (one fp16 Llama-2-7B per tenant) vs multi-LoRA engines of 8 rank-16 slots."""
+    shape = econ.LLAMA2_7B
+    per_dedicated = econ.base_bytes(shape)
+    per_engine = per_dedicated + econ.slot_reservation_bytes(shape, SLOTS, 16)
+    rows = []
+    for tenants in TENANTS:
+        engines = econ.engines_needed(tenants, SLOTS)
+        rows.append([
+            f"{tenants:,}", f"{tenants:,}", f"{econ.to_gib(tenants * per_dedicated):,.0f} GiB",
+            f"{engines:,}", f"{econ.to_gib(engines * per_engine):,.0f} GiB",
+            f"{econ.gpus_saved(tenants, SLOTS):,}", f"{engines / tenants:.1%}",
+        ])
+    return markdown(["tenants", "dedicated GPUs", "dedicated weights", "multi-LoRA GPUs",
+                     "multi-LoRA weights + slots", "GPUs saved", "fleet size vs dedicated"], rows)
+
+
+def adapter_table(econ: ModuleType) -> str:
+    """Llama-2-7B adapter size in MiB by target set and rank (fp16)."""
+    rows = [[name] + [f"{econ.to_mib(econ.adapter_bytes(econ.LLAMA2_7B, r, t)):g} MiB"
+                      for r in RANKS]
+            for name, t in TARGET_SETS.items()]
+    return markdown(["targets"] + [f"r = {r}" for r in RANKS], rows)
+
+
+def blast_radius_table(econ: ModuleType) -> str:
+    """Fleet-wide bytes added by raising max_lora_rank from 16, 13 engines x 8 slots."""
+    rows = []
+    for name in ("q,k,v,o", "all-linear"):
+        targets = TARGET_SETS[name]
+        per_engine = econ.slot_reservation_bytes(econ.LLAMA2_7B, SLOTS, 16, targets)
+        row = [name, f"{econ.to_gib(per_engine):.2f} GiB"]
+        for new_rank in (32, 64, 128):
+            extra = econ.rank_blast_radius(econ.LLAMA2_7B, FLEET_ENGINES, SLOTS, 16, new_rank,
+                                           targets)
+            row.append(f"+{econ.to_gib(extra):.2f} GiB")
+        rows.append(row)
+    return markdown(["engine targets", "slots per engine at r = 16", "16 → 32", "16 → 64",
+                     "16 → 128"], rows)
+
+
+def readings_table(econ: ModuleType) -> str:
+    """Every reading of "base / adapter" for Llama-2-7B, rank 16, q,k,v,o."""
+    rows = [[f"`{r.name}`", r.division, f"{r.ratio:.1f}x", r.why]
+            for r in econ.ratio_readings()]
+    return markdown(["reading", "division", "ratio", "what it is"], rows)
+
+
+def all_tables(econ: ModuleType) -> dict[str, str]:
+    return {"cfo": cfo_table(econ), "adapters": adapter_table(econ),
+            "blast radius": blast_radius_table(econ), "readings": readings_table(econ)}
+
+
+def main() -> None:
+    from labkit import load_lab  # the implementation LAB_IMPL selects (solution by default)
+
+    for name, table in all_tables(load_lab("lab-03")).items():
+        print(f"<!-- table: {name} -->\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
