@@ -48,6 +48,15 @@ def lab(request: pytest.FixtureRequest):
         pytest.fail(str(err), pytrace=False)
 
 
+DEFAULT_SEED = 1101
+
+
+@pytest.fixture
+def seed() -> int:
+    """The seed of a randomized test: ``LAB_SEED`` when the grader re-runs with a hidden seed."""
+    return int(os.environ.get("LAB_SEED", DEFAULT_SEED))
+
+
 # --- skips: gpu and engine -------------------------------------------------------------------
 
 

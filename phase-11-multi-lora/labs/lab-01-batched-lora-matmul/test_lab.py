@@ -1,0 +1,438 @@
+"""Lab 01 spec: a mixed batch of LoRA adapters costs one base matmul plus rank-r deltas.
+
+The claims, each its own test: the grouped forward equals the per-row loop (bit-for-bit where
+float arithmetic is exact), base-only rows ride free, each adapter's delta factors through the
+rank-r bottleneck, ``B @ A`` is never formed, grouping is a stable partition, and bad input is
+refused with a message that names the argument.
+"""
+
+from __future__ import annotations
+
+import re
+import tracemalloc
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from labkit import assert_bitwise_equal, assert_close
+
+SEED = 1101
+DTYPES = [np.float32, np.float64]
+SCALE = 2.0  # lora_alpha / r = 32 / 16; a power of two keeps integer-valued products exact
+SMALL_INT = 3  # inputs drawn from [-3, 3]: every sum in these shapes stays far below 2**24
+
+# Random floats: the grouped path and the loop add the same products in a different order
+# (BLAS blocking, matmul vs matvec), so they agree to a few ulps of O(1) outputs.
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+# The forward's working set is O(T * (d_in + d_out)) floats (about 200 KiB in the memory test);
+# one B @ A is d_out * d_in floats (12 MiB there). An eighth of the latter is "well below".
+MATERIALIZE_FRACTION = 1 / 8
+
+PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One layer's inputs: x (T, d_in), W (d_out, d_in), A_stack (L, r, d_in),
+    B_stack (L, d_out, r), idx (T,)."""
+
+    x: np.ndarray
+    W: np.ndarray
+    A_stack: np.ndarray
+    B_stack: np.ndarray
+    idx: np.ndarray
+    scale: float = SCALE
+
+    @property
+    def args(self) -> tuple[np.ndarray, ...]:
+        return self.x, self.W, self.A_stack, self.B_stack, self.idx
+
+    @property
+    def loop_args(self) -> tuple[np.ndarray, ...]:
+        return self.x, self.A_stack, self.B_stack, self.idx
+
+    @property
+    def base_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.idx == -1)
+
+    def with_all_rows_base(self) -> Batch:
+        return replace(self, idx=np.full_like(self.idx, -1))
+
+    def rows(self, perm: np.ndarray) -> Batch:
+        return replace(self, x=self.x[perm], idx=self.idx[perm])
+
+
+def draw(rng: np.random.Generator, shape: tuple[int, ...], dtype, integer: bool) -> np.ndarray:
+    if integer:
+        return rng.integers(-SMALL_INT, SMALL_INT + 1, size=shape).astype(dtype)
+    fan_in = shape[-1] if shape[-1] else 1
+    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dtype)
+
+
+def interleaved_idx(rng: np.random.Generator, T: int, L: int) -> np.ndarray:
+    """Every adapter and the base model present (when T allows), in shuffled order."""
+    return rng.permutation(np.arange(T) % (L + 1) - 1)
+
+
+def make_batch(rng, T=40, d_in=24, d_out=20, r=4, L=5, dtype=np.float64, integer=True, idx=None):
+    return Batch(
+        x=draw(rng, (T, d_in), dtype, integer),
+        W=draw(rng, (d_out, d_in), dtype, integer),
+        A_stack=draw(rng, (L, r, d_in), dtype, integer),
+        B_stack=draw(rng, (L, d_out, r), dtype, integer),
+        idx=interleaved_idx(rng, T, L) if idx is None else np.asarray(idx, dtype=np.int64),
+    )
+
+
+def dense_reference(b: Batch) -> np.ndarray:
+    """The definition, computed the expensive way: row i times (W + scale * B @ A).T."""
+    y = b.x @ b.W.T
+    for i, a in enumerate(b.idx):
+        if a != -1:
+            y[i] = b.x[i] @ (b.W + b.scale * (b.B_stack[a] @ b.A_stack[a])).T
+    return y
+
+
+@pytest.fixture
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# --- shrink and expand -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shrink_projects_into_the_rank_r_bottleneck(lab, rng, dtype):
+    x, A = draw(rng, (9, 12), dtype, True), draw(rng, (3, 12), dtype, True)
+    h = lab.shrink(x, A)
+    assert h.dtype == dtype, f"shrink must keep x's dtype {np.dtype(dtype)}, got {h.dtype}"
+    assert_bitwise_equal(h, x @ A.T, why="shrink(x, A) must be x @ A.T, shape (T, r)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_expand_applies_B_and_scale(lab, rng, dtype):
+    h, B = draw(rng, (9, 3), dtype, True), draw(rng, (10, 3), dtype, True)
+    y = lab.expand(h, B, scale=SCALE)
+    assert y.dtype == dtype, f"expand must keep h's dtype {np.dtype(dtype)}, got {y.dtype}"
+    assert_bitwise_equal(y, SCALE * (h @ B.T),
+                         why="expand(h, B, scale) must be scale * h @ B.T, shape (T, d_out)")
+
+
+# --- the grouped forward equals the per-row loop -----------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loop_matches_the_dense_definition(lab, rng, dtype):
+    b = make_batch(rng, dtype=dtype)
+    delta = lab.lora_delta_loop(*b.loop_args, scale=b.scale)
+    assert_bitwise_equal(delta, dense_reference(b) - b.x @ b.W.T,
+                         why="lora_delta_loop row i must be x[i] @ (scale * B @ A).T for "
+                             "a = idx[i], and zeros where idx[i] == -1")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_equals_loop_bitwise_on_integer_inputs(lab, rng, dtype):
+    b = make_batch(rng, dtype=dtype)
+    y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert y.dtype == dtype, f"the forward must keep x's dtype {np.dtype(dtype)}, got {y.dtype}"
+    expected = b.x @ b.W.T + lab.lora_delta_loop(*b.loop_args, scale=b.scale)
+    assert_bitwise_equal(y, expected,
+                         why="integer-valued inputs make float arithmetic exact: the grouped "
+                             "forward must equal x @ W.T + the per-row loop bit for bit")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_matches_loop_on_random_floats(lab, rng, dtype):
+    b = make_batch(rng, T=64, d_in=64, d_out=48, r=8, L=6, dtype=dtype, integer=False)
+    y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    expected = b.x @ b.W.T + lab.lora_delta_loop(*b.loop_args, scale=b.scale)
+    assert_close(y, expected, rtol=TOL[dtype], atol=TOL[dtype],
+                 why="on random floats the grouped forward must match the per-row loop up to "
+                     "summation order")
+
+
+def test_output_rows_follow_input_rows_however_adapters_interleave(lab, rng):
+    b = make_batch(rng)
+    y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    for trial in range(3):
+        perm = rng.permutation(len(b.idx))
+        y_perm = lab.batched_lora_forward(*b.rows(perm).args, scale=b.scale)
+        assert_bitwise_equal(y_perm, y[perm],
+                             why=f"shuffling the batch (trial {trial}) must shuffle the output "
+                                 "rows the same way: deltas must scatter back to their own rows")
+
+
+# --- base rows ride free -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_base_rows_ride_free(lab, rng, dtype):
+    b = make_batch(rng, T=48, d_in=64, d_out=40, r=8, L=5, dtype=dtype, integer=False)
+    y_mixed = lab.batched_lora_forward(*b.args, scale=b.scale)
+    y_base = lab.batched_lora_forward(*b.with_all_rows_base().args, scale=b.scale)
+    assert_close(y_base, b.x @ b.W.T, rtol=TOL[dtype], atol=TOL[dtype],
+                 why="a batch with every idx == -1 must be the base matmul alone")
+    rows = b.base_rows
+    assert 0 < rows.size < len(b.idx)
+    assert_bitwise_equal(y_mixed[rows], y_base[rows],
+                         why="a base-only row must not change when adapters share its batch")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_base_batch_is_exactly_the_base_matmul(lab, rng, dtype):
+    b = make_batch(rng, dtype=dtype).with_all_rows_base()
+    assert_bitwise_equal(lab.batched_lora_forward(*b.args, scale=b.scale), b.x @ b.W.T,
+                         why="with every idx == -1 no adapter may touch any row")
+
+
+def test_no_adapters_at_all(lab, rng):
+    b = make_batch(rng, T=7, L=0, idx=np.full(7, -1))
+    assert b.A_stack.shape[0] == 0
+    assert_bitwise_equal(lab.batched_lora_forward(*b.args, scale=b.scale), b.x @ b.W.T,
+                         why="L = 0 adapters and an all-base batch is just the base model")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch_returns_an_empty_output(lab, rng, dtype):
+    b = make_batch(rng, T=0, d_out=20, dtype=dtype)
+    y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert y.shape == (0, 20) and y.dtype == dtype, (
+        f"T = 0 must give an empty (0, d_out) {np.dtype(dtype)} array, got {y.shape} {y.dtype}")
+
+
+# --- the delta factors through the bottleneck --------------------------------------------------
+
+
+def test_each_group_delta_has_rank_at_most_r(lab, rng):
+    r = 3
+    b = make_batch(rng, T=48, d_in=24, d_out=20, r=r, L=3, integer=False)
+    b = replace(b, W=np.zeros_like(b.W))  # the output is then the delta alone
+    delta = lab.batched_lora_forward(*b.args, scale=b.scale)
+    for a in range(b.A_stack.shape[0]):
+        rows = np.flatnonzero(b.idx == a)
+        assert rows.size > r
+        rank = np.linalg.matrix_rank(delta[rows])
+        assert rank <= r, (f"adapter {a}: its {rows.size} rows' delta has rank {rank} > r = {r}; "
+                           "a LoRA delta factors through the rank-r bottleneck")
+
+
+def test_never_materializes_B_times_A(lab, rng):
+    T, d_in, d_out, r, L = 8, 1536, 2048, 16, 4
+    b = make_batch(rng, T, d_in, d_out, r, L, np.float32, integer=False,
+                   idx=[0, 1, 2, 3, -1, 0, 3, 1])
+    dense_bytes = d_out * d_in * b.x.itemsize
+    lab.batched_lora_forward(*b.args, scale=b.scale)  # warm-up: one-time caches are not the point
+    tracemalloc.start()
+    try:
+        lab.batched_lora_forward(*b.args, scale=b.scale)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MATERIALIZE_FRACTION * dense_bytes, (
+        f"batched_lora_forward allocated up to {peak:,} B at T={T}; one d_out x d_in array is "
+        f"{dense_bytes:,} B. Apply shrink then expand; never form B @ A (or W + s*B@A)")
+
+
+# --- grouping: the permute trick ---------------------------------------------------------------
+
+
+def grouping_problems(idx: np.ndarray, order, adapter_ids, offsets) -> list[str]:
+    """Everything wrong with ``(order, adapter_ids, offsets)`` as a grouping of ``idx``."""
+    order, adapter_ids, offsets = map(np.asarray, (order, adapter_ids, offsets))
+    for name, a in (("order", order), ("adapter_ids", adapter_ids), ("offsets", offsets)):
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            return [f"{name} must be a 1-D integer array, got {a.dtype} {a.shape}"]
+    if len(offsets) != len(adapter_ids) + 1:
+        return [f"len(offsets) = {len(offsets)} must be len(adapter_ids) + 1 = "
+                f"{len(adapter_ids) + 1}"]
+    problems = []
+    if offsets[0] != 0 or offsets[-1] != len(order) or np.any(np.diff(offsets) <= 0):
+        problems.append(f"offsets {offsets.tolist()} must rise strictly from 0 to "
+                        f"len(order) = {len(order)}")
+    if len(set(adapter_ids.tolist())) != len(adapter_ids):
+        problems.append(f"adapter_ids {adapter_ids.tolist()} repeats an adapter")
+    if sorted(order.tolist()) != np.flatnonzero(idx != -1).tolist():
+        problems.append(f"order {order.tolist()} must hold every non-base row exactly once; "
+                        f"non-base rows are {np.flatnonzero(idx != -1).tolist()}")
+    if problems:
+        return problems
+    for g, a in enumerate(adapter_ids):
+        seg = order[offsets[g]:offsets[g + 1]]
+        if np.any(idx[seg] != a):
+            problems.append(f"group {g} (adapter {a}) holds rows {seg.tolist()} whose idx are "
+                            f"{idx[seg].tolist()}")
+        elif np.any(np.diff(seg) <= 0):
+            problems.append(f"group {g} (adapter {a}) lists rows {seg.tolist()}: not stable "
+                            "(rows of one adapter must keep their batch order)")
+    return problems
+
+
+@pytest.mark.parametrize("idx", [
+    [2, 0, -1, 2, 1, 0, -1, 2],
+    [3, 3, 2, 2, 1, 1, 0, 0],
+    [-1, -1, -1],
+    [4, 4, 4, 4],
+    [],
+], ids=["interleaved", "descending", "all-base", "one-adapter", "empty"])
+def test_group_by_adapter_is_a_stable_partition(lab, idx):
+    idx = np.asarray(idx, dtype=np.int64)
+    problems = grouping_problems(idx, *lab.group_by_adapter(idx))
+    assert not problems, f"group_by_adapter({idx.tolist()}):\n  " + "\n  ".join(problems)
+
+
+# --- properties over random batches ------------------------------------------------------------
+
+
+@st.composite
+def batches(draw_, max_T=10):
+    T = draw_(st.integers(0, max_T))
+    d_in, d_out = draw_(st.integers(1, 8)), draw_(st.integers(1, 8))
+    r, L = draw_(st.integers(1, 4)), draw_(st.integers(0, 4))
+    idx = draw_(st.lists(st.integers(-1, L - 1), min_size=T, max_size=T))
+    dtype = draw_(st.sampled_from(DTYPES))
+    rng = np.random.default_rng(draw_(st.integers(0, 2**32 - 1)))
+    return make_batch(rng, T, d_in, d_out, r, L, dtype, integer=True, idx=idx)
+
+
+@PROPERTY_SETTINGS
+@given(b=batches())
+def test_forward_equals_the_definition_for_any_batch(lab, b):
+    y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert_bitwise_equal(y, dense_reference(b),
+                         why=f"idx={b.idx.tolist()}, x {b.x.shape}, A_stack {b.A_stack.shape}, "
+                             f"{b.x.dtype}: row i must be x[i] @ (W + scale * B @ A).T")
+
+
+@PROPERTY_SETTINGS
+@given(idx=st.lists(st.integers(-1, 6), max_size=24))
+def test_grouping_is_a_stable_partition_for_any_idx(lab, idx):
+    idx = np.asarray(idx, dtype=np.int64)
+    problems = grouping_problems(idx, *lab.group_by_adapter(idx))
+    assert not problems, f"group_by_adapter({idx.tolist()}):\n  " + "\n  ".join(problems)
+
+
+# --- bad input is refused, naming the argument -------------------------------------------------
+
+
+BAD_FORWARD_INPUTS = {
+    # id: (how the valid batch is broken, the error, the argument its message must name)
+    "x-1d": (lambda b: replace(b, x=b.x[0]), ValueError, "x"),
+    "x-integer-dtype": (lambda b: replace(b, x=b.x.astype(np.int64)), TypeError, "x"),
+    "W-wrong-d_in": (lambda b: replace(b, W=b.W[:, :-1]), ValueError, "W"),
+    "W-3d": (lambda b: replace(b, W=b.W[None]), ValueError, "W"),
+    "W-dtype-differs-from-x": (lambda b: replace(b, W=b.W.astype(np.float32)), TypeError, "W"),
+    "A_stack-wrong-d_in": (lambda b: replace(b, A_stack=b.A_stack[:, :, :-1]), ValueError,
+                           "A_stack"),
+    "A_stack-2d": (lambda b: replace(b, A_stack=b.A_stack[0]), ValueError, "A_stack"),
+    "B_stack-wrong-d_out": (lambda b: replace(b, B_stack=b.B_stack[:, :-1]), ValueError,
+                            "B_stack"),
+    "A-B-rank-mismatch": (lambda b: replace(b, B_stack=b.B_stack[:, :, :-1]), ValueError,
+                          "A_stack|B_stack"),
+    "A-B-adapter-count-mismatch": (lambda b: replace(b, B_stack=b.B_stack[:-1]), ValueError,
+                                   "A_stack|B_stack"),
+    "idx-float": (lambda b: replace(b, idx=b.idx.astype(np.float64)), TypeError, "idx"),
+    "idx-2d": (lambda b: replace(b, idx=b.idx[None]), ValueError, "idx"),
+    "idx-wrong-length": (lambda b: replace(b, idx=b.idx[:-1]), ValueError, "idx"),
+}
+
+
+def small_batch() -> Batch:
+    return make_batch(np.random.default_rng(SEED), T=5, d_in=6, d_out=7, r=2, L=4,
+                      idx=[0, 1, -1, 3, 2])
+
+
+def assert_names(err: pytest.ExceptionInfo, pattern: str) -> None:
+    assert re.search(rf"\b({pattern})\b", str(err.value)), (
+        f"the {err.type.__name__} must name the argument ({pattern}), got: {err.value}")
+
+
+@pytest.mark.parametrize("case", BAD_FORWARD_INPUTS, ids=list(BAD_FORWARD_INPUTS))
+def test_forward_refuses_bad_input_naming_the_argument(lab, case):
+    breaks, error, name = BAD_FORWARD_INPUTS[case]
+    b = breaks(small_batch())
+    with pytest.raises(error) as err:
+        lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert_names(err, name)
+
+
+@pytest.mark.parametrize("value, row", [(7, 3), (4, 1), (-2, 4)],
+                         ids=["far-above-L", "equal-to-L", "below-minus-one"])
+def test_idx_out_of_range_is_refused_not_wrapped(lab, value, row):
+    b = small_batch()
+    idx = b.idx.copy()
+    idx[row] = value
+    for call in (lambda: lab.batched_lora_forward(*replace(b, idx=idx).args, scale=b.scale),
+                 lambda: lab.lora_delta_loop(*replace(b, idx=idx).loop_args, scale=b.scale)):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert_names(err, "idx")
+        message = str(err.value)
+        assert re.search(rf"(?<![\d-]){value}(?!\d)", message) and re.search(
+            rf"\brow {row}\b", message), (
+            f"idx[{row}] = {value} with L = 4: the message must give the value and "
+            f"'row {row}', got: {message}")
+
+
+def test_loop_refuses_rank_mismatch(lab):
+    b = small_batch()
+    with pytest.raises(ValueError) as err:
+        lab.lora_delta_loop(b.x, b.A_stack, b.B_stack[:, :, :-1], b.idx, scale=b.scale)
+    assert_names(err, "A_stack|B_stack")
+
+
+def test_shrink_and_expand_refuse_mismatched_widths(lab, rng):
+    x, A = draw(rng, (4, 6), np.float64, True), draw(rng, (2, 5), np.float64, True)
+    with pytest.raises(ValueError) as err:
+        lab.shrink(x, A)
+    assert_names(err, "A|x")
+    h, B = draw(rng, (4, 2), np.float64, True), draw(rng, (7, 3), np.float64, True)
+    with pytest.raises(ValueError) as err:
+        lab.expand(h, B)
+    assert_names(err, "B|h")
+
+
+@pytest.mark.parametrize("idx, error", [([0.0, 1.0], TypeError), ([0, -2, 1], ValueError),
+                                        ([[0, 1]], ValueError)],
+                         ids=["float", "below-minus-one", "2d"])
+def test_group_by_adapter_refuses_bad_idx(lab, idx, error):
+    with pytest.raises(error) as err:
+        lab.group_by_adapter(np.asarray(idx))
+    assert_names(err, "idx")
+
+
+# --- the arithmetic of "mixed batches cost almost nothing" -------------------------------------
+
+
+def test_lora_overhead_at_4096_square_rank_16(lab):
+    assert lab.lora_overhead(4096, 4096, 16) == 0.0078125  # 16 * 8192 / 4096**2 = 2**-7
+
+
+def test_lora_overhead_is_shrink_plus_expand_over_base(lab):
+    # shrink costs r/d_out of the base matmul per row, expand r/d_in
+    for d_in, d_out, r in [(4096, 11008, 16), (11008, 4096, 8), (5120, 5120, 64), (3, 7, 2)]:
+        got = lab.lora_overhead(d_in, d_out, r)
+        assert got == pytest.approx(r / d_out + r / d_in, rel=1e-12), (
+            f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected r/d_out + r/d_in")
+
+
+def test_lora_overhead_below_one_percent_at_7b_shapes(lab):
+    hidden, intermediate = 4096, 11008  # Llama-2-7B: q,k,v,o are 4096x4096; MLP 4096<->11008
+    for d_in, d_out in [(hidden, hidden), (hidden, intermediate), (intermediate, hidden)]:
+        for r in range(1, 17):
+            got = lab.lora_overhead(d_in, d_out, r)
+            assert 0 < got < 0.01, f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected < 1%"
+
+
+@pytest.mark.parametrize("args, name", [((0, 4096, 16), "d_in"), ((4096, -1, 16), "d_out"),
+                                        ((4096, 4096, 0), "r")], ids=["d_in", "d_out", "r"])
+def test_lora_overhead_refuses_non_positive_sizes(lab, args, name):
+    with pytest.raises(ValueError) as err:
+        lab.lora_overhead(*args)
+    assert_names(err, name)
