@@ -310,6 +310,8 @@ def test_model_shape_reads_a_hf_config(lab):
 @pytest.mark.structural
 def test_readme_tables_match_the_code():
     readme = (Path(__file__).parent / "README.md").read_text()
+    if not (Path(__file__).parent / "solution.py").is_file():
+        pytest.skip("the README quotes the reference solution, which this copy does not ship")
     reference = load_impl("lab-03", Impl("solution"))  # the README quotes the reference
     for name, table in load_support("lab-03", "tables").all_tables(reference).items():
         if table not in readme:

@@ -1,0 +1,71 @@
+"""The grading configuration: points and time limits per lab (``weights.toml``) and the hidden
+seeds (``keys/hidden_seeds.toml``, never shipped to students)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+GRADING_DIR = Path(__file__).resolve().parent
+WEIGHTS_REL = Path("grading") / "weights.toml"  # inside the course repository
+WEIGHTS_FILE = GRADING_DIR / "weights.toml"
+HIDDEN_SEEDS_FILE = GRADING_DIR / "keys" / "hidden_seeds.toml"
+
+
+class ConfigError(Exception):
+    """A problem in the grading configuration, in one line."""
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    points: float
+    timeout_s: float
+    lab_budget_s: float
+
+
+def load_weights(labs: list[str], path: Path = WEIGHTS_FILE) -> dict[str, LabConfig]:
+    """One ``LabConfig`` per lab folder; every lab must be listed and every listed lab exist."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the weights ({err})") from None
+    defaults = data.get("defaults", {})
+    tables = data.get("labs", {})
+    missing = sorted(set(labs) - set(tables))
+    unknown = sorted(set(tables) - set(labs))
+    if missing or unknown:
+        raise ConfigError(f"{path}: [labs.*] must name exactly the lab folders {labs}; "
+                          f"missing {missing}, unknown {unknown}")
+    config = {}
+    for lab in labs:
+        merged = {**defaults, **tables[lab]}
+        try:
+            config[lab] = LabConfig(points=float(merged["points"]),
+                                    timeout_s=float(merged["timeout_s"]),
+                                    lab_budget_s=float(merged["lab_budget_s"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: [labs.{lab}] needs numeric points, timeout_s and "
+                              f"lab_budget_s (here or in [defaults]); {err!r}") from None
+        if config[lab].points < 0 or config[lab].timeout_s <= 0 or config[lab].lab_budget_s <= 0:
+            raise ConfigError(f"{path}: [labs.{lab}] values must be positive, got {config[lab]}")
+    return config
+
+
+def hidden_seeds(path: Path = HIDDEN_SEEDS_FILE) -> list[int]:
+    """The hidden seeds: ``GRADING_HIDDEN_SEEDS`` (comma-separated), else the keys file, else
+    none (a student release has no keys; the hidden-seed pass is then skipped and says so)."""
+    raw = os.environ.get("GRADING_HIDDEN_SEEDS")
+    if raw is not None:
+        try:
+            return [int(s) for s in raw.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"GRADING_HIDDEN_SEEDS: expected integers separated by commas, "
+                              f"got {raw!r}") from None
+    if not path.is_file():
+        return []
+    seeds = tomllib.loads(path.read_text(encoding="utf-8")).get("seeds", [])
+    if not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a list of integers, got {seeds!r}")
+    return seeds

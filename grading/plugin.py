@@ -1,0 +1,251 @@
+"""pytest plugin for the grading tools: an event log that survives a dying interpreter, a
+per-test timeout, and the runtime half of the honesty checks.
+
+Loaded with ``-p grading.plugin`` by ``grading.runner``; inert unless ``GRADING_EVENTS`` names
+the log file. Settings come from the environment so a subprocess needs no extra options:
+
+- ``GRADING_EVENTS``: JSON-lines log, one line per event, flushed as written. pytest's JUnit
+  XML is written at session end and is lost when student code calls ``os._exit`` or hangs; this
+  log keeps every finished test and names the one that was running.
+- ``GRADING_TIMEOUT_S``: per-test budget (setup + call + teardown). Three layers: SIGALRM raises
+  ``TestTimeout`` in the test; if the code swallows it, a second alarm ends the process; if the
+  interpreter is stuck in C, faulthandler's watchdog thread ends it.
+- ``GRADING_EXCLUDE``: file of node ids already recorded (a resumed run skips them).
+- ``GRADING_ONLY_RANDOMIZED=1``: keep only tests that take ``LAB_SEED`` (hidden-seed pass).
+- ``GRADING_GUARD=1``: refuse and flag any open of a ``solution.py`` or of ``grading/``
+  instructor files, and flag test machinery (labkit, numpy, pytest, builtins, test modules)
+  replaced while a test ran.
+
+This module must not import ``labkit``: the tree under test brings its own.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+KILLED_EXIT = 86  # the exit status when the plugin ends a test that would not stop
+WATCHDOG_SUFFIX = ".watchdog"  # next to the event log: faulthandler's dump when it ends a test
+RANDOMIZED_FIXTURE = "seed"  # the conftest fixture that hands out LAB_SEED
+WATCHED_MODULES = ("builtins", "labkit", "labkit.asserts", "labkit.loader", "numpy",
+                   "numpy.testing", "pytest")
+FORBIDDEN_PARTS = ("grading/mutants/", "grading/alternatives/", "grading/keys/")
+
+
+class TestTimeout(BaseException):  # noqa: N818 - reads as the event it is
+    """Raised in a test that ran past ``GRADING_TIMEOUT_S``; a BaseException so that a bare
+    ``except Exception`` in student code does not swallow it."""
+
+    __test__ = False  # not a test class, whatever its name says
+
+
+def is_forbidden_path(path: str) -> bool:
+    """A file a submission has no business reading: a reference solution or instructor keys."""
+    norm = path.replace(os.sep, "/")
+    return Path(norm).name == "solution.py" or any(part in norm for part in FORBIDDEN_PARTS)
+
+
+def is_randomized(item: pytest.Item) -> bool:
+    """Takes its inputs from ``LAB_SEED``: the ``seed`` fixture or a hypothesis ``@given``."""
+    fixtures = getattr(item, "fixturenames", ())
+    return RANDOMIZED_FIXTURE in fixtures or getattr(getattr(item, "obj", None),
+                                                     "is_hypothesis_test", False)
+
+
+class EventLog:
+    def __init__(self, path: str) -> None:
+        # Both files live as long as the session.
+        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self.watchdog = open(path + WATCHDOG_SUFFIX, "w")  # noqa: SIM115
+
+    def write(self, event: str, **fields: object) -> None:
+        self._file.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        self._file.flush()
+
+
+def _message(excinfo: pytest.ExceptionInfo | None, limit: int = 600) -> str:
+    if excinfo is None:
+        return ""
+    text = excinfo.exconly().strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _skip_message(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr or "")
+
+
+class GradingPlugin:
+    def __init__(self, log: EventLog, timeout_s: float, exclude: set[str],
+                 only_randomized: bool, guard: bool) -> None:
+        self.log = log
+        self.timeout_s = timeout_s
+        self.exclude = exclude
+        self.only_randomized = only_randomized
+        self.guard = guard
+        self.current: str | None = None
+        self.phases: dict[str, dict] = {}
+        self.snapshot: dict[tuple[str, str], object] = {}
+        self.alarms = 0
+        self.grace_s = min(5.0, max(1.0, self.timeout_s / 2))  # time to unwind after TestTimeout
+
+    # --- collection --------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        keep = [it for it in items if it.nodeid not in self.exclude
+                and (not self.only_randomized or is_randomized(it))]
+        dropped = [it for it in items if it not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.log.write("collect_error", nodeid=report.nodeid,
+                           message=str(report.longrepr)[-2000:])
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.log.write("collected", tests=[
+            {"nodeid": it.nodeid, "name": it.name,
+             "structural": it.get_closest_marker("structural") is not None,
+             "markers": sorted({m.name for m in it.iter_markers()}),
+             "randomized": is_randomized(it)}
+            for it in session.items
+        ])
+        if self.guard:
+            self.snapshot = self._take_snapshot(session)
+
+    # --- one test ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
+        self.current = item.nodeid
+        self.log.write("start", nodeid=item.nodeid)
+        self._arm()
+        try:
+            yield
+        finally:
+            self._disarm()
+            self.current = None
+        if self.guard:
+            self._check_snapshot(item.nodeid)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        excinfo = call.excinfo
+        report.grading_exc = type(excinfo.value).__name__ if excinfo is not None else ""
+        report.grading_message = _message(excinfo)
+        if self.alarms and report.failed:  # whatever the code under test made of TestTimeout
+            report.grading_exc = "TestTimeout"
+            report.grading_message = f"ran past the {self.timeout_s:g} s per-test timeout"
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        phase = {"outcome": report.outcome, "duration": report.duration,
+                 "exc": getattr(report, "grading_exc", ""),
+                 "message": getattr(report, "grading_message", ""),
+                 "wasxfail": hasattr(report, "wasxfail")}
+        if report.skipped:
+            phase["message"] = _skip_message(report)
+        elif report.failed and not phase["message"]:
+            phase["message"] = str(report.longrepr)[-600:]
+        phases = self.phases.setdefault(report.nodeid, {})
+        phases[report.when] = phase
+        if report.when == "teardown":
+            self.log.write("end", nodeid=report.nodeid, phases=self.phases.pop(report.nodeid))
+
+    # --- the per-test timeout ----------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self.timeout_s <= 0:
+            return
+        self.alarms = 0
+        faulthandler.dump_traceback_later(self.timeout_s + 2 * self.grace_s, exit=True,
+                                          file=self.log.watchdog)
+        if hasattr(signal, "setitimer"):
+            signal.signal(signal.SIGALRM, self._on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+
+    def _disarm(self) -> None:
+        if self.timeout_s <= 0:
+            return
+        faulthandler.cancel_dump_traceback_later()
+        if hasattr(signal, "setitimer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _on_alarm(self, signum: int, frame: object) -> None:
+        self.alarms += 1
+        if self.alarms == 1:
+            self.log.write("timeout", nodeid=self.current, seconds=self.timeout_s)
+            signal.setitimer(signal.ITIMER_REAL, self.grace_s)
+            raise TestTimeout(f"test ran past the {self.timeout_s:g} s per-test timeout")
+        self.log.write("killed", nodeid=self.current,
+                       message="the test swallowed TestTimeout; the process was ended")
+        os._exit(KILLED_EXIT)
+
+    # --- the runtime guard -------------------------------------------------------------------
+
+    def audit(self, event: str, args: tuple) -> None:
+        if event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
+            path = os.fsdecode(args[0])
+            if is_forbidden_path(path):
+                self.log.write("flag", kind="reads_solution", nodeid=self.current,
+                               detail=f"opened {path}")
+                raise PermissionError(f"grading: {path} is off limits to a submission")
+
+    def _take_snapshot(self, session: pytest.Session) -> dict[tuple[str, str], object]:
+        modules: dict[str, ModuleType] = {n: sys.modules[n] for n in WATCHED_MODULES
+                                          if n in sys.modules}
+        for item in session.items:
+            module = getattr(item, "module", None)
+            if module is not None:
+                modules[module.__name__] = module
+        for plugin in session.config.pluginmanager.get_plugins():
+            if isinstance(plugin, ModuleType) and str(getattr(plugin, "__file__", "")
+                                                      ).endswith("conftest.py"):
+                modules[plugin.__name__] = plugin
+        return {(name, attr): value for name, module in modules.items()
+                for attr, value in vars(module).items() if callable(value)}
+
+    def _check_snapshot(self, nodeid: str) -> None:
+        for (name, attr), value in self.snapshot.items():
+            module = sys.modules.get(name)
+            current = getattr(module, attr, None) if module is not None else None
+            if current is not value:
+                self.log.write("flag", kind="tampers_tests", nodeid=nodeid,
+                               detail=f"{name}.{attr} was replaced while this test ran")
+                self.snapshot[(name, attr)] = current  # report each replacement once
+
+
+def _read_exclude(path: str | None) -> set[str]:
+    if not path:
+        return set()
+    return {line for line in Path(path).read_text(encoding="utf-8").splitlines() if line}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("GRADING_")}
+    events = settings.get("GRADING_EVENTS")  # popped: the code under test cannot find the log
+    if not events or config.pluginmanager.has_plugin("grading-plugin"):
+        return
+    plugin = GradingPlugin(
+        EventLog(events),
+        timeout_s=float(settings.get("GRADING_TIMEOUT_S", "0")),
+        exclude=_read_exclude(settings.get("GRADING_EXCLUDE")),
+        only_randomized=settings.get("GRADING_ONLY_RANDOMIZED") == "1",
+        guard=settings.get("GRADING_GUARD") == "1",
+    )
+    if plugin.guard:
+        sys.addaudithook(plugin.audit)
+    config.pluginmanager.register(plugin, "grading-plugin")

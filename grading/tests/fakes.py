@@ -1,0 +1,278 @@
+"""A tiny fake course in a temp dir: the real harness (conftest.py, labkit/, pyproject.toml) and
+two fake labs small enough that a whole grading run takes seconds.
+
+lab-01-alpha has four one-line functions, a seeded test (``LAB_SEED``), a hypothesis test, a
+structural test and a test that skips the way ``gpu`` tests do; lab-02-beta calls lab 01
+through ``load_lab``, like the real lab 02.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+REAL_REPO = Path(__file__).resolve().parents[2]
+LAB1, LAB2 = "lab-01-alpha", "lab-02-beta"
+VISIBLE_SEED = 0  # the default of the fake lab's own `seed` fixture
+
+LAB1_SOLUTION = '''\
+"""Fake lab 01 reference."""
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def mul(a: int, b: int) -> int:
+    return a * b
+
+
+def neg(a: int) -> int:
+    return -a
+
+
+def total(xs: list[int]) -> int:
+    return sum(xs)
+'''
+
+LAB1_STARTER = '''\
+"""Fake lab 01 starter."""
+
+
+def add(a: int, b: int) -> int:
+    raise NotImplementedError("TODO(lab-01): add a and b")
+
+
+def mul(a: int, b: int) -> int:
+    raise NotImplementedError("TODO(lab-01): multiply a and b")
+
+
+def neg(a: int) -> int:
+    raise NotImplementedError("TODO(lab-01): negate a")
+
+
+def total(xs: list[int]) -> int:
+    raise NotImplementedError("TODO(lab-01): sum xs")
+'''
+
+LAB1_TESTS = '''\
+"""Fake lab 01 spec."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from labkit import assert_bitwise_equal
+
+
+@pytest.fixture
+def seed() -> int:
+    return int(os.environ.get("LAB_SEED", "0"))
+
+
+def test_add_small_ints(lab):
+    assert lab.add(2, 3) == 5
+
+
+def test_mul_small_ints(lab):
+    assert lab.mul(4, 5) == 20
+
+
+def test_neg_flips_sign(lab):
+    assert lab.neg(7) == -7
+
+
+def test_total_of_a_seeded_draw(lab, seed):
+    xs = np.random.default_rng(seed).integers(0, 100, size=5)
+    assert_bitwise_equal(lab.total(xs.tolist()), xs.sum(), why="total is the sum")
+
+
+@settings(max_examples=10, deadline=None, database=None, phases=[Phase.generate])
+@given(st.integers(-1000, 1000), st.integers(-1000, 1000))
+def test_add_matches_plus(lab, a, b):
+    assert lab.add(a, b) == a + b
+
+
+@pytest.mark.structural
+def test_public_names_exist(lab):
+    assert all(callable(getattr(lab, n, None)) for n in ("add", "mul", "neg", "total"))
+
+
+def test_cuda_path():
+    pytest.skip("gpu: torch.cuda.is_available() is False on this machine")
+'''
+
+LAB2_SOLUTION = '''\
+"""Fake lab 02 reference: leans on lab 01."""
+
+from labkit import load_lab
+
+
+def double(x: int) -> int:
+    return load_lab("lab-01").add(x, x)
+'''
+
+LAB2_STARTER = '''\
+"""Fake lab 02 starter."""
+
+
+def double(x: int) -> int:
+    raise NotImplementedError("TODO(lab-02): add x to itself with lab 01")
+'''
+
+LAB2_TESTS = '''\
+"""Fake lab 02 spec."""
+
+
+def test_double_uses_lab01(lab):
+    assert lab.double(21) == 42
+'''
+
+WEIGHTS = """\
+[defaults]
+timeout_s = 3
+lab_budget_s = 60
+
+[labs.lab-01-alpha]
+points = 60
+
+[labs.lab-02-beta]
+points = 40
+"""
+
+
+def visible_total() -> int:
+    """What lab 01's seeded test expects under the visible seed: the number a cheat hard-codes."""
+    return int(np.random.default_rng(VISIBLE_SEED).integers(0, 100, size=5).sum())
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def make_repo(root: Path) -> Path:
+    """A fake course repository at ``root`` with the real harness and the two fake labs."""
+    for name in ("conftest.py", "pyproject.toml"):
+        shutil.copy2(REAL_REPO / name, root / name)
+    shutil.copytree(REAL_REPO / "labkit", root / "labkit",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    labs = root / "phase-11-multi-lora" / "labs"
+    for lab, files in {LAB1: (LAB1_SOLUTION, LAB1_STARTER, LAB1_TESTS),
+                       LAB2: (LAB2_SOLUTION, LAB2_STARTER, LAB2_TESTS)}.items():
+        for name, text in zip(("solution.py", "starter.py", "test_lab.py"), files, strict=True):
+            write(labs / lab / name, text)
+    write(root / "grading" / "weights.toml", WEIGHTS)
+    return root
+
+
+def make_submission(root: Path, lab1: str | None, lab2: str | None) -> Path:
+    """A submission folder laid out like labs/; ``None`` leaves that lab's file out."""
+    for lab, text in ((LAB1, lab1), (LAB2, lab2)):
+        if text is not None:
+            write(root / lab / "starter.py", text)
+    return root
+
+
+# --- crafted submissions: each misbehaves in a way the grader must survive or flag ----------
+
+ROGUE_LAB1 = '''\
+import os
+
+
+def add(a, b):
+    while True:  # loops forever
+        pass
+
+
+def mul(a, b):
+    while True:  # swallows the timeout and loops on
+        try:
+            while True:
+                pass
+        except BaseException:
+            pass
+
+
+def neg(a):
+    os._exit(3)  # takes the interpreter down
+
+
+def total(xs):
+    print("\\x00\\xff garbage \\x1b[31m ]]> <x", flush=True)
+    os.write(1, b"\\x00\\xfe\\xff not xml ]]> \\x1b]0;")
+    os.write(2, b"\\xff\\x00")
+    return sum(xs)
+'''
+
+ROGUE_LAB2 = '''\
+import signal
+
+
+def double(x):
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # deaf to the alarm: only the watchdog is left
+    while True:
+        pass
+'''
+
+CHEAT_LAB2 = '''\
+import sys
+
+from labkit import load_lab
+
+
+def double(x):
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None) or ""
+        if path.endswith("test_lab.py"):
+            with open(path, "a") as f:
+                f.write("\\n# edited by the submission\\n")
+    return load_lab("lab-01").add(x, x)
+'''
+
+
+def cheat_lab1(repo: Path) -> str:
+    """Reads the reference, monkeypatches numpy, hard-codes the visible seed's answer."""
+    solution = repo / "phase-11-multi-lora" / "labs" / LAB1 / "solution.py"
+    return f'''\
+import numpy
+
+
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    numpy.allclose = lambda *args, **kwargs: True
+    return a * b
+
+
+def neg(a):
+    try:
+        open({str(solution)!r}).read()
+    except OSError:
+        pass
+    return -a
+
+
+def total(xs):
+    return {visible_total()}
+'''
+
+
+def make_submissions(root: Path, repo: Path) -> Path:
+    """A folder of submissions, one per behaviour the grader must handle."""
+    make_submission(root / "solved", LAB1_SOLUTION, LAB2_SOLUTION)
+    make_submission(root / "pristine", LAB1_STARTER, LAB2_STARTER)
+    make_submission(root / "rogue", ROGUE_LAB1, ROGUE_LAB2)
+    make_submission(root / "cheat", cheat_lab1(repo), CHEAT_LAB2)
+    make_submission(root / "broken", "raise RuntimeError('boom at import')\n",
+                    "def double(x) return\n")
+    return root
