@@ -1,0 +1,972 @@
+"""Mutant: generate_mixed sends each row in its own generate call, so the batch is never mixed.
+
+Lab 02: many LoRA adapters served by one vLLM engine.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labkit import load_lab
+
+# === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
+#
+# Production counterparts (vLLM 0.32): the knobs are LoRAConfig in vllm/config/lora.py; the
+# slots are the `lora_a_stacked` / `lora_b_stacked` buffers of vllm/lora/layers/; the CPU build
+# runs them through vllm/lora/punica_wrapper/punica_cpu.py and vllm/lora/ops/torch_ops/lora_ops.py
+# (the gather `lora_b_weights[lora_indices_tensor]`, where a base row's index is -1).
+
+CPU_KV_CACHE_BYTES = 64 * 2**20  # ~32k tokens of the shipped model; unset, the CPU build takes GiBs
+CPU_MAX_MODEL_LEN = 256  # the tiny model's context: an eval prompt (~100 tokens) plus answer
+CPU_DTYPE = "float32"  # the shipped model is trained and saved in fp32: serve it unrounded
+INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": the engine core runs in this process
+VLLM_LORA_DEFAULTS = {"max_loras": 1, "max_lora_rank": 16}  # LoRAConfig defaults, vLLM 0.32
+GIB_DECIMALS = 2  # vLLM prints GiB with at most two decimals ("%.2f" or round(x, 2))
+DTYPE_BYTES = {"float32": 4, "F32": 4, "float16": 2, "F16": 2, "bfloat16": 2, "BF16": 2,
+               "half": 2, "float": 4}
+RATIO_RTOL = 1e-12  # both sides of the delta-cost check are exact integer ratios
+
+
+def _cuda_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _check_knobs(max_loras: int, max_lora_rank: int, max_cpu_loras: int) -> None:
+    for name, value in (("max_loras", max_loras), ("max_lora_rank", max_lora_rank),
+                        ("max_cpu_loras", max_cpu_loras)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if max_cpu_loras < max_loras:
+        raise ValueError(f"max_cpu_loras: must be >= max_loras ({max_loras}): every adapter in "
+                         f"a slot is also held in the CPU cache, got {max_cpu_loras}")
+
+
+def engine_kwargs(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
+                  max_cpu_loras: int, cuda: bool, **engine_kw) -> dict:
+    """The keyword arguments ``build_llm`` hands to ``vllm.LLM``.
+
+    LoRA on, with the three knobs: ``max_loras`` slots in the running batch, ranks up to
+    ``max_lora_rank`` (every slot is allocated at this rank), ``max_cpu_loras`` adapters cached
+    in host memory (>= ``max_loras``, else ``ValueError``; non-positive knobs too). Without
+    CUDA: ``kv_cache_memory_bytes`` bounded to ``CPU_KV_CACHE_BYTES``, ``dtype`` ``CPU_DTYPE``
+    and ``max_model_len`` ``CPU_MAX_MODEL_LEN``; with CUDA, vLLM's defaults. ``engine_kw`` wins
+    over every default.
+    """
+    _check_knobs(max_loras, max_lora_rank, max_cpu_loras)
+    kwargs = {"model": os.fspath(model), "enable_lora": True, "max_loras": max_loras,
+              "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
+    if not cuda:
+        kwargs |= {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, "dtype": CPU_DTYPE,
+                   "max_model_len": CPU_MAX_MODEL_LEN}
+    return kwargs | engine_kw
+
+
+def build_llm(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
+              max_cpu_loras: int, **engine_kw):
+    """A ``vllm.LLM`` with LoRA enabled, on the CPU build or on CUDA (see ``engine_kwargs``).
+
+    On CPU the engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless
+    the environment sets it): one log stream, no second interpreter importing torch again.
+    """
+    cuda = _cuda_available()
+    kwargs = engine_kwargs(model, max_loras=max_loras, max_lora_rank=max_lora_rank,
+                           max_cpu_loras=max_cpu_loras, cuda=cuda, **engine_kw)
+    if not cuda:
+        os.environ.setdefault(INPROC_ENV, "0")
+    from vllm import LLM
+
+    return LLM(**kwargs)
+
+
+def _check_adapter(i: int, adapter: object) -> None:
+    """``adapters[i]`` must be None or a LoRARequest whose local folder is a PEFT adapter."""
+    if adapter is None:
+        return
+    path = getattr(adapter, "lora_path", None)
+    if not isinstance(path, str) or not hasattr(adapter, "lora_int_id"):
+        raise TypeError(f"adapters[{i}]: expected None or a vllm LoRARequest, "
+                        f"got {type(adapter).__name__}")
+    local = Path(path).expanduser()
+    if local.is_absolute() or path.startswith((".", "~")) or local.exists():
+        if not local.is_dir():
+            raise FileNotFoundError(f"adapters[{i}] ({adapter.lora_name}): adapter folder "
+                                    f"{path} does not exist")
+        if not (local / "adapter_config.json").is_file():
+            raise ValueError(f"adapters[{i}] ({adapter.lora_name}): {path} has no "
+                             f"adapter_config.json, so it is not a PEFT adapter folder")
+
+
+def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) -> list[str]:
+    """One ``llm.generate`` call for a batch whose rows carry different tags.
+
+    ``prompts[i]`` runs on the base model when ``adapters[i]`` is None, and through that
+    adapter when it is a ``LoRARequest``. Returns the generated texts in prompt order. A
+    length mismatch (``ValueError``), a tag that is not a LoRARequest (``TypeError``) or a
+    missing local adapter folder (``FileNotFoundError``) raises before the engine sees the
+    batch; an adapter the engine rejects (rank above ``max_lora_rank``) raises ``ValueError``
+    carrying vLLM's own message.
+    """
+    prompts, adapters = list(prompts), list(adapters)
+    if len(prompts) != len(adapters):
+        raise ValueError(f"adapters: expected one tag per prompt ({len(prompts)}), "
+                         f"got {len(adapters)}")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompts[{i}]: expected a str, got {type(prompt).__name__}")
+    for i, adapter in enumerate(adapters):
+        _check_adapter(i, adapter)
+        _check_engine_accepts(llm, i, adapter)
+    outputs = [llm.generate([p], sampling, lora_request=[a], use_tqdm=False)[0]
+               for p, a in zip(prompts, adapters, strict=True)]
+    return [out.outputs[0].text for out in outputs]
+
+
+def _check_engine_accepts(llm, i: int, adapter) -> None:
+    """Ask vLLM's own validator (``PEFTHelper.validate_legal``) before the batch is submitted.
+
+    The engine runs the same check per request, but only after the rows before it are queued;
+    on vLLM 0.32 (CPU, in-process) the engine did not finish the next batch after such a
+    rejection. Checking first keeps the engine usable and surfaces vLLM's message unchanged.
+    """
+    lora_config = getattr(getattr(getattr(llm, "llm_engine", None), "vllm_config", None),
+                          "lora_config", None)
+    if adapter is None or lora_config is None or not Path(adapter.lora_path).is_dir():
+        return
+    from vllm.lora.peft_helper import PEFTHelper
+
+    try:
+        PEFTHelper.from_local_dir(adapter.lora_path, None).validate_legal(lora_config)
+    except ValueError as err:
+        raise ValueError(f"adapters[{i}] ({adapter.lora_name}): vLLM rejects this adapter: "
+                         f"{err}") from err
+
+
+# --- reading an engine log ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One figure as the engine printed it: ``value`` parsed from ``text``."""
+
+    value: float
+    text: str
+
+    @property
+    def half_unit(self) -> float:
+        """Half the last printed digit, at least vLLM's two decimals: the rounding slack."""
+        decimals = len(self.text.partition(".")[2])
+        return 0.5 * 10.0 ** -max(decimals, GIB_DECIMALS)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What one engine log says, figure by figure; None where the log does not say it.
+
+    weights: the weight figure, ``weights_kind`` "checkpoint" (CPU build: ``Checkpoint size:
+    0.00 GiB``, the safetensors files on disk) or "model_loading" (GPU: ``Model loading took
+    12.55 GiB``, device memory after loading, LoRA slots included). lora: the resolved knobs
+    (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``), vLLM's defaults filled in for those
+    the log's ``non-default args`` omit. outputs: ``(tag, text)`` per demo row, in order.
+    """
+
+    vllm_version: str | None
+    device: str | None
+    dtype: str | None
+    max_model_len: int | None
+    weights: Logged | None
+    weights_kind: str | None
+    kv_cache: Logged | None
+    kv_cache_bytes: int | None
+    kv_cache_tokens: int | None
+    lora_enabled: bool
+    lora: dict[str, int]
+    punica_wrapper: str | None
+    outputs: list[tuple[str, str]]
+
+
+_NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$", re.MULTILINE)
+_ENGINE = re.compile(r"Initializing a V1 LLM engine \(v([^)]+)\) with config: (.*)$",
+                     re.MULTILINE)
+_WEIGHTS = {
+    "checkpoint": re.compile(r"Checkpoint size: (\d+(?:\.\d+)?) GiB"),
+    "model_loading": re.compile(r"Model loading took (\d+(?:\.\d+)?) GiB"),
+}
+_KV_GIB = re.compile(r"(?:Explicitly|Auto) set \((\d+(?:\.\d+)?)/[\d.]+\) GiB for KV cache")
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+_PUNICA = re.compile(r"Using (PunicaWrapper\w+)")
+_DEMO_ROW = re.compile(r"^row (\d+)\s+tag=(\S+)\s+-> (.*)$", re.MULTILINE)
+
+
+def _config_field(config: str, key: str) -> str | None:
+    found = re.search(rf"\b{key}=([^,]+)", config)
+    return found.group(1).strip("'") if found else None
+
+
+def _non_default_args(text: str) -> dict:
+    found = _NON_DEFAULT.search(text)
+    if not found:
+        return {}
+    try:
+        return ast.literal_eval(found.group(1))
+    except (ValueError, SyntaxError):
+        return {}  # an argument vLLM printed as a non-literal (a class, a dtype object)
+
+
+def _logged(pattern: re.Pattern, text: str) -> Logged | None:
+    found = pattern.search(text)
+    return Logged(float(found.group(1)), found.group(1)) if found else None
+
+
+def parse_capture(text: str) -> Capture:
+    """Read the figures a student checks from a vLLM log (CPU build or CUDA) and the demo rows.
+
+    Sources: ``non-default args: {...}`` (the knobs as passed), ``Initializing a V1 LLM engine
+    (vX) with config: ...`` (version, dtype, device, max length), the weight line, the KV cache
+    lines, ``Using PunicaWrapper...`` and the demo's ``row i  tag=T  -> 'text'`` lines.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected the log as a str, got {type(text).__name__}")
+    args = _non_default_args(text)
+    engine = _ENGINE.search(text)
+    config = engine.group(2) if engine else ""
+    kind = next((k for k, pattern in _WEIGHTS.items() if pattern.search(text)), None)
+    lora = {k: int(args.get(k, default)) for k, default in VLLM_LORA_DEFAULTS.items()}
+    lora["max_cpu_loras"] = int(args.get("max_cpu_loras") or lora["max_loras"])
+    max_len = _config_field(config, "max_seq_len")
+    tokens = _KV_TOKENS.search(text)
+    punica = _PUNICA.search(text)
+    return Capture(
+        vllm_version=engine.group(1) if engine else None,
+        device=_config_field(config, "device_config"),
+        dtype=(_config_field(config, "dtype") or "").removeprefix("torch.") or None,
+        max_model_len=int(max_len) if max_len else None,
+        weights=_logged(_WEIGHTS[kind], text) if kind else None,
+        weights_kind=kind,
+        kv_cache=_logged(_KV_GIB, text),
+        kv_cache_bytes=args.get("kv_cache_memory_bytes"),
+        kv_cache_tokens=int(tokens.group(1).replace(",", "")) if tokens else None,
+        lora_enabled=bool(args.get("enable_lora", False)),
+        lora=lora,
+        punica_wrapper=punica.group(1) if punica else None,
+        outputs=[(tag, ast.literal_eval(body)) for _, tag, body in _DEMO_ROW.findall(text)],
+    )
+
+
+# --- reconciling a capture with labs 01/03/04 ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of a safetensors file, from its header: dtype code, shape, bytes."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensor table of a ``.safetensors`` file, read from its JSON header only.
+
+    Layout: 8 bytes little-endian header length N, then N bytes of JSON mapping each tensor
+    name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (plus ``__metadata__``).
+    """
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return {name: Tensor(t["dtype"], tuple(t["shape"]), t["data_offsets"][1] - t["data_offsets"][0])
+            for name, t in header.items()}
+
+
+def _safetensors_in(folder: Path) -> dict[str, Tensor]:
+    tensors: dict[str, Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors |= read_safetensors_header(file)
+    if not tensors:
+        raise FileNotFoundError(f"{folder}: no .safetensors file")
+    return tensors
+
+
+def _dtype_bytes(name: str, what: str) -> int:
+    if name not in DTYPE_BYTES:
+        raise ValueError(f"{what}: expected one of {sorted(DTYPE_BYTES)}, got {name!r}")
+    return DTYPE_BYTES[name]
+
+
+def _one_dtype(tensors: dict[str, Tensor], folder: Path) -> int:
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1:
+        raise ValueError(f"{folder}: expected one dtype across tensors, got {sorted(dtypes)}")
+    return _dtype_bytes(dtypes.pop(), f"{folder} dtype")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One figure: what a source says beside what labs 01/03/04 derive, and whether they agree.
+
+    source: where ``observed`` comes from ("engine log", "safetensors header", ...);
+    how: the derivation of ``derived``, with the lab function it calls.
+    """
+
+    figure: str
+    source: str
+    observed: float
+    derived: float
+    agrees: bool
+    how: str
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Every check of ``reconcile``; ``ok`` when all agree."""
+
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.agrees for check in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if not check.agrees]
+
+    def summary(self) -> str:
+        def show(x: float) -> str:
+            return f"{x:,}" if isinstance(x, int) else f"{x:.6g}"
+
+        lines = [f"{'figure':<32} {'source':<20} {'observed':>12} {'derived':>12}  ok   how"]
+        for c in self.checks:
+            lines.append(f"{c.figure:<32} {c.source:<20} {show(c.observed):>12} "
+                         f"{show(c.derived):>12}  {'yes' if c.agrees else 'NO '}  {c.how}")
+        return "\n".join(lines)
+
+
+def lora_slot_bytes(shape, max_loras: int, max_lora_rank: int, dtype_bytes: int) -> int:
+    """Bytes vLLM allocates for its LoRA slots on a Llama model (measured on vLLM 0.32 CPU).
+
+    Lab 03's ``slot_reservation_bytes`` over every LoRA-capable linear (vLLM wraps them all,
+    whatever the adapter targets), plus the vocabulary slots of the embedding and the logits
+    layer: per slot ``A: (vocab, r)``, ``B: (hidden, r)`` each, ``2 * r * (vocab + hidden)``.
+    """
+    econ = load_lab("lab-03")
+    linear = econ.slot_reservation_bytes(shape, max_loras, max_lora_rank, econ.ENGINE_TARGETS,
+                                         dtype_bytes)
+    vocab = 2 * max_loras * max_lora_rank * (shape.vocab + shape.hidden) * dtype_bytes
+    return linear + vocab
+
+
+def kv_bytes_per_token(shape, dtype_bytes: int) -> int:
+    """K and V of one token across all layers: ``2 * layers * kv_heads * head_dim * dtype``."""
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
+
+
+def _gib_check(figure: str, logged: Logged, derived_bytes: int, how: str) -> Check:
+    derived = derived_bytes / 2**30
+    agrees = abs(logged.value - derived) <= logged.half_unit + 1e-12
+    return Check(figure, "engine log", logged.value, derived, agrees, how)
+
+
+def _weight_checks(capture: Capture, shape, econ, disk_dtype_bytes: int | None) -> list[Check]:
+    """The weight line: files on disk (CPU build) or device memory after loading (GPU)."""
+    if capture.weights is None:
+        return []
+    dtype_bytes = _dtype_bytes(capture.dtype or "", "capture.dtype")
+    if capture.weights_kind == "checkpoint":  # the files, in the checkpoint's own dtype
+        disk = disk_dtype_bytes or dtype_bytes
+        return [_gib_check("weights on disk (GiB)", capture.weights, econ.base_bytes(shape, disk),
+                           f"lab 03 base_bytes(shape, {disk}), at the printed precision")]
+    base = econ.base_bytes(shape, dtype_bytes)
+    lora = capture.lora
+    slots = (lora_slot_bytes(shape, lora["max_loras"], lora["max_lora_rank"], dtype_bytes)
+             if capture.lora_enabled else 0)
+    return [_gib_check("weights in device memory (GiB)", capture.weights, base + slots,
+                       f"lab 03 base_bytes {base / 2**30:.3f} + LoRA slots {slots / 2**30:.3f}")]
+
+
+def _kv_checks(capture: Capture, shape) -> list[Check]:
+    if capture.kv_cache_bytes is None:
+        return []
+    checks = []
+    if capture.kv_cache is not None:
+        checks.append(_gib_check("KV cache (GiB)", capture.kv_cache, capture.kv_cache_bytes,
+                                 "kv_cache_memory_bytes as passed"))
+    if capture.kv_cache_tokens is not None:
+        per_token = kv_bytes_per_token(shape, _dtype_bytes(capture.dtype or "", "capture.dtype"))
+        tokens = capture.kv_cache_bytes // per_token
+        checks.append(Check("KV cache (tokens)", "engine log", capture.kv_cache_tokens, tokens,
+                            capture.kv_cache_tokens == tokens,
+                            f"kv_cache_memory_bytes // {per_token} B per token"))
+    return checks
+
+
+def _lora_pairs(tensors: dict[str, Tensor]) -> list[tuple[int, int, int]]:
+    """``(r, d_in, d_out)`` of each adapted module, from its ``lora_A`` / ``lora_B`` shapes."""
+    modules: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, t in tensors.items():
+        module, _, part = name.partition(".lora_")
+        modules.setdefault(module, {})[part[0]] = t.shape
+    pairs = []
+    for module, ab in modules.items():
+        if set(ab) != {"A", "B"}:
+            raise ValueError(f"adapter: {module} has lora_{''.join(ab)} but not both A and B")
+        (r, d_in), (d_out, _) = ab["A"], ab["B"]
+        pairs.append((r, d_in, d_out))
+    return pairs
+
+
+def _adapter_checks(adapter_dir: Path, config: dict, shape, econ, lab01) -> list[Check]:
+    rank, targets = config["r"], econ.normalize_targets(config["target_modules"])
+    tensors = {n: t for n, t in _safetensors_in(adapter_dir).items() if ".lora_" in n}
+    dtype_bytes = _one_dtype(tensors, adapter_dir)
+    observed = sum(t.nbytes for t in tensors.values())
+    derived = econ.adapter_bytes(shape, rank, targets, dtype_bytes)
+    # Delta FLOPs / base FLOPs over the adapted linears: the file's own A and B shapes against
+    # lab 01's per-matrix ratio on lab 03's dimensions, each weighted by its base FLOPs.
+    pairs = _lora_pairs(tensors)
+    ratio_file = (sum(r * (d_in + d_out) for r, d_in, d_out in pairs)
+                  / sum(d_in * d_out for _, d_in, d_out in pairs))
+    dims = [econ.module_dims(shape, t) for t in targets]
+    ratio_lab = (sum(lab01.lora_overhead(d_in, d_out, rank) * d_in * d_out for d_in, d_out in dims)
+                 / sum(d_in * d_out for d_in, d_out in dims))
+    return [
+        Check("adapter bytes", "safetensors header", observed, derived, observed == derived,
+              f"lab 03 adapter_bytes(shape, r={rank}, {','.join(targets)}, {dtype_bytes})"),
+        Check("delta FLOPs / base FLOPs", "safetensors header", ratio_file, ratio_lab,
+              math.isclose(ratio_file, ratio_lab, rel_tol=RATIO_RTOL),
+              "lab 01 lora_overhead per target, weighted by d_in*d_out"),
+    ]
+
+
+def _checkpoint_checks(tensors: dict[str, Tensor], dtype_bytes: int, shape, econ) -> list[Check]:
+    observed = sum(t.nbytes for t in tensors.values())
+    derived = econ.base_bytes(shape, dtype_bytes)
+    return [Check("checkpoint bytes", "safetensors header", observed, derived,
+                  observed == derived, f"lab 03 base_bytes(shape, {dtype_bytes})")]
+
+
+def _slot_checks(capture: Capture, config: dict, shape, econ, slots) -> list[Check]:
+    lora, rank = capture.lora, config["r"]
+    d_in, d_out = econ.module_dims(shape, econ.normalize_targets(config["target_modules"])[0])
+    cache = slots.SlotCache(lora["max_loras"], lora["max_lora_rank"], d_in, d_out)
+    try:
+        cache.acquire("adapter", lambda _: (np.zeros((rank, d_in), np.float32),
+                                            np.zeros((d_out, rank), np.float32)))
+        fits = True
+    except ValueError:
+        fits = False
+    checks = [Check("adapter rank <= max_lora_rank", "adapter_config.json", rank,
+                    lora["max_lora_rank"], fits, "lab 04 SlotCache.acquire loads it into a slot")]
+    if capture.outputs:
+        queue = [slots.Request(i, None if tag == "base" else tag)
+                 for i, (tag, _) in enumerate(capture.outputs)]
+        scheduled, deferred = slots.schedule_step(queue, [], lora["max_loras"], len(queue))
+        distinct = len({r.adapter for r in queue if r.adapter is not None})
+        checks.append(Check("demo rows admitted in one step", "demo output", len(queue),
+                            len(scheduled), not deferred,
+                            f"lab 04 schedule_step: {distinct} adapter(s), "
+                            f"max_loras={lora['max_loras']}"))
+    return checks
+
+
+def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
+              checkpoint: str | os.PathLike | None = None) -> Reconciliation:
+    """Each figure of ``capture`` beside the value labs 01/03/04 derive, and whether they agree.
+
+    shape: lab 03's ``ModelShape`` of the served model (``ModelShape.from_hf_config``).
+    adapter: the PEFT folder served (``adapter_config.json`` gives r and targets; its
+    safetensors header the exact bytes). checkpoint: the model folder, for an exact-bytes check
+    of its safetensors against lab 03 (the engine only prints GiB to two decimals).
+    Engine-logged figures agree at the precision printed; file figures agree exactly.
+    """
+    if not isinstance(capture, Capture):
+        raise TypeError(f"capture: expected a Capture from parse_capture, "
+                        f"got {type(capture).__name__}")
+    adapter_dir = Path(adapter)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter: {adapter_dir} has no adapter_config.json")
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    econ, lab01, slots = load_lab("lab-03"), load_lab("lab-01"), load_lab("lab-04")
+    checks = []
+    disk_dtype_bytes = None
+    if checkpoint is not None:
+        tensors = _safetensors_in(Path(checkpoint))
+        disk_dtype_bytes = _one_dtype(tensors, Path(checkpoint))
+        checks += _checkpoint_checks(tensors, disk_dtype_bytes, shape, econ)
+    checks = (_weight_checks(capture, shape, econ, disk_dtype_bytes) + _kv_checks(capture, shape)
+              + checks)
+    checks += _adapter_checks(adapter_dir, config, shape, econ, lab01)
+    checks += _slot_checks(capture, config, shape, econ, slots)
+    return Reconciliation(checks)
+
+
+# --- eval diff: due diligence before moving a tenant ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowDiff:
+    """One eval row whose outputs differ between deployments a and b."""
+
+    index: int
+    row_id: object
+    output_a: str
+    output_b: str
+    executes_a: bool
+    executes_b: bool
+
+
+@dataclass(frozen=True)
+class EvalDiff:
+    """``eval_diff``'s verdict: how many rows match exactly, which differ, what executes.
+
+    executable_a / executable_b: rows whose output runs in sqlite3 against the row's table.
+    """
+
+    rows: int
+    identical: int
+    differing: list[RowDiff]
+    executable_a: int
+    executable_b: int
+
+    @property
+    def clean(self) -> bool:
+        return not self.differing
+
+    def summary(self) -> str:
+        head = (f"{self.identical}/{self.rows} rows identical; {len(self.differing)} differ; "
+                f"SQL executes: a {self.executable_a}/{self.rows}, b {self.executable_b}/{self.rows}")
+        lines = [head]
+        for d in self.differing[:5]:
+            lines.append(f"  row {d.index} (id {d.row_id}): a={d.output_a!r} "
+                         f"[{'runs' if d.executes_a else 'fails'}] b={d.output_b!r} "
+                         f"[{'runs' if d.executes_b else 'fails'}]")
+        if len(self.differing) > 5:
+            lines.append(f"  ... and {len(self.differing) - 5} more")
+        return "\n".join(lines)
+
+
+def sql_executes(schema: str, sql: str, inserts: Sequence[str] = ()) -> bool:
+    """True when ``sql`` is a query that runs in a fresh in-memory sqlite3 database holding
+    ``schema`` (and ``inserts``). Empty text, a statement that returns no rows (DDL, DML) and
+    any ``sqlite3.Error`` or ``sqlite3.Warning`` (two statements at once) mean False.
+    """
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(schema)
+        for statement in inserts:
+            db.execute(statement)
+        cursor = db.execute(sql)
+        cursor.fetchall()
+        return cursor.description is not None  # None: nothing was queried
+    except (sqlite3.Error, sqlite3.Warning):
+        return False
+    finally:
+        db.close()
+
+
+def _eval_row(name: str, i: int, row: object) -> Mapping:
+    if not isinstance(row, Mapping):
+        raise TypeError(f"{name}[{i}]: expected a dict, got {type(row).__name__}")
+    for key in ("schema", "output"):
+        if not isinstance(row.get(key), str):
+            raise ValueError(f"{name}[{i}]: expected a str under {key!r}, got {row.get(key)!r}")
+    return row
+
+
+def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
+    """Compare two deployments' outputs on the same eval rows: the tenant-migration check.
+
+    Each row is a dict with ``schema`` (a ``CREATE TABLE``), ``output`` (the generated text)
+    and optionally ``id`` and ``inserts``; ``rows_a[i]`` and ``rows_b[i]`` must be the same
+    eval row. Outputs are compared exactly (greedy decoding is deterministic, so any
+    difference is the deployment's); every output is also run in sqlite3 against its schema.
+    """
+    rows_a, rows_b = list(rows_a), list(rows_b)
+    if len(rows_a) != len(rows_b):
+        raise ValueError(f"rows_b: expected the same {len(rows_a)} eval rows as rows_a, "
+                         f"got {len(rows_b)}")
+    differing, runs_a, runs_b = [], 0, 0
+    for i, (a, b) in enumerate(zip(rows_a, rows_b, strict=True)):
+        a, b = _eval_row("rows_a", i, a), _eval_row("rows_b", i, b)
+        if a["schema"] != b["schema"] or a.get("id") != b.get("id"):
+            raise ValueError(f"rows_b[{i}]: expected the same eval row as rows_a[{i}] "
+                             f"(id {a.get('id')!r}), got id {b.get('id')!r}")
+        executes_a = sql_executes(a["schema"], a["output"], a.get("inserts", ()))
+        executes_b = sql_executes(b["schema"], b["output"], b.get("inserts", ()))
+        runs_a, runs_b = runs_a + executes_a, runs_b + executes_b
+        if a["output"] != b["output"]:
+            differing.append(RowDiff(i, a.get("id"), a["output"], b["output"],
+                                     executes_a, executes_b))
+    return EvalDiff(len(rows_a), len(rows_a) - len(differing), differing, runs_a, runs_b)
+
+
+# === part 2: the serving surface (serve_argv, server, load/unload_adapter, cold_slot_signature) ===
+#
+# Production counterparts (vLLM 0.32): the routes live in
+# vllm/entrypoints/openai/models/serving.py (OpenAIServingModels: /v1/models with each adapter's
+# `parent`, load_lora_adapter, unload_lora_adapter) and vllm/entrypoints/serve/lora/api_router.py
+# (the two POST routes, attached only when VLLM_ALLOW_RUNTIME_LORA_UPDATING is set). The slot and
+# CPU caches a request can miss are in vllm/lora/worker_manager.py (LRUCacheWorkerLoRAManager).
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails on CPU
+LOOPBACK = "127.0.0.1"
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
+STARTUP_TIMEOUT_S = 300.0  # three processes import vLLM and torch: ~100 s on 2 busy cores
+STOP_TIMEOUT_S = 20.0  # per signal: SIGTERM gets this long to drain, then SIGKILL
+POLL_INTERVAL_S = 0.5
+ADAPTER_TIMEOUT_S = 120.0  # a runtime load reads the adapter from disk inside the engine
+LOG_TAIL_LINES = 40
+_ADAPTER_NAME = re.compile(r"[^\s=]+")  # `--lora-modules name=path`: no blank, no `=`
+
+# Loopback calls must never be routed through an HTTP proxy from the environment.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
+               max_loras: int, max_lora_rank: int, max_cpu_loras: int, port: int,
+               host: str = LOOPBACK, served_model_name: str | None = None,
+               kv_cache_bytes: int | None = CPU_KV_CACHE_BYTES, dtype: str | None = None,
+               max_model_len: int | None = None, extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line that starts vLLM's OpenAI server with LoRA on and adapters named.
+
+    ``adapters`` maps a served name to a PEFT folder; each becomes ``--lora-modules name=path``,
+    so a client selects it with ``model="<name>"``. ``served_model_name`` (default: the model
+    folder's name) is the base model's ``model=``. ``max_loras`` slots, ``max_cpu_loras`` CPU
+    cache entries (>= slots), ranks up to ``max_lora_rank`` (one of vLLM's allowed values).
+    ``kv_cache_bytes`` bounds the KV cache (``--kv-cache-memory-bytes``; None: vLLM's default,
+    GiBs on the CPU build); ``dtype`` and ``max_model_len`` are passed when given.
+    Binds ``host``: loopback unless the caller says otherwise. Started as
+    ``python -m vllm.entrypoints.openai.api_server``, which works on the CPU build.
+    """
+    max_loras = _positive_int("max_loras", max_loras)
+    max_cpu_loras = _positive_int("max_cpu_loras", max_cpu_loras)
+    if max_cpu_loras < max_loras:
+        raise ValueError(f"max_cpu_loras: must be >= max_loras ({max_loras}), the CPU cache "
+                         f"holds every adapter a slot holds, got {max_cpu_loras}")
+    if max_lora_rank not in VLLM_MAX_LORA_RANKS or isinstance(max_lora_rank, bool):
+        raise ValueError(f"max_lora_rank: expected one of {VLLM_MAX_LORA_RANKS}, "
+                         f"got {max_lora_rank!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port: expected an int in [1, 65535], got {port!r}")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host: expected a non-empty address, got {host!r}")
+    name = Path(model).name if served_model_name is None else served_model_name
+    if not isinstance(name, str) or not _ADAPTER_NAME.fullmatch(name):
+        raise ValueError(f"served_model_name: expected a name without blanks or '=', "
+                         f"got {name!r}")
+    if not adapters:
+        raise ValueError("adapters: expected at least one name -> path, got none")
+    modules = []
+    for adapter, path in adapters.items():
+        if not isinstance(adapter, str) or not _ADAPTER_NAME.fullmatch(adapter):
+            raise ValueError(f"adapters: names must be non-empty without blanks or '=', "
+                             f"got {adapter!r}")
+        if adapter == name:
+            raise ValueError(f"adapters: {adapter!r} is the base model's served name")
+        modules.append(f"{adapter}={os.fspath(path)}")
+    argv = [sys.executable, "-m", SERVER_MODULE, "--model", os.fspath(model),
+            "--served-model-name", name, "--enable-lora", "--lora-modules", *modules,
+            "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank),
+            "--max-cpu-loras", str(max_cpu_loras), "--host", host, "--port", str(port)]
+    if kv_cache_bytes is not None:
+        argv += ["--kv-cache-memory-bytes", str(_positive_int("kv_cache_bytes", kv_cache_bytes))]
+    if dtype is not None:
+        argv += ["--dtype", dtype]
+    if max_model_len is not None:
+        argv += ["--max-model-len", str(_positive_int("max_model_len", max_model_len))]
+    return argv + list(extra_args)
+
+
+class ServerError(RuntimeError):
+    """The server died or never became ready; the message ends with its log's last lines."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: what a client needs, and what a test checks after it is gone."""
+
+    base_url: str  # "http://127.0.0.1:<port>/v1", what openai.OpenAI(base_url=...) takes
+    model: str  # the base model's served name
+    adapters: tuple[str, ...]  # adapter names registered at start
+    port: int
+    pid: int  # the server's process id, also its process group id (a new session)
+    log_path: Path
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError as err:
+        return f"(log unreadable: {err})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_ready(proc: subprocess.Popen, server: Server, timeout_s: float) -> None:
+    """Poll ``/v1/models`` until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(f"vLLM server exited with code {proc.returncode} before serving; "
+                              f"last lines of {server.log_path}:\n{_log_tail(server.log_path)}")
+        try:
+            with _HTTP.open(f"{server.base_url}/models", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise ServerError(f"vLLM server not ready after {timeout_s:.0f} s; last lines of "
+                              f"{server.log_path}:\n{_log_tail(server.log_path)}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that still run (zombies excluded: they hold nothing)."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():  # no procfs: ask the kernel whether the group exists at all
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for stat in proc_root.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # state ppid pgrp ...
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _group_ended(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for every member of ``proc``'s group to exit."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc.poll()  # reap the leader as soon as it exits
+        if not _live_group_members(proc.pid):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_INTERVAL_S / 5)
+
+
+def _stop_process_group(proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the whole group, wait up to ``timeout_s``, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)  # the leader's pid is the group id (new session)
+        except ProcessLookupError:
+            break  # nothing left in the group
+        if _group_ended(proc, timeout_s):
+            break
+    proc.wait(timeout=timeout_s)
+
+
+@contextmanager
+def serve(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
+          max_loras: int, max_lora_rank: int, max_cpu_loras: int, log_path: str | os.PathLike,
+          served_model_name: str | None = None, dtype: str | None = CPU_DTYPE,
+          startup_timeout_s: float = STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
+    """Run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
+
+    Binds a free port on 127.0.0.1, sets ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (so
+    ``load_adapter``/``unload_adapter`` work: see the README's security note), streams stdout
+    and stderr to ``log_path``, and waits up to ``startup_timeout_s`` seconds for
+    ``/v1/models``. The server runs in its own session; on exit, normal or not, its whole
+    process group (API server, engine core, workers) is stopped: SIGTERM, a bounded wait,
+    then SIGKILL. ``dtype`` defaults to part 1's ``CPU_DTYPE``, as ``build_llm`` runs; ``argv_kw``
+    goes to ``serve_argv`` (``kv_cache_bytes``, ``max_model_len``, ``extra_args``).
+    """
+    port = free_port()
+    argv = serve_argv(model, adapters, max_loras=max_loras, max_lora_rank=max_lora_rank,
+                      max_cpu_loras=max_cpu_loras, port=port, host=LOOPBACK,
+                      served_model_name=served_model_name, dtype=dtype, **argv_kw)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, RUNTIME_LORA_ENV: "True"}
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        server = Server(base_url=f"http://{LOOPBACK}:{port}/v1",
+                        model=argv[argv.index("--served-model-name") + 1],
+                        adapters=tuple(adapters), port=port, pid=proc.pid, log_path=log_path)
+        _wait_until_ready(proc, server, startup_timeout_s)
+        yield server
+    finally:
+        _stop_process_group(proc)
+
+
+class AdapterRequestError(RuntimeError):
+    """A non-2xx answer from a LoRA route: ``status`` and the server's own ``message``."""
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        super().__init__(f"POST {url} -> HTTP {status}: {message}")
+        self.url = url
+        self.status = status
+        self.message = message
+
+
+def _server_message(body: bytes) -> str:
+    """The ``message`` of vLLM's error JSON (``{"error": {"message": ...}}``), else the body."""
+    text = body.decode(errors="replace")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(payload, dict):
+        inner = payload.get("error", payload)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+    return text
+
+
+def _post_lora_route(base_url: str, route: str, payload: dict, timeout_s: float) -> str:
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url: expected the server's http(s)://host:port/v1, "
+                         f"got {base_url!r}")
+    name = payload["lora_name"]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty adapter name, got {name!r}")
+    url = f"{base_url.rstrip('/')}/{route}"
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with _HTTP.open(request, timeout=timeout_s) as resp:
+            return resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        raise AdapterRequestError(url, err.code, _server_message(err.read())) from None
+
+
+def load_adapter(base_url: str, name: str, path: str | os.PathLike, *,
+                 timeout_s: float = ADAPTER_TIMEOUT_S) -> str:
+    """Register the PEFT adapter at ``path`` under ``name`` on a running server.
+
+    POST ``/v1/load_lora_adapter``; the server must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING.
+    ``path`` is read by the server process (absolute, or relative to its working directory).
+    Returns the server's success text; a non-2xx answer raises ``AdapterRequestError`` with
+    the status and vLLM's message (400 already loaded, 404 no adapter at path, ...).
+    """
+    payload = {"lora_name": name, "lora_path": os.fspath(path)}
+    return _post_lora_route(base_url, "load_lora_adapter", payload, timeout_s)
+
+
+def unload_adapter(base_url: str, name: str, *, timeout_s: float = ADAPTER_TIMEOUT_S) -> str:
+    """Remove ``name`` from a running server (POST ``/v1/unload_lora_adapter``).
+
+    Returns the server's success text; an unknown name raises ``AdapterRequestError`` (404).
+    """
+    return _post_lora_route(base_url, "unload_lora_adapter", {"lora_name": name}, timeout_s)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency of one group of requests, in milliseconds; p50/p99 are NaN for an empty group."""
+
+    count: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class ColdSlotSignature:
+    """Hot vs cold latency of a trace, and how much of its tail the cold requests make up.
+
+    ``labels[i]`` is "hot" or "cold" for request i. ``tail_count`` requests have a latency at
+    or above the overall p99; ``tail_cold_share`` is the fraction of them that are cold.
+    """
+
+    labels: tuple[str, ...]
+    hot: LatencySummary
+    cold: LatencySummary
+    overall: LatencySummary
+    tail_count: int
+    tail_cold_share: float
+
+
+def percentile_ms(latencies_ms: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile: the smallest observed latency with >= q% of samples at or below.
+
+    Always an observed value (no interpolation), so "the p99 tail" is a set of real requests.
+    NaN for no samples.
+    """
+    if len(latencies_ms) == 0:
+        return float("nan")
+    return float(np.percentile(latencies_ms, q, method="inverted_cdf"))
+
+
+def _summary(latencies_ms: np.ndarray) -> LatencySummary:
+    return LatencySummary(len(latencies_ms), percentile_ms(latencies_ms, 50),
+                          percentile_ms(latencies_ms, 99))
+
+
+def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence[float],
+                        num_slots: int) -> ColdSlotSignature:
+    """Trace tail latency to slot thrash: label each request with lab 04's cache model.
+
+    ``trace[i]`` is the adapter request i used (None: the base model), in the order the engine
+    served them; ``latencies_ms[i]`` its latency in ms. A request is cold when a ``num_slots``
+    LRU cache replaying the trace misses on it (lab 04's ``replay``); base requests never wait
+    for a load and count as hot. Returns per-label count, p50 and p99 (nearest rank) and the
+    share of the overall p99 tail that is cold.
+    """
+    latencies = np.asarray(latencies_ms, dtype=np.float64)
+    if latencies.ndim != 1 or len(latencies) != len(trace):
+        raise ValueError(f"latencies_ms: expected one latency per trace entry ({len(trace)}), "
+                         f"got shape {latencies.shape}")
+    if len(latencies) == 0:
+        raise ValueError("trace: expected at least one request, got an empty trace")
+    bad = np.flatnonzero(~np.isfinite(latencies) | (latencies < 0))
+    if len(bad):
+        raise ValueError(f"latencies_ms: expected finite values >= 0, got "
+                         f"{latencies[bad[0]]} at position {bad[0]}")
+    num_slots = _positive_int("num_slots", num_slots)
+    hits = np.asarray(load_lab("lab-04").replay(list(trace), num_slots), dtype=bool)
+    p99 = percentile_ms(latencies, 99)
+    tail = latencies >= p99
+    return ColdSlotSignature(
+        labels=tuple("hot" if hit else "cold" for hit in hits),
+        hot=_summary(latencies[hits]),
+        cold=_summary(latencies[~hits]),
+        overall=_summary(latencies),
+        tail_count=int(tail.sum()),
+        tail_cold_share=float((tail & ~hits).sum() / tail.sum()),
+    )

