@@ -16,7 +16,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets \
+.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets \
         bench-lab01 figures lint grade student-release clean
 
 help: ## list the targets
@@ -34,8 +34,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv and install the labs, the CPU build of vLLM and the dev tools
 
-test: install ## the test command: every lab on the solutions, engine tests included (no GPU)
-	$(PY) -m pytest $(LABS) tests -m "not gpu"
+test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
+	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
 
 test-fast: install ## the labs without engine or GPU tests (seconds)
 	$(PY) -m pytest $(LABS) -m "not gpu and not engine" -q
@@ -57,6 +57,9 @@ capture: install ## re-record lab 02's annotated engine capture
 
 assets: install ## retrain lab 02's tiny base model and SQL adapter (CPU, about an hour)
 	$(PY) $(LAB02)/tools/make_assets.py
+
+eval-assets: install ## measure lab 02's adapter through vLLM; record it in assets/ (MANIFEST, quality.json)
+	$(PY) $(LAB02)/tools/eval_adapter.py --manifest
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
