@@ -1,7 +1,6 @@
 """Alternative lab 02: reconcile prints each derived GiB figure the way vLLM prints it and compares digits; the safetensors header is unpacked with struct.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Mutant: build_llm leaves the CPU build's KV cache unbounded (vLLM sizes it from the machine's RAM).
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

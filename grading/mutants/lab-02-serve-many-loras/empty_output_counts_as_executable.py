@@ -1,7 +1,6 @@
 """Mutant: sql_executes calls any text that sqlite3 accepts executable, the empty answer included.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

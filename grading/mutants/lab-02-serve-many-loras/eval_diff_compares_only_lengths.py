@@ -1,7 +1,6 @@
 """Mutant: eval_diff counts two outputs as identical when they have the same length.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

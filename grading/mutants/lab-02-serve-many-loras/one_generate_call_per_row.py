@@ -1,7 +1,6 @@
 """Mutant: generate_mixed sends each row in its own generate call, so the batch is never mixed.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Mutant: a logged GiB figure agrees with anything within half a GiB, ignoring the two decimals printed.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Mutant: reconcile converts derived bytes to decimal GB (1e9) before comparing with the GiB the engine logs.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 

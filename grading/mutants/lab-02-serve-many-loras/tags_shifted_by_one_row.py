@@ -1,7 +1,6 @@
 """Mutant: generate_mixed passes the tags rotated by one row, so each prompt runs under its neighbour's adapter.
 
-Lab 02: many LoRA adapters served by one vLLM engine.
-"""
+Lab 02: many LoRA adapters served by one vLLM engine."""
 
 from __future__ import annotations
 
