@@ -172,6 +172,16 @@ def same_result(row: dict, sql: str) -> bool:
     return Counter(got) == gold
 
 
+def side_counts(rows: list[dict], texts: list[str]) -> dict[str, int]:
+    """How many of one side's outputs are SQL-shaped, execute, and return the gold result."""
+    pairs = list(zip(rows, texts, strict=True))
+    return {
+        "sql": sum(is_sql(t) for _, t in pairs),
+        "executes": sum(executes(r, t) for r, t in pairs),
+        "same_result": sum(same_result(r, t) for r, t in pairs),
+    }
+
+
 # --------------------------------------------------------------------------- generator
 
 

@@ -442,22 +442,15 @@ def test_behaviour_follows_the_tag(lab, engine):
 def test_adapter_quality_on_the_held_out_set(eval_runs):
     rows, base, adapter = ready(eval_runs)
     n = len(rows)
-    sql_rate = sum(sqldata.is_sql(t) for t in adapter) / n
-    base_rate = sum(sqldata.is_sql(t) for t in base) / n
-    accuracy = sum(sqldata.same_result(r, t) for r, t in zip(rows, adapter, strict=True)) / n
+    b, a = sqldata.side_counts(rows, base), sqldata.side_counts(rows, adapter)
+    sql_rate, base_rate, accuracy = a["sql"] / n, b["sql"] / n, a["same_result"] / n
     measured = (f"adapter SQL {sql_rate:.1%}, base SQL {base_rate:.1%}, adapter execution "
                 f"accuracy {accuracy:.1%} over {n} held-out rows")
     assert n >= 50, f"the held-out set must have at least 50 rows, got {n}"
     assert sql_rate >= SQL_RATE_MIN and base_rate <= BASE_SQL_RATE_MAX, measured
     recorded = json.loads(QUALITY.read_text())
-    reproduced = {
-        "rows": n,
-        "base_sql": sum(sqldata.is_sql(t) for t in base),
-        "adapter_sql": sum(sqldata.is_sql(t) for t in adapter),
-        "adapter_executes": sum(sqldata.executes(r, t.strip()) for r, t in zip(rows, adapter,
-                                                                            strict=True)),
-        "adapter_same_result": round(accuracy * n),
-    }
+    reproduced = {"rows": n, "base_sql": b["sql"], "adapter_sql": a["sql"],
+                  "adapter_executes": a["executes"], "adapter_same_result": a["same_result"]}
     stale = {k: (v, recorded[k]) for k, v in reproduced.items() if recorded[k] != v}
     assert not stale, (f"{measured}; differs from {QUALITY.name} (measured, recorded): {stale}. "
                        "Re-run tools/eval_adapter.py --manifest after retraining the assets.")

@@ -27,17 +27,6 @@ MAX_NEW_TOKENS = 64  # the longest gold SQL is ~30 tokens
 MAX_MODEL_LEN = 256  # prompt (~100 tokens) + answer, with room to spare
 
 
-def score(rows: list[dict], texts: list[str]) -> dict[str, float]:
-    """Percentages of rows: SQL-looking, executable, same result as gold."""
-    n = len(rows)
-    pairs = list(zip(rows, texts, strict=True))
-    return {
-        "sql": 100 * sum(sqldata.is_sql(t) for _, t in pairs) / n,
-        "executes": 100 * sum(sqldata.executes(r, t) for r, t in pairs) / n,
-        "same_result": 100 * sum(sqldata.same_result(r, t) for r, t in pairs) / n,
-    }
-
-
 def run(assets: Path) -> tuple[list[dict], list[str], list[str], float]:
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
@@ -60,7 +49,11 @@ def run(assets: Path) -> tuple[list[dict], list[str], list[str], float]:
 def report(rows: list[dict], base: list[str], adapter: list[str], seconds: float) -> str:
     import vllm
 
-    b, a = score(rows, base), score(rows, adapter)
+    n = len(rows)
+    b, a = (
+        {k: 100 * v / n for k, v in sqldata.side_counts(rows, texts).items()}
+        for texts in (base, adapter)
+    )
     lines = [
         f"vLLM {vllm.__version__}, {len(rows)} held-out rows, greedy, one mixed batch of "
         f"{2 * len(rows)} requests ({seconds:.1f} s)",
@@ -82,15 +75,10 @@ def counts(rows: list[dict], base: list[str], adapter: list[str]) -> dict[str, i
     """The raw counts behind the table, recorded in assets/quality.json for the lab's tests."""
     import vllm
 
-    pairs = list(zip(rows, adapter, strict=True))
-    return {
-        "vllm": vllm.__version__,
-        "rows": len(rows),
-        "base_sql": sum(sqldata.is_sql(t) for t in base),
-        "adapter_sql": sum(sqldata.is_sql(t) for t in adapter),
-        "adapter_executes": sum(sqldata.executes(r, t) for r, t in pairs),
-        "adapter_same_result": sum(sqldata.same_result(r, t) for r, t in pairs),
-    }
+    b, a = sqldata.side_counts(rows, base), sqldata.side_counts(rows, adapter)
+    return {"vllm": vllm.__version__, "rows": len(rows), "base_sql": b["sql"],
+            "adapter_sql": a["sql"], "adapter_executes": a["executes"],
+            "adapter_same_result": a["same_result"]}
 
 
 def write_manifest(assets: Path, text: str) -> None:
