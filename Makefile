@@ -55,7 +55,7 @@ demo: install ## the main job: one vLLM batch on CPU, a base row and an SQL-adap
 capture: install ## re-record lab 02's annotated engine capture
 	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
 
-assets: install ## retrain lab 02's tiny base model and SQL adapter (CPU, about an hour)
+assets: install ## retrain lab 02's tiny base model and SQL adapter (about 35 min on 2 CPU cores)
 	$(PY) $(LAB02)/tools/make_assets.py
 
 eval-assets: install ## measure lab 02's adapter through vLLM; record it in assets/ (MANIFEST, quality.json)

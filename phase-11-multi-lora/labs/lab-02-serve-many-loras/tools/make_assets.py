@@ -6,12 +6,17 @@ Pipeline (seeded end to end, CPU only):
   1. data       held-out eval + dev rows from the eval pools (sqldata.py); training rows are
                 drawn on the fly from the training pools, never with an eval/dev column set.
   2. tokenizer  byte-level BPE trained on the word pools and templates (never on rows).
-  3. base       LlamaForCausalLM pre-trained with LM loss on the whole sequence: the SQL prompt
+  3. drill      the base's first stage: copy drill only (`words: a b c. again: a b c.`), batch
+                64, constant lr, until the teacher-forced copy accuracy of held-back drills
+                passes --drill-until. Induction heads form here, abruptly, after a few hundred
+                steps; mixed thinly into the prose data from step 0 they never formed in 3,000
+                steps (assets/MANIFEST.md).
+  4. base       LlamaForCausalLM pre-trained with LM loss on the whole sequence: the SQL prompt
                 followed by a PROSE answer naming the same table, columns and values, mixed with
                 copy-heavy word lists. The base learns to copy from context and never sees SQL.
-  4. adapter    PEFT LoRA (r=16 on q/k/v/o) on the frozen base, same prompts, SQL answers, loss on
+  5. adapter    PEFT LoRA (r=16 on q/k/v/o) on the frozen base, same prompts, SQL answers, loss on
                 the answer only; the checkpoint with the best dev execution accuracy is kept.
-  5. save       assets/tiny-llama/, assets/sql-lora/, assets/eval.jsonl, assets/MANIFEST.md.
+  6. save       assets/tiny-llama/, assets/sql-lora/, assets/eval.jsonl, assets/MANIFEST.md.
 
 `--quick` runs a few steps of each stage: assets in their final format, not yet useful.
 """
@@ -19,7 +24,6 @@ Pipeline (seeded end to end, CPU only):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -77,13 +81,21 @@ def all_words() -> list[str]:
 SQL_TOKENS = ["SELECT", "FROM", "WHERE", "AND", "COUNT(*)", "MAX(age)", "MIN(age)", "=", ">", "<"]
 
 
-def copy_text(rng: random.Random, words: list[str]) -> str:
-    """A word list followed by its verbatim repeat: the induction-head drill."""
-    items = [
-        str(rng.randint(*sqldata.INT_RANGE)) if rng.random() < 0.2 else rng.choice(words)
-        for _ in range(rng.randint(4, 12))
-    ]
-    seq = " ".join(items)
+def copy_text(rng: random.Random, words: list[str], quoted: float = 0.25) -> str:
+    """A word list followed by its verbatim repeat: the induction-head drill.
+
+    A `quoted` share of words are written `'copper'`, the way string values appear in questions
+    and SQL. That tokenizes as ` '` + `copper` + `'`: the bare token `copper`, another id than
+    the spaced ` copper` of a schema or an unquoted drill word. Without quoted items the bare
+    form of a held-out value is an embedding nothing ever trains.
+    """
+    def item() -> str:
+        if rng.random() < 0.2:
+            return str(rng.randint(*sqldata.INT_RANGE))
+        word = rng.choice(words)
+        return f"'{word}'" if word.isalpha() and rng.random() < quoted else word
+
+    seq = " ".join(item() for _ in range(rng.randint(4, 12)))
     return f"words: {seq}. again: {seq}."
 
 
@@ -209,15 +221,16 @@ def sql_score(rows: list[dict], texts: list[str]) -> tuple[float, float]:
     return looks, right
 
 
-def train(model, params, batches, steps: int, peak_lr: float, desc: str, probe=None,
-          probe_every: int = 0):
-    """AdamW with warm-up + cosine; `probe(step)` runs every `probe_every` steps."""
-    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.98), weight_decay=0.0)
+def train(model, opt, batches, steps: int, schedule, desc: str, probe=None,
+          probe_every: int = 0) -> int:
+    """Up to `steps` AdamW steps with lr `schedule(step)`; `probe(step, loss)` runs every
+    `probe_every` steps and ends the stage early by returning True. Returns the steps taken."""
+    params = [p for group in opt.param_groups for p in group["params"]]
     model.train()
     bar = tqdm(range(steps), desc=desc, mininterval=5)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, peak_lr, warmup=max(1, steps // 20))
+            group["lr"] = schedule(step)
         ids, mask, lab = next(batches)
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
@@ -225,24 +238,64 @@ def train(model, params, batches, steps: int, peak_lr: float, desc: str, probe=N
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        if probe and probe_every and ((step + 1) % probe_every == 0 or step + 1 == steps):
-            probe(step + 1, loss.item())
+        due = probe_every and ((step + 1) % probe_every == 0 or step + 1 == steps)
+        if probe and due and probe(step + 1, loss.item()):
+            return step + 1
+    return steps
+
+
+def adamw(params) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=0.0, betas=(0.9, 0.98), weight_decay=0.0)
+
+
+def cosine(steps: int, peak: float):
+    return lambda step: lr_at(step, steps, peak, warmup=max(1, steps // 20))
+
+
+def constant(peak: float, warmup: int = 100):
+    return lambda step: peak * min(1.0, (step + 1) / warmup)
+
+
+@torch.no_grad()
+def drill_copy_accuracy(model, hf_tok, texts: list[str]) -> float:
+    """Teacher-forced share of the repeated half of copy drills predicted exactly: the
+    induction-head probe (random words cannot be guessed, only copied)."""
+    ids, mask, _ = encode_batch(hf_tok, texts, [""] * len(texts), loss_on_prompt=True)
+    model.eval()
+    pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+    model.train()
+    again = hf_tok(" again:", add_special_tokens=False).input_ids
+    hits = total = 0
+    for i, row in enumerate(ids.tolist()):
+        start = next(t for t in range(len(row)) if row[t:t + len(again)] == again) + len(again)
+        end = int(mask[i].sum()) - 2  # stop before the final "." and </s>
+        hits += sum(pred[i, t - 1].item() == row[t] for t in range(start + 1, end))
+        total += end - start - 1
+    return hits / total
 
 
 # --------------------------------------------------------------------------- stages
 
 
-def base_batches(hf_tok, stream, batch: int, seed: int, copy_fraction: float, warmup: int):
-    """Base-stage batches: the first `warmup` are all copy drill (induction heads form on it
-    first), then a `copy_fraction` share of drill mixed into the prose examples."""
+def drill_batches(hf_tok, batch: int, seed: int):
+    """Copy drill only: the stage where induction heads form (see MANIFEST's drill curve)."""
     rng = random.Random(seed)
     words = all_words() + SQL_TOKENS
-    for step in itertools.count():
-        share = 1.0 if step < warmup else copy_fraction
+    while True:
+        texts = [copy_text(rng, words, quoted=0.0) for _ in range(batch)]
+        yield encode_batch(hf_tok, texts, [""] * batch, loss_on_prompt=True)
+
+
+def base_batches(hf_tok, stream, batch: int, seed: int, copy_fraction: float, quoted: float):
+    """Prose examples with a `copy_fraction` share of copy drill mixed in, so the induction
+    heads formed on the drill keep being exercised while the prose answers are learned."""
+    rng = random.Random(seed)
+    words = all_words() + SQL_TOKENS
+    while True:
         prompts, answers = [], []
         for _ in range(batch):
-            if rng.random() < share:
-                prompts.append(copy_text(rng, words))
+            if rng.random() < copy_fraction:
+                prompts.append(copy_text(rng, words, quoted))
                 answers.append("")
             else:
                 ex = next(stream)
@@ -273,14 +326,21 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=64,
                     help="attention head width; vLLM's CPU attention takes 32, 64, 80, ...")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--base-steps", type=int, default=3000)
-    ap.add_argument("--lora-steps", type=int, default=800)
-    ap.add_argument("--base-lr", type=float, default=3e-3)
+    ap.add_argument("--base-steps", type=int, default=4000)
+    ap.add_argument("--lora-steps", type=int, default=1000)
+    ap.add_argument("--base-lr", type=float, default=1e-3)
     ap.add_argument("--lora-lr", type=float, default=2e-3)
     ap.add_argument("--copy-fraction", type=float, default=0.25,
                     help="share of base-stage sequences that are the plain copy drill")
-    ap.add_argument("--copy-warmup", type=int, default=0,
-                    help="base steps of copy drill only, before the prose examples start")
+    ap.add_argument("--drill-steps", type=int, default=2000,
+                    help="most copy-drill-only steps before the prose stage; the drill stops "
+                    "early once its copy accuracy reaches --drill-until (induction heads formed)")
+    ap.add_argument("--drill-until", type=float, default=0.9)
+    ap.add_argument("--quoted", type=float, default=0.25,
+                    help="share of words written quoted in the prose stage's copy drill, the way "
+                    "string values appear (the drill stage itself uses bare words)")
+    ap.add_argument("--drill-batch", type=int, default=64)
+    ap.add_argument("--drill-lr", type=float, default=1e-3)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--probe-every", type=int, default=250)
     ap.add_argument("--n-eval", type=int, default=60)
@@ -291,6 +351,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.base_steps, args.lora_steps, args.probe_every, args.batch = 3, 3, 0, 8
+        args.drill_steps, args.drill_batch = 3, 8
     t0 = time.time()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -320,10 +381,26 @@ def main() -> None:
         tqdm.write(msg)
         log.append(msg)
 
+    drill_rng = random.Random(args.seed + 6)
+    drills = [copy_text(drill_rng, all_words(), quoted=0.0) for _ in range(64)]
+
+    def probe_drill(step: int, loss: float) -> bool:
+        accuracy = drill_copy_accuracy(model, hf_tok, drills)
+        msg = f"drill step {step}: loss {loss:.3f}, copy accuracy {accuracy:.0%}"
+        tqdm.write(msg)
+        log.append(msg)
+        return accuracy >= args.drill_until
+
     print(f"setup {time.time() - t0:.0f} s")
-    train(model, list(model.parameters()), base_batches(hf_tok, stream, args.batch, args.seed + 4,
-                                                         args.copy_fraction, args.copy_warmup),
-          args.base_steps, args.base_lr, "base", probe_base, args.probe_every)
+    opt = adamw(model.parameters())  # one optimizer state across both base stages
+    drilled = train(model, opt, drill_batches(hf_tok, args.drill_batch, args.seed + 5),
+                    args.drill_steps, constant(args.drill_lr), "drill", probe_drill,
+                    args.probe_every // 2)
+    log.append(f"drill stage: {drilled} steps")
+    train(model, opt, base_batches(hf_tok, stream, args.batch, args.seed + 4, args.copy_fraction,
+                                   args.quoted),
+          args.base_steps, cosine(args.base_steps, args.base_lr), "base", probe_base,
+          args.probe_every)
     t_base = time.time() - t0
 
     base_dir = args.out / BASE_DIR_NAME
@@ -350,8 +427,8 @@ def main() -> None:
                         state={k: v.detach().clone() for k, v in lora.state_dict().items()
                                if "lora_" in k})
 
-    train(lora, lora_params, lora_batches(hf_tok, stream, args.batch), args.lora_steps,
-          args.lora_lr, "lora", probe_lora, args.probe_every)
+    train(lora, adamw(lora_params), lora_batches(hf_tok, stream, args.batch), args.lora_steps,
+          cosine(args.lora_steps, args.lora_lr), "lora", probe_lora, args.probe_every)
     if "state" in best:
         lora.load_state_dict(best["state"], strict=False)
         log.append(f"kept the LoRA checkpoint of step {best['step']} (best dev same-result)")
