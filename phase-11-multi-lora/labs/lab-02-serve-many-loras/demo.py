@@ -1,13 +1,20 @@
-"""Lab 02 demo: one vLLM batch, two behaviours; the tag on each row decides which.
+"""Lab 02 demo: one vLLM batch, three behaviours; the tag on each row decides which.
 
-    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/demo.py [--capture PATH]
+    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/demo.py [--verbose]
+        [--capture PATH] [--adapter NAME=PATH]
 
-Builds the CPU engine on the shipped tiny Llama with LoRA on (``build_llm``), then sends ONE
-``generate`` call holding the same text-to-SQL prompt twice: row 0 untagged (the base model),
-row 1 tagged with the shipped SQL adapter (``generate_mixed``). Prints the two rows side by side
-with their tags, and what each output does in sqlite3. The lab code comes from ``LAB_IMPL``
-(default: the solution). ``--capture PATH`` runs the same demo in a child process and tees its
-whole stdout and stderr (vLLM's log included) to PATH: that is how capture/demo.log is made.
+Builds the CPU engine on SmolLM2-135M-Instruct (``base_model.py``) with LoRA on
+(``build_llm``), then sends ONE ``generate`` call (``generate_mixed``) of three rows: the
+text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora``, and the
+query-to-question prompt tagged ``question-lora``. Prints the rows side by side with their tags,
+then what each output does in sqlite3. The lab code comes from ``LAB_IMPL`` (default: the
+solution).
+
+The engine's own log (vLLM's INFO lines) goes to a file whose path is printed; ``--verbose``
+shows it as it comes. ``--capture PATH`` writes the whole run, engine log and demo lines
+interleaved, to PATH: that is how capture/demo.log is made (``make capture``). ``--adapter
+NAME=PATH`` adds a tenant of your own (for example one retrained with
+``tools/train_adapters.py --out``) as a fourth row on the SQL prompt.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 LAB = Path(__file__).resolve().parent
@@ -25,14 +35,15 @@ REPO = LAB.parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: labkit lives at the repository root
 
-BASE_MODEL = LAB / "assets" / "tiny-llama"
-SQL_LORA = LAB / "assets" / "sql-lora"
-ADAPTER_NAME = "sql-lora"
-EVAL_ROW = 0  # the held-out row whose prompt both rows share
-MAX_LORAS = 2  # one slot for the adapter, one left empty (see the README's -1 finding)
-MAX_LORA_RANK = 16  # the shipped adapter's r, one of vLLM's allowed ranks
-MAX_CPU_LORAS = 2
-MAX_TOKENS = 64  # the longest gold SQL is ~30 tokens
+ADAPTER_NAME = "sql-lora"  # the SQL tenant's tag
+QUESTION_NAME = "question-lora"
+EVAL_ROW = 0  # the held-out row whose prompts the rows share
+MAX_LORAS = 3  # two tenants in slots, one slot left empty (see the README's -1 finding)
+MAX_LORA_RANK = 16  # the shipped adapters' r, one of vLLM's allowed ranks
+MAX_CPU_LORAS = 3
+CHILD_ENV = "LAB02_DEMO_CHILD"
+# Lines of the demo's own report; everything else a run prints is the engine's log.
+OWN_LINE = re.compile(r"^(\[demo\]|== |row \d+ |$)")
 
 
 def versions() -> list[str]:
@@ -66,67 +77,97 @@ def slot_buffer_bytes(llm) -> int | None:
         return None
 
 
-def run_demo() -> None:
-    from vllm import SamplingParams
+def run_demo(extra: dict[str, str]) -> None:
     from vllm.lora.request import LoRARequest
 
     from labkit import load_lab, load_support
 
-    lab, sqldata = load_lab("lab-02"), load_support("lab-02", "sqldata")
+    base_model, evaluation, sqldata = (load_support("lab-02", m)
+                                       for m in ("base_model", "evaluation", "sqldata"))
+
+    lab = load_lab("lab-02")
     for line in versions():
         print(f"[demo] {line}", flush=True)
     row = sqldata.load_eval()[EVAL_ROW]
-    prompt = sqldata.sql_prompt(row["schema"], row["question"])
-    llm = lab.build_llm(BASE_MODEL, max_loras=MAX_LORAS, max_lora_rank=MAX_LORA_RANK,
-                        max_cpu_loras=MAX_CPU_LORAS)
-    tags = ["base", ADAPTER_NAME]
-    adapters = [None, LoRARequest(ADAPTER_NAME, 1, str(SQL_LORA))]
-    texts = lab.generate_mixed(llm, [prompt, prompt], adapters,
-                               SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS))
-    print("\n== one generate() call: the same prompt in both rows, two tags ==")
-    print(f"prompt: {prompt!r}")
-    print(f"gold:   {row['gold_sql']!r}")
-    for i, (tag, text) in enumerate(zip(tags, texts, strict=True)):
-        print(f"row {i}  tag={tag:<9} -> {text.strip()!r}")
+    sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
+    question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
+    model = base_model.base_model()
+    print(f"[demo] base: {model}", flush=True)
+    llm = lab.build_llm(model, max_loras=MAX_LORAS + len(extra), max_lora_rank=MAX_LORA_RANK,
+                        max_cpu_loras=MAX_CPU_LORAS + len(extra))
+    tenants = evaluation.lora_requests()
+    rows = [("base", sql_prompt, None), (ADAPTER_NAME, sql_prompt, tenants[ADAPTER_NAME]),
+            (QUESTION_NAME, question_prompt, tenants[QUESTION_NAME])]
+    rows += [(name, sql_prompt, LoRARequest(name, 100 + i, path))
+             for i, (name, path) in enumerate(extra.items())]
+    t0 = time.monotonic()
+    texts = [t.strip() for t in lab.generate_mixed(
+        llm, [p for _, p, _ in rows], [a for _, _, a in rows], evaluation.greedy())]
+    seconds = time.monotonic() - t0
+    print(f"\n== one generate() call: {len(rows)} rows, {len(rows)} tags ({seconds:.1f} s) ==")
+    print(f"[demo] sql prompt:      {sql_prompt!r}")
+    print(f"[demo] question prompt: {question_prompt!r}")
+    print(f"[demo] gold query:      {row['gold_sql']!r}")
+    print(f"[demo] gold question:   {row['canonical']!r}")
+    width = max(len(tag) for tag, _, _ in rows)
+    for i, ((tag, _, _), text) in enumerate(zip(rows, texts, strict=True)):
+        print(f"row {i}  tag={tag:<{width}}  -> {text!r}")
     measured = slot_buffer_bytes(llm)
     shape = load_lab("lab-03").ModelShape.from_hf_config(
-        json.loads((BASE_MODEL / "config.json").read_text()))
+        json.loads((base_model.base_model_dir() / "config.json").read_text()))
     dtype_bytes = llm.llm_engine.vllm_config.model_config.dtype.itemsize
-    derived = lab.lora_slot_bytes(shape, MAX_LORAS, MAX_LORA_RANK, dtype_bytes)
+    derived = lab.lora_slot_bytes(shape, MAX_LORAS + len(extra), MAX_LORA_RANK, dtype_bytes)
     seen = "not measured" if measured is None else f"{measured:,} B"
-    print(f"\nLoRA slot buffers ({MAX_LORAS} slots, rank {MAX_LORA_RANK}): {seen} in the "
-          f"engine's lora_a/b_stacked; lora_slot_bytes derives {derived:,} B")
-    print("\n== what each row does in sqlite3 against the row's table ==")
-    for i, (tag, text) in enumerate(zip(tags, texts, strict=True)):
-        sql = text.strip()
-        runs = lab.sql_executes(row["schema"], sql, row["inserts"])
-        print(f"row {i}  tag={tag:<9} looks like SQL: {sqldata.is_sql(sql)!s:<5} "
-              f"executes: {runs!s:<5} gold result: {sqldata.same_result(row, sql)}")
+    print(f"\n[demo] LoRA slot buffers ({MAX_LORAS + len(extra)} slots, rank {MAX_LORA_RANK}): "
+          f"{seen} in the engine's lora_a/b_stacked; lora_slot_bytes derives {derived:,} B")
+    print("\n== what each row does ==")
+    for i, ((tag, _, _), text) in enumerate(zip(rows, texts, strict=True)):
+        runs = lab.sql_executes(row["schema"], text, row["inserts"])
+        verdict = (f"looks like SQL: {sqldata.is_sql(text)!s:<5} executes: {runs!s:<5} "
+                   f"gold result: {sqldata.same_result(row, text)}")
+        if tag == QUESTION_NAME:
+            verdict += f" gold question: {sqldata.same_question(row, text)}"
+        print(f"row {i}  tag={tag:<{width}}  {verdict}")
 
 
-def capture(path: Path) -> int:
-    """Run the demo in a child process; tee its stdout and stderr, interleaved, to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    child = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE,
+def run_child(argv: list[str], log_path: Path, verbose: bool) -> int:
+    """Run the demo in a child; its whole output goes to ``log_path``, the demo's own lines (or
+    everything, ``verbose``) to the terminal."""
+    env = os.environ | {"PYTHONUNBUFFERED": "1", CHILD_ENV: "1"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env=env)
     assert child.stdout is not None
-    with path.open("wb") as log:
-        for chunk in iter(lambda: child.stdout.readline(), b""):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
+    with log_path.open("wb") as log:
+        for chunk in iter(child.stdout.readline, b""):
             log.write(chunk)
+            if verbose or OWN_LINE.match(chunk.decode(errors="replace").rstrip("\n")):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
     return child.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--capture", type=Path, metavar="PATH",
-                        help="tee the full run (vLLM's log included) to PATH")
+                        help="write the full run (vLLM's log included) to PATH")
+    parser.add_argument("--verbose", action="store_true", help="show vLLM's log as it comes")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="serve another PEFT adapter folder as an extra row")
     args = parser.parse_args()
-    if args.capture is not None:
-        sys.exit(capture(args.capture))
-    run_demo()
+    extra = dict(item.split("=", 1) for item in args.adapter)
+    if os.environ.get(CHILD_ENV):
+        run_demo(extra)
+        return
+    log_path = args.capture or Path(tempfile.gettempdir()) / "lab02-demo-engine.log"
+    print(f"[demo] starting vLLM's CPU engine (about a minute on 2 cores); its log: {log_path}"
+          + ("" if args.verbose else " (--verbose shows it here)"), flush=True)
+    passthrough = [f"--adapter={item}" for item in args.adapter]
+    code = run_child(passthrough, log_path, args.verbose)
+    if code:
+        print(f"[demo] the run failed (exit {code}); the last lines of {log_path}:")
+        print("\n".join(log_path.read_text(errors="replace").splitlines()[-15:]))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

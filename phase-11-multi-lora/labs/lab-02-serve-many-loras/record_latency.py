@@ -6,10 +6,10 @@ Not graded: a support module (``labkit.load_support("lab-02", "record_latency")`
 serving tests and ``figures.py`` share. It starts the reference ``serve`` with one slot
 (``max_loras=1``) and a one-entry CPU cache (``max_cpu_loras=1``) in front of
 ``NUM_ADAPTERS`` tenants, so every switch of adapter is a miss that reloads the adapter from
-disk. The tenants are the SQL adapter stored at a larger rank (``widen_adapter``: zero-padded,
-same outputs, more bytes to load) under several names. Traffic is 80/20 (lab 04's
-``zipf_80_20_trace``) with a share of base-model requests, sent one at a time; each request's
-latency is the client's wall-clock time for a one-token completion.
+disk. The tenants are real: the two trained adapters (``sql-lora``, ``question-lora``), then
+copies of them under further names, each in its own folder so each miss reads its own file.
+Traffic is 80/20 (lab 04's ``zipf_80_20_trace``) with a share of base-model requests, sent one
+at a time; each request's latency is the client's wall-clock time for a one-token completion.
 
 The capture is JSONL: a first ``{"kind": "meta", ...}`` line (machine, versions, date, the
 server's settings), then one ``{"kind": "request", "i", "adapter", "latency_ms"}`` line per
@@ -31,12 +31,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LAB = Path(__file__).resolve().parent
+if str(LAB.parents[2]) not in sys.path:
+    sys.path.insert(0, str(LAB.parents[2]))  # run as a script: this checkout's labkit first
+
+from labkit import load_support  # noqa: E402
+
+base_model = load_support("lab-02", "base_model")
+
 ASSETS = LAB / "assets"
-BASE_MODEL = ASSETS / "tiny-llama"
 SQL_ADAPTER = ASSETS / "sql-lora"
+REAL_TENANTS = (SQL_ADAPTER, ASSETS / "question-lora")
 CAPTURE = LAB / "capture" / "latency_trace.jsonl"
 
-COLD_RANK = 256  # stored rank of the tenants' adapters: 16x the SQL adapter's bytes per load
+SERVE_RANK = 16  # max_lora_rank: the tenants' own rank (7.4 MB of fp32 factors per load)
 NUM_ADAPTERS = 5  # tenants; > max_cpu_loras, so a miss reads the adapter from disk
 NUM_REQUESTS = 400
 BASE_SHARE = 0.1  # share of requests that name the base model
@@ -73,18 +80,16 @@ def widen_adapter(src: Path, dst: Path, rank: int) -> Path:
     return dst
 
 
-def tenant_adapters(workdir: Path, num_adapters: int = NUM_ADAPTERS,
-                    rank: int = COLD_RANK) -> dict[str, Path]:
-    """``num_adapters`` tenant names -> their own copy of the widened SQL adapter.
+def tenant_adapters(workdir: Path, num_adapters: int = NUM_ADAPTERS) -> dict[str, Path]:
+    """``num_adapters`` tenant names -> a folder each: ``tenant-k`` is a copy of the k-th real
+    adapter, cycling through ``REAL_TENANTS`` (tenant-0 the SQL tenant, tenant-1 the question
+    tenant, tenant-2 the SQL tenant again, ...).
 
     Separate folders (not one path under several names) so each load reads its own file.
     """
-    first = widen_adapter(SQL_ADAPTER, workdir / "tenant-0", rank)
-    adapters = {"tenant-0": first}
-    for k in range(1, num_adapters):
-        adapters[f"tenant-{k}"] = Path(shutil.copytree(first, workdir / f"tenant-{k}",
-                                                       dirs_exist_ok=True))
-    return adapters
+    return {f"tenant-{k}": Path(shutil.copytree(REAL_TENANTS[k % len(REAL_TENANTS)],
+                                                workdir / f"tenant-{k}", dirs_exist_ok=True))
+            for k in range(num_adapters)}
 
 
 def time_requests(base_url: str, base_model: str, trace: Sequence[str | None],
@@ -143,8 +148,8 @@ def versions() -> dict[str, str]:
 
 def asset_digests() -> dict[str, str]:
     """A short sha256 of each asset's weights: which trained assets the capture measured."""
-    files = {"tiny-llama": BASE_MODEL / "model.safetensors",
-             "sql-lora": SQL_ADAPTER / "adapter_model.safetensors"}
+    files = {"base": base_model.base_model_dir() / "model.safetensors",
+             **{p.name: p / "adapter_model.safetensors" for p in REAL_TENANTS}}
     return {name: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
             for name, path in files.items()}
 
@@ -152,20 +157,21 @@ def asset_digests() -> dict[str, str]:
 def main() -> None:
     import tempfile
 
-    sys.path.insert(0, str(LAB.parents[2]))
     from labkit.loader import Impl, load_impl
 
     lab = load_impl("lab-02", Impl("solution"))
-    settings = {"max_loras": 1, "max_cpu_loras": 1, "max_lora_rank": COLD_RANK}
+    settings = {"max_loras": 1, "max_cpu_loras": 1, "max_lora_rank": SERVE_RANK}
     with tempfile.TemporaryDirectory() as tmp:
         adapters = tenant_adapters(Path(tmp))
         trace = tenant_trace(list(adapters), NUM_REQUESTS, SEED)
-        with lab.serve(BASE_MODEL, adapters, log_path=Path(tmp) / "vllm.log",
-                       **settings) as server:
+        with lab.serve(base_model.base_model(), adapters, log_path=Path(tmp) / "vllm.log",
+                       served_model_name=base_model.NAME, **settings) as server:
             time_requests(server.base_url, server.model, [None])  # first-request setup
             latencies = time_requests(server.base_url, server.model, trace)
     meta = {"num_slots": settings["max_loras"], **settings, "num_adapters": NUM_ADAPTERS,
-            "adapter_rank": COLD_RANK, "base_share": BASE_SHARE, "seed": SEED,
+            "adapter_rank": SERVE_RANK, "tenants": {name: REAL_TENANTS[k % len(REAL_TENANTS)].name
+                                                    for k, name in enumerate(adapters)},
+            "base_share": BASE_SHARE, "seed": SEED,
             "prompt": PROMPT, "max_tokens": 1,
             "command": "python phase-11-multi-lora/labs/lab-02-serve-many-loras/record_latency.py",
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

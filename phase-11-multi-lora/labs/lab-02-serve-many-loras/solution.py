@@ -7,12 +7,8 @@ import json
 import math
 import os
 import re
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -22,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labkit import load_lab
+from labkit import load_lab, load_support
 
 # === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
 #
@@ -31,15 +27,16 @@ from labkit import load_lab
 # runs them through vllm/lora/punica_wrapper/punica_cpu.py and vllm/lora/ops/torch_ops/lora_ops.py
 # (the gather `lora_b_weights[lora_indices_tensor]`, where a base row's index is -1).
 
-CPU_KV_CACHE_BYTES = 64 * 2**20  # ~32k tokens of the shipped model; unset, the CPU build takes GiBs
-CPU_MAX_MODEL_LEN = 256  # the tiny model's context: an eval prompt (~100 tokens) plus answer
-CPU_DTYPE = "float32"  # the shipped model is trained and saved in fp32: serve it unrounded
+CPU_KV_CACHE_BYTES = 2**30  # 23,301 tokens of SmolLM2-135M in fp32; unset, the CPU build takes GiBs
+CPU_MAX_MODEL_LEN = 256  # a lab prompt (at most 85 tokens) plus its answer, with room to spare
+CPU_DTYPE = "float32"  # the base is dequantized to fp32 and the adapters trained on it
 INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": the engine core runs in this process
 VLLM_LORA_DEFAULTS = {"max_loras": 1, "max_lora_rank": 16}  # LoRAConfig defaults, vLLM 0.32
 GIB_DECIMALS = 2  # vLLM prints GiB with at most two decimals ("%.2f" or round(x, 2))
 DTYPE_BYTES = {"float32": 4, "F32": 4, "float16": 2, "F16": 2, "bfloat16": 2, "BF16": 2,
                "half": 2, "float": 4}
 RATIO_RTOL = 1e-12  # both sides of the delta-cost check are exact integer ratios
+CPU_KV_BLOCK_TOKENS = 128  # vllm/platforms/cpu.py: the CPU build's block_size when none is set
 
 
 def _cuda_available() -> bool:
@@ -51,11 +48,20 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1: ``TypeError`` for a non-int (bool included),
+    ``ValueError`` for one below 1, each naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
 def _check_knobs(max_loras: int, max_lora_rank: int, max_cpu_loras: int) -> None:
     for name, value in (("max_loras", max_loras), ("max_lora_rank", max_lora_rank),
                         ("max_cpu_loras", max_cpu_loras)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        _positive_int(name, value)
     if max_cpu_loras < max_loras:
         raise ValueError(f"max_cpu_loras: must be >= max_loras ({max_loras}): every adapter in "
                          f"a slot is also held in the CPU cache, got {max_cpu_loras}")
@@ -186,6 +192,8 @@ class Capture:
     12.55 GiB``, device memory after loading, LoRA slots included). lora: the resolved knobs
     (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``), vLLM's defaults filled in for those
     the log's ``non-default args`` omit. outputs: ``(tag, text)`` per demo row, in order.
+    slot_buffer_bytes: the engine's LoRA slot buffers as the demo measured them (its
+    ``LoRA slot buffers (...): N B`` line), None when the log has no such line.
     """
 
     vllm_version: str | None
@@ -201,6 +209,7 @@ class Capture:
     lora: dict[str, int]
     punica_wrapper: str | None
     outputs: list[tuple[str, str]]
+    slot_buffer_bytes: int | None = None
 
 
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$", re.MULTILINE)
@@ -214,6 +223,7 @@ _KV_GIB = re.compile(r"(?:Explicitly|Auto) set \((\d+(?:\.\d+)?)/[\d.]+\) GiB fo
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
 _PUNICA = re.compile(r"Using (PunicaWrapper\w+)")
 _DEMO_ROW = re.compile(r"^row (\d+)\s+tag=(\S+)\s+-> (.*)$", re.MULTILINE)
+_SLOT_BUFFERS = re.compile(r"LoRA slot buffers \(.*\): ([\d,]+) B in the engine")
 
 
 def _config_field(config: str, key: str) -> str | None:
@@ -240,8 +250,11 @@ def parse_capture(text: str) -> Capture:
     """Read the figures a student checks from a vLLM log (CPU build or CUDA) and the demo rows.
 
     Sources: ``non-default args: {...}`` (the knobs as passed), ``Initializing a V1 LLM engine
-    (vX) with config: ...`` (version, dtype, device, max length), the weight line, the KV cache
-    lines, ``Using PunicaWrapper...`` and the demo's ``row i  tag=T  -> 'text'`` lines.
+    (vX) with config: ...`` (version, dtype, device, max length), ``Checkpoint size: X GiB`` or
+    ``Model loading took X GiB``, ``Explicitly set (X/Y) GiB for KV cache``, ``KV cache size:
+    N tokens``, ``Using PunicaWrapper...``, the demo's ``row i  tag=T  -> 'text'`` lines and
+    its ``LoRA slot buffers (...): N B in the engine's ...`` line. A figure the log does not
+    print is None. ``text`` that is not a str raises ``TypeError``.
     """
     if not isinstance(text, str):
         raise TypeError(f"text: expected the log as a str, got {type(text).__name__}")
@@ -254,6 +267,7 @@ def parse_capture(text: str) -> Capture:
     max_len = _config_field(config, "max_seq_len")
     tokens = _KV_TOKENS.search(text)
     punica = _PUNICA.search(text)
+    slots = _SLOT_BUFFERS.search(text)
     return Capture(
         vllm_version=engine.group(1) if engine else None,
         device=_config_field(config, "device_config"),
@@ -268,6 +282,7 @@ def parse_capture(text: str) -> Capture:
         lora=lora,
         punica_wrapper=punica.group(1) if punica else None,
         outputs=[(tag, ast.literal_eval(body)) for _, tag, body in _DEMO_ROW.findall(text)],
+        slot_buffer_bytes=int(slots.group(1).replace(",", "")) if slots else None,
     )
 
 
@@ -411,10 +426,12 @@ def _kv_checks(capture: Capture, shape) -> list[Check]:
                                  "kv_cache_memory_bytes as passed"))
     if capture.kv_cache_tokens is not None:
         per_token = kv_bytes_per_token(shape, _dtype_bytes(capture.dtype or "", "capture.dtype"))
-        tokens = capture.kv_cache_bytes // per_token
+        block = per_token * CPU_KV_BLOCK_TOKENS  # the cache is whole blocks of tokens
+        tokens = capture.kv_cache_bytes // block * CPU_KV_BLOCK_TOKENS
         checks.append(Check("KV cache (tokens)", "engine log", capture.kv_cache_tokens, tokens,
                             capture.kv_cache_tokens == tokens,
-                            f"kv_cache_memory_bytes // {per_token} B per token"))
+                            f"whole {CPU_KV_BLOCK_TOKENS}-token blocks of {per_token} B "
+                            f"per token in kv_cache_memory_bytes"))
     return checks
 
 
@@ -463,6 +480,19 @@ def _checkpoint_checks(tensors: dict[str, Tensor], dtype_bytes: int, shape, econ
                   observed == derived, f"lab 03 base_bytes(shape, {dtype_bytes})")]
 
 
+def _slot_buffer_checks(capture: Capture, shape) -> list[Check]:
+    """The slot buffers the engine allocated, against ``lora_slot_bytes`` (lab 03 inside)."""
+    if capture.slot_buffer_bytes is None or not capture.lora_enabled:
+        return []
+    lora = capture.lora
+    dtype_bytes = _dtype_bytes(capture.dtype or "", "capture.dtype")
+    derived = lora_slot_bytes(shape, lora["max_loras"], lora["max_lora_rank"], dtype_bytes)
+    return [Check("LoRA slot buffers (bytes)", "engine (demo probe)", capture.slot_buffer_bytes,
+                  derived, capture.slot_buffer_bytes == derived,
+                  f"lora_slot_bytes: lab 03 slot_reservation_bytes x {lora['max_loras']} slots "
+                  f"at rank {lora['max_lora_rank']}, plus the vocab slots")]
+
+
 def _slot_checks(capture: Capture, config: dict, shape, econ, slots) -> list[Check]:
     lora, rank = capture.lora, config["r"]
     d_in, d_out = econ.module_dims(shape, econ.normalize_targets(config["target_modules"])[0])
@@ -495,7 +525,16 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     adapter: the PEFT folder served (``adapter_config.json`` gives r and targets; its
     safetensors header the exact bytes). checkpoint: the model folder, for an exact-bytes check
     of its safetensors against lab 03 (the engine only prints GiB to two decimals).
-    Engine-logged figures agree at the precision printed; file figures agree exactly.
+    Engine-logged figures agree at the precision printed; file figures agree exactly. Checks:
+    weights (GiB, lab 03 ``base_bytes``; plus ``lora_slot_bytes`` for the GPU line), KV cache
+    (GiB as passed, and tokens: whole ``CPU_KV_BLOCK_TOKENS``-token blocks of
+    ``kv_bytes_per_token``), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta
+    FLOPs / base FLOPs (lab 01 ``lora_overhead``), the LoRA slot buffers the demo measured
+    (``lora_slot_bytes``), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
+    when r > the capture's ``max_lora_rank``) and the demo batch in one scheduler step (lab 04
+    ``schedule_step``). Use ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture``
+    raises ``TypeError``; an adapter folder without ``adapter_config.json``,
+    ``FileNotFoundError``.
     """
     if not isinstance(capture, Capture):
         raise TypeError(f"capture: expected a Capture from parse_capture, "
@@ -512,7 +551,7 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
         disk_dtype_bytes = _one_dtype(tensors, Path(checkpoint))
         checks += _checkpoint_checks(tensors, disk_dtype_bytes, shape, econ)
     checks = (_weight_checks(capture, shape, econ, disk_dtype_bytes) + _kv_checks(capture, shape)
-              + checks)
+              + checks + _slot_buffer_checks(capture, shape))
     checks += _adapter_checks(adapter_dir, config, shape, econ, lab01)
     checks += _slot_checks(capture, config, shape, econ, slots)
     return Reconciliation(checks)
@@ -627,24 +666,13 @@ def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
 # CPU caches a request can miss are in vllm/lora/worker_manager.py (LRUCacheWorkerLoRAManager).
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails on CPU
-LOOPBACK = "127.0.0.1"
-RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
-STARTUP_TIMEOUT_S = 300.0  # three processes import vLLM and torch: ~100 s on 2 busy cores
-STOP_TIMEOUT_S = 20.0  # per signal: SIGTERM gets this long to drain, then SIGKILL
-POLL_INTERVAL_S = 0.5
 ADAPTER_TIMEOUT_S = 120.0  # a runtime load reads the adapter from disk inside the engine
-LOG_TAIL_LINES = 40
 _ADAPTER_NAME = re.compile(r"[^\s=]+")  # `--lora-modules name=path`: no blank, no `=`
-
-# Loopback calls must never be routed through an HTTP proxy from the environment.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
+# Given (server.py): the process machinery behind `serve`, and a proxy-free HTTP opener.
+server = load_support("lab-02", "server")
+LOOPBACK, Server, ServerError, free_port = (server.LOOPBACK, server.Server, server.ServerError,
+                                            server.free_port)
 
 
 def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
@@ -671,7 +699,9 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
     if max_lora_rank not in VLLM_MAX_LORA_RANKS or isinstance(max_lora_rank, bool):
         raise ValueError(f"max_lora_rank: expected one of {VLLM_MAX_LORA_RANKS}, "
                          f"got {max_lora_rank!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port: expected an int in [1, 65535], got {type(port).__name__} {port!r}")
+    if not 1 <= port <= 65535:
         raise ValueError(f"port: expected an int in [1, 65535], got {port!r}")
     if not isinstance(host, str) or not host:
         raise ValueError(f"host: expected a non-empty address, got {host!r}")
@@ -702,133 +732,28 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
     return argv + list(extra_args)
 
 
-class ServerError(RuntimeError):
-    """The server died or never became ready; the message ends with its log's last lines."""
-
-
-@dataclass(frozen=True)
-class Server:
-    """A running server: what a client needs, and what a test checks after it is gone."""
-
-    base_url: str  # "http://127.0.0.1:<port>/v1", what openai.OpenAI(base_url=...) takes
-    model: str  # the base model's served name
-    adapters: tuple[str, ...]  # adapter names registered at start
-    port: int
-    pid: int  # the server's process id, also its process group id (a new session)
-    log_path: Path
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError as err:
-        return f"(log unreadable: {err})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_until_ready(proc: subprocess.Popen, server: Server, timeout_s: float) -> None:
-    """Poll ``/v1/models`` until it answers 200; fail if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise ServerError(f"vLLM server exited with code {proc.returncode} before serving; "
-                              f"last lines of {server.log_path}:\n{_log_tail(server.log_path)}")
-        try:
-            with _HTTP.open(f"{server.base_url}/models", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            raise ServerError(f"vLLM server not ready after {timeout_s:.0f} s; last lines of "
-                              f"{server.log_path}:\n{_log_tail(server.log_path)}")
-        time.sleep(POLL_INTERVAL_S)
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids in process group ``pgid`` that still run (zombies excluded: they hold nothing)."""
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():  # no procfs: ask the kernel whether the group exists at all
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    members = []
-    for stat in proc_root.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()  # state ppid pgrp ...
-        except OSError:
-            continue  # exited while we looked
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _group_ended(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait up to ``timeout_s`` for every member of ``proc``'s group to exit."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        proc.poll()  # reap the leader as soon as it exits
-        if not _live_group_members(proc.pid):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_INTERVAL_S / 5)
-
-
-def _stop_process_group(proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the whole group, wait up to ``timeout_s``, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the leader's pid is the group id (new session)
-        except ProcessLookupError:
-            break  # nothing left in the group
-        if _group_ended(proc, timeout_s):
-            break
-    proc.wait(timeout=timeout_s)
-
-
 @contextmanager
 def serve(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
           max_loras: int, max_lora_rank: int, max_cpu_loras: int, log_path: str | os.PathLike,
           served_model_name: str | None = None, dtype: str | None = CPU_DTYPE,
-          startup_timeout_s: float = STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
-    """Run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
+          startup_timeout_s: float = server.STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
+    """Given: run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
 
-    Binds a free port on 127.0.0.1, sets ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (so
-    ``load_adapter``/``unload_adapter`` work: see the README's security note), streams stdout
-    and stderr to ``log_path``, and waits up to ``startup_timeout_s`` seconds for
-    ``/v1/models``. The server runs in its own session; on exit, normal or not, its whole
-    process group (API server, engine core, workers) is stopped: SIGTERM, a bounded wait,
-    then SIGKILL. ``dtype`` defaults to part 1's ``CPU_DTYPE``, as ``build_llm`` runs; ``argv_kw``
-    goes to ``serve_argv`` (``kv_cache_bytes``, ``max_model_len``, ``extra_args``).
+    Binds a free port on 127.0.0.1 and starts ``serve_argv(...)`` through the given
+    ``server.run`` (``server.py``: its own session, ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``
+    so ``load_adapter``/``unload_adapter`` work, the log in ``log_path``, a bounded wait for
+    ``/v1/models``, and a stop of the whole process group on exit). ``dtype`` defaults to
+    part 1's ``CPU_DTYPE``, as ``build_llm`` runs; ``argv_kw`` goes to ``serve_argv``
+    (``kv_cache_bytes``, ``max_model_len``, ``extra_args``).
     """
     port = free_port()
     argv = serve_argv(model, adapters, max_loras=max_loras, max_lora_rank=max_lora_rank,
                       max_cpu_loras=max_cpu_loras, port=port, host=LOOPBACK,
                       served_model_name=served_model_name, dtype=dtype, **argv_kw)
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, RUNTIME_LORA_ENV: "True"}
-    with log_path.open("wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        server = Server(base_url=f"http://{LOOPBACK}:{port}/v1",
-                        model=argv[argv.index("--served-model-name") + 1],
-                        adapters=tuple(adapters), port=port, pid=proc.pid, log_path=log_path)
-        _wait_until_ready(proc, server, startup_timeout_s)
-        yield server
-    finally:
-        _stop_process_group(proc)
+    with server.run(argv, port=port, model=argv[argv.index("--served-model-name") + 1],
+                    adapters=list(adapters), log_path=log_path,
+                    startup_timeout_s=startup_timeout_s) as running:
+        yield running
 
 
 class AdapterRequestError(RuntimeError):
@@ -866,7 +791,7 @@ def _post_lora_route(base_url: str, route: str, payload: dict, timeout_s: float)
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with _HTTP.open(request, timeout=timeout_s) as resp:
+        with server.HTTP.open(request, timeout=timeout_s) as resp:
             return resp.read().decode(errors="replace")
     except urllib.error.HTTPError as err:
         raise AdapterRequestError(url, err.code, _server_message(err.read())) from None

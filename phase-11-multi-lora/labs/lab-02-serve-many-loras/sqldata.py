@@ -4,13 +4,13 @@ Not graded. Pure standard library, so tests and tools can load it anywhere
 (`labkit.load_support("lab-02", "sqldata")`).
 
 Every example is one table: a `CREATE TABLE` schema, the `INSERT` statements that fill it,
-a question that names the schema's columns verbatim, and two answers for the same question:
-`sql` (what the SQL adapter is trained to write) and `prose` (what the base model is
-pre-trained to write, naming the same table, columns and values, with no SQL keyword).
+a question that names the schema's columns verbatim, and its gold `sql`. Two tenants are
+trained on these rows (`tools/train_adapters.py`): the SQL tenant answers the question with
+the query, the question tenant turns the query back into the canonical question.
 
 Held-out by construction (`split="eval"`): table names and string values come from pools
 disjoint from training's, integers from a disjoint residue class, and column sets are
-checked against the training sets by the caller (`tools/make_assets.py`).
+checked against the training sets by the caller (`tools/train_adapters.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from pathlib import Path
 PROMPT = (
     "[user] Write a SQL query to answer the question based on the table schema.\n\n"
     " context: {schema}\n\n question: {question} [/user] [assistant]"
+)
+QUESTION_PROMPT = (
+    "[user] Write the question that this SQL query answers.\n\n"
+    " context: {schema}\n\n query: {sql} [/user] [assistant]"
 )
 EVAL_PATH = Path(__file__).resolve().parent / "assets" / "eval.jsonl"
 SPLITS = ("train", "eval")
@@ -81,42 +85,62 @@ INT_RANGE = (1, 999)
 INT_EVAL_RESIDUE = (7, 3)
 
 SQL_KEYWORDS = ("SELECT", "FROM", "WHERE", "AND", "COUNT", "MAX", "MIN")
-# Prose answers: several phrasings per question kind; none contains an SQL keyword.
-PROSE = {
-    "eq": (
-        "The answer is the {col} of the row in the {table} table whose {c} is {v}.",
-        "Look up the row of {table} with {c} {v} and read its {col}.",
-        "It is the {col} listed in {table} for the row whose {c} is {v}.",
-    ),
-    "count": (
-        "The answer is the number of rows in the {table} table whose {c} is {v}.",
-        "Count the rows of {table} that have {c} equal to {v}.",
-    ),
-    "agg": (
-        "The answer is the {ext} {col} among rows of the {table} table whose {c} is {v}.",
-        "Take the rows of {table} with {c} {v} and report the {ext} {col}.",
-    ),
-    "and": (
-        "The answer is the {col} of the row in the {table} table whose {c} is {v} "
-        "and whose {c2} is {v2}.",
-        "Look up the row of {table} with {c} {v} and {c2} {v2} and read its {col}.",
-    ),
-    "cmp_count": (
-        "The answer is the number of rows in the {table} table whose {c} is {cmp} {v}.",
-        "Count the rows of {table} that have {c} {cmp} {v}.",
-    ),
-    "cmp_col": (
-        "The answer is the {col} of each row in the {table} table whose {c} is {cmp} {v}.",
-        "Read the {col} of the rows of {table} that have {c} {cmp} {v}.",
-    ),
+# Question phrasings, per kind. The first is canonical (the eval set and the question tenant's
+# target); training draws among all of "train"; "heldout" phrasings, with their own words for
+# comparisons and extremes, never appear in training: they test the task, not the template.
+QUESTIONS = {
+    "train": {
+        "eq": ("What is the {col} when {c} is {v}?", "Which {col} has {c} {v}?",
+               "Give the {col} for {c} {v}.", "Find the {col} of the {table} row whose {c} is {v}."),
+        "count": ("How many rows have {c} equal to {v}?", "Count the rows where {c} is {v}.",
+                  "How many {table} have {c} {v}?", "What is the number of rows with {c} {v}?"),
+        "agg": ("What is the {ext} {col} when {c} is {v}?",
+                "Find the {ext} {col} among rows with {c} {v}.",
+                "Which is the {ext} {col} for {c} {v}?"),
+        "and": ("What is the {col} when {c} is {v} and {c2} is {v2}?",
+                "Which {col} has {c} {v} and {c2} {v2}?",
+                "Give the {col} where {c} is {v} and {c2} is {v2}."),
+        "cmp_count": ("How many rows have {c} {cmp} {v}?", "Count the rows whose {c} is {cmp} {v}.",
+                      "What is the number of {table} with {c} {cmp} {v}?"),
+        "cmp_col": ("What is the {col} when {c} is {cmp} {v}?",
+                    "List the {col} of rows whose {c} is {cmp} {v}.",
+                    "Which {col} values have {c} {cmp} {v}?"),
+    },
+    "heldout": {
+        "eq": ("Tell me the {col} for the entry with {c} {v}.",
+               "For the record where {c} equals {v}, what {col} is recorded?"),
+        "count": ("In {table}, how many entries show {c} as {v}?",
+                  "Tell me how many records have {v} as their {c}."),
+        "agg": ("Among the entries with {c} {v}, which {col} is the {ext}?",
+                "Tell me the {ext} value of {col} for records where {c} equals {v}."),
+        "and": ("Tell me the {col} for the entry whose {c} is {v} and whose {c2} is {v2}.",
+                "For the record with {c} equal to {v} and {c2} equal to {v2}, what {col} is listed?"),
+        "cmp_count": ("Tell me how many records have a {c} {cmp} {v}.",
+                      "In {table}, how many entries have {c} {cmp} {v}?"),
+        "cmp_col": ("Tell me the {col} for every record whose {c} is {cmp} {v}.",
+                    "For entries with {c} {cmp} {v}, which {col} values are listed?"),
+    },
 }
-CMP_WORDS = {">": "greater than", "<": "less than"}
-AGG_WORDS = {"MAX": "largest", "MIN": "smallest"}
+PHRASINGS = ("canonical", "train", "heldout")
+CMP_WORDS = {"train": {">": "greater than", "<": "less than"},
+             "heldout": {">": "above", "<": "below"}}
+AGG_WORDS = {"train": {"MAX": "largest", "MIN": "smallest"},
+             "heldout": {"MAX": "highest", "MIN": "lowest"}}
 
 
 def sql_prompt(schema: str, question: str) -> str:
     """The prompt the SQL adapter was trained on (vLLM's multi-LoRA example format)."""
     return PROMPT.format(schema=schema, question=question)
+
+
+def question_prompt(schema: str, sql: str) -> str:
+    """The question tenant's prompt: the same format, the query in place of the question."""
+    return QUESTION_PROMPT.format(schema=schema, sql=sql)
+
+
+def same_question(row: dict, text: str) -> bool:
+    """True when ``text`` is the row's canonical question, exactly (surrounding blanks aside)."""
+    return text.strip() == row["canonical"]
 
 
 def load_eval(path: str | Path | None = None) -> list[dict]:
@@ -136,10 +160,11 @@ def is_sql(text: str) -> bool:
 
 
 def execute(schema: str, inserts: list[str], sql: str) -> list[tuple]:
-    """Run `sql` against a fresh in-memory sqlite3 database built from schema + inserts.
+    """Run the query `sql` against a fresh in-memory sqlite3 database of schema + inserts.
 
-    Returns the fetched rows; raises sqlite3.Error (or sqlite3.Warning, which Python
-    raises for a multi-statement string) when the SQL does not execute.
+    Returns the fetched rows; raises sqlite3.Error (or sqlite3.Warning, which Python raises
+    for a multi-statement string) when the SQL does not execute or is not a query (empty
+    text, DDL, DML: no result set), the same meaning as the lab's ``sql_executes``.
     """
     if not sql.strip():
         raise sqlite3.OperationalError("sql: empty statement")
@@ -147,11 +172,15 @@ def execute(schema: str, inserts: list[str], sql: str) -> list[tuple]:
         db.execute(schema)
         for statement in inserts:
             db.execute(statement)
-        return db.execute(sql).fetchall()
+        cursor = db.execute(sql)
+        rows = cursor.fetchall()
+        if cursor.description is None:
+            raise sqlite3.OperationalError("sql: not a query (no result set)")
+        return rows
 
 
 def executes(row: dict, sql: str) -> bool:
-    """True when `sql` runs against the row's table (whatever it returns)."""
+    """True when the query `sql` runs against the row's table (whatever rows it returns)."""
     try:
         execute(row["schema"], row["inserts"], sql)
     except (sqlite3.Error, sqlite3.Warning):
@@ -224,14 +253,20 @@ def _literal(value: int | str) -> str:
 
 
 def make_example(
-    rng: random.Random, split: str, table: str | None = None, columns: tuple[str, ...] | None = None
+    rng: random.Random, split: str, table: str | None = None,
+    columns: tuple[str, ...] | None = None, phrasing: str = "canonical",
 ) -> dict:
-    """One example: schema, inserts, question, sql, prose (and its kind).
+    """One example: kind, schema, inserts, question, sql (and ``canonical``, the question in
+    its canonical phrasing, which the question tenant is trained to write).
 
-    `table` and `columns` default to fresh draws from the split's pools; at least one
+    ``table`` and ``columns`` default to fresh draws from the split's pools; at least one
     table row satisfies every equality condition, so the gold result is never vacuous.
+    ``phrasing``: "canonical" (the first phrasing of each kind, no extra draw: the eval set),
+    "train" (any training phrasing) or "heldout" (phrasings and words training never uses).
     """
     _check_split(split)
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"phrasing: expected one of {PHRASINGS}, got {phrasing!r}")
     table = table or rng.choice(TABLES[split])
     columns = columns or sample_columns(rng)
     ints = [c for c in columns if c in INT_COLUMNS]
@@ -240,44 +275,43 @@ def make_example(
         return sample_int(rng, split) if col in INT_COLUMNS else rng.choice(STRINGS[split])
 
     rows = [{c: value(c) for c in columns} for _ in range(rng.randint(4, 7))]
-    kind = rng.choice(("eq", "count", "agg", "and", "cmp_count", "cmp_col"))
+    kind = rng.choice(tuple(QUESTIONS["train"]))
     col, c, c2 = rng.sample(columns, 3)
-    fill: dict[str, str] = {"table": table, "col": col, "c": c, "c2": c2}
     if kind == "agg":
         col = rng.choice(ints)
         c = rng.choice([x for x in columns if x != col])
-        fill.update(col=col, c=c)
     if kind.startswith("cmp"):
         c = rng.choice(ints)
         col = rng.choice([x for x in columns if x != c])
-        fill.update(col=col, c=c)
     match = rng.choice(rows)
     v, v2 = _literal(match[c]), _literal(match[c2])
-    fill.update(v=v, v2=v2)
+    op = agg = None
     if kind == "eq":
-        question = f"What is the {col} when {c} is {v}?"
         sql = f"SELECT {col} FROM {table} WHERE {c} = {v}"
     elif kind == "count":
-        question = f"How many rows have {c} equal to {v}?"
         sql = f"SELECT COUNT(*) FROM {table} WHERE {c} = {v}"
     elif kind == "agg":
-        agg = rng.choice(tuple(AGG_WORDS))
-        fill["ext"] = AGG_WORDS[agg]
-        question = f"What is the {AGG_WORDS[agg]} {col} when {c} is {v}?"
+        agg = rng.choice(tuple(AGG_WORDS["train"]))
         sql = f"SELECT {agg}({col}) FROM {table} WHERE {c} = {v}"
     elif kind == "and":
-        question = f"What is the {col} when {c} is {v} and {c2} is {v2}?"
         sql = f"SELECT {col} FROM {table} WHERE {c} = {v} AND {c2} = {v2}"
     else:
-        op = rng.choice(tuple(CMP_WORDS))
+        op = rng.choice(tuple(CMP_WORDS["train"]))
         v = _literal(_threshold(rng, split, sorted(r[c] for r in rows)))
-        fill.update(cmp=CMP_WORDS[op], v=v)
-        if kind == "cmp_count":
-            question = f"How many rows have {c} {CMP_WORDS[op]} {v}?"
-            sql = f"SELECT COUNT(*) FROM {table} WHERE {c} {op} {v}"
-        else:
-            question = f"What is the {col} when {c} is {CMP_WORDS[op]} {v}?"
-            sql = f"SELECT {col} FROM {table} WHERE {c} {op} {v}"
+        what = "COUNT(*)" if kind == "cmp_count" else col
+        sql = f"SELECT {what} FROM {table} WHERE {c} {op} {v}"
+    fill = {"table": table, "col": col, "c": c, "c2": c2, "v": v, "v2": v2}
+
+    def question(pool: str, template: str) -> str:
+        words = {"cmp": CMP_WORDS[pool].get(op, ""), "ext": AGG_WORDS[pool].get(agg, "")}
+        return template.format(**fill, **words)
+
+    canonical = question("train", QUESTIONS["train"][kind][0])
+    if phrasing == "canonical":
+        asked = canonical
+    else:
+        pool = "train" if phrasing == "train" else "heldout"
+        asked = question(pool, rng.choice(QUESTIONS[pool][kind]))
     types = ", ".join(f"{x} {'INTEGER' if x in INT_COLUMNS else 'VARCHAR'}" for x in columns)
     return {
         "kind": kind,
@@ -286,7 +320,7 @@ def make_example(
             f"INSERT INTO {table} VALUES ({', '.join(_literal(r[x]) for x in columns)})"
             for r in rows
         ],
-        "question": question,
+        "question": asked,
+        "canonical": canonical,
         "sql": sql,
-        "prose": rng.choice(PROSE[kind]).format(**fill),
     }

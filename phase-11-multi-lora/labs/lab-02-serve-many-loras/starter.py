@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from labkit import load_support
 
 # === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
 #
@@ -16,15 +18,16 @@ import numpy as np
 # slots are the `lora_a_stacked` / `lora_b_stacked` buffers of vllm/lora/layers/; the CPU build
 # runs them through vllm/lora/punica_wrapper/punica_cpu.py and vllm/lora/ops/torch_ops/lora_ops.py.
 
-CPU_KV_CACHE_BYTES = 64 * 2**20  # ~32k tokens of the shipped model; unset, the CPU build takes GiBs
-CPU_MAX_MODEL_LEN = 256  # the tiny model's context: an eval prompt (~100 tokens) plus answer
-CPU_DTYPE = "float32"  # the shipped model is trained and saved in fp32: serve it unrounded
+CPU_KV_CACHE_BYTES = 2**30  # 23,301 tokens of SmolLM2-135M in fp32; unset, the CPU build takes GiBs
+CPU_MAX_MODEL_LEN = 256  # a lab prompt (at most 85 tokens) plus its answer, with room to spare
+CPU_DTYPE = "float32"  # the base is dequantized to fp32 and the adapters trained on it
 INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": the engine core runs in this process
 VLLM_LORA_DEFAULTS = {"max_loras": 1, "max_lora_rank": 16}  # LoRAConfig defaults, vLLM 0.32
 GIB_DECIMALS = 2  # vLLM prints GiB with at most two decimals ("%.2f" or round(x, 2))
 DTYPE_BYTES = {"float32": 4, "F32": 4, "float16": 2, "F16": 2, "bfloat16": 2, "BF16": 2,
                "half": 2, "float": 4}
 RATIO_RTOL = 1e-12  # both sides of the delta-cost check are exact integer ratios
+CPU_KV_BLOCK_TOKENS = 128  # vllm/platforms/cpu.py: the CPU build's block_size when none is set
 
 
 def engine_kwargs(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
@@ -93,6 +96,8 @@ class Capture:
     12.55 GiB``, device memory after loading, LoRA slots included). lora: the resolved knobs
     (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``), vLLM's defaults filled in for those
     the log's ``non-default args`` omit. outputs: ``(tag, text)`` per demo row, in order.
+    slot_buffer_bytes: the engine's LoRA slot buffers as the demo measured them (its
+    ``LoRA slot buffers (...): N B`` line), None when the log has no such line.
     """
 
     vllm_version: str | None
@@ -108,6 +113,7 @@ class Capture:
     lora: dict[str, int]
     punica_wrapper: str | None
     outputs: list[tuple[str, str]]
+    slot_buffer_bytes: int | None = None
 
 
 def parse_capture(text: str) -> Capture:
@@ -116,7 +122,9 @@ def parse_capture(text: str) -> Capture:
     Sources: ``non-default args: {...}`` (the knobs as passed), ``Initializing a V1 LLM engine
     (vX) with config: ...`` (version, dtype, device, max length), ``Checkpoint size: X GiB`` or
     ``Model loading took X GiB``, ``Explicitly set (X/Y) GiB for KV cache``, ``KV cache size:
-    N tokens``, ``Using PunicaWrapper...`` and the demo's ``row i  tag=T  -> 'text'`` lines.
+    N tokens``, ``Using PunicaWrapper...``, the demo's ``row i  tag=T  -> 'text'`` lines and
+    its ``LoRA slot buffers (...): N B in the engine's ...`` line. A figure the log does not
+    print is None. ``text`` that is not a str raises ``TypeError``.
     """
     raise NotImplementedError("TODO(lab-02): pull each figure out of the log with a regex")
 
@@ -208,9 +216,14 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     of its safetensors against lab 03 (the engine only prints GiB to two decimals).
     Engine-logged figures agree at the precision printed; file figures agree exactly. Checks:
     weights (GiB, lab 03 ``base_bytes``; plus ``lora_slot_bytes`` for the GPU line), KV cache
-    (GiB and tokens), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta FLOPs /
-    base FLOPs (lab 01 ``lora_overhead``), the adapter's rank in a slot and the demo batch in
-    one scheduler step (lab 04 ``SlotCache``, ``schedule_step``). Use ``load_lab("lab-03")``.
+    (GiB as passed, and tokens: whole ``CPU_KV_BLOCK_TOKENS``-token blocks of
+    ``kv_bytes_per_token``), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta
+    FLOPs / base FLOPs (lab 01 ``lora_overhead``), the LoRA slot buffers the demo measured
+    (``lora_slot_bytes``), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
+    when r > the capture's ``max_lora_rank``) and the demo batch in one scheduler step (lab 04
+    ``schedule_step``). Use ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture``
+    raises ``TypeError``; an adapter folder without ``adapter_config.json``,
+    ``FileNotFoundError``.
     """
     raise NotImplementedError("TODO(lab-02): one Check per figure, derived with labs 01/03/04")
 
@@ -289,12 +302,13 @@ def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
 # CPU caches a request can miss are in vllm/lora/worker_manager.py (LRUCacheWorkerLoRAManager).
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console script fails on CPU
-LOOPBACK = "127.0.0.1"
-RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
-STARTUP_TIMEOUT_S = 300.0  # three processes import vLLM and torch: ~100 s on 2 busy cores
-STOP_TIMEOUT_S = 20.0  # per signal: SIGTERM gets this long to drain, then SIGKILL
 ADAPTER_TIMEOUT_S = 120.0  # a runtime load reads the adapter from disk inside the engine
+_ADAPTER_NAME = re.compile(r"[^\s=]+")  # `--lora-modules name=path`: no blank, no `=`
+# Given (server.py): the process machinery behind `serve`, and a proxy-free HTTP opener.
+server = load_support("lab-02", "server")
+LOOPBACK, Server, ServerError, free_port = (server.LOOPBACK, server.Server, server.ServerError,
+                                            server.free_port)
 
 
 def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
@@ -316,42 +330,28 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
     raise NotImplementedError("TODO(lab-02): validate the settings and build the server argv")
 
 
-class ServerError(RuntimeError):
-    """The server died or never became ready; the message ends with its log's last lines."""
-
-
-@dataclass(frozen=True)
-class Server:
-    """A running server: what a client needs, and what a test checks after it is gone."""
-
-    base_url: str  # "http://127.0.0.1:<port>/v1", what openai.OpenAI(base_url=...) takes
-    model: str  # the base model's served name
-    adapters: tuple[str, ...]  # adapter names registered at start
-    port: int
-    pid: int  # the server's process id, also its process group id (a new session)
-    log_path: Path
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the kernel picks it)."""
-    raise NotImplementedError("TODO(lab-02): bind port 0 and read back the port the kernel chose")
-
-
 @contextmanager
 def serve(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
           max_loras: int, max_lora_rank: int, max_cpu_loras: int, log_path: str | os.PathLike,
           served_model_name: str | None = None, dtype: str | None = CPU_DTYPE,
-          startup_timeout_s: float = STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
-    """Run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
+          startup_timeout_s: float = server.STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
+    """Given: run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
 
-    Binds a free port on 127.0.0.1, sets ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``, streams
-    stdout and stderr to ``log_path``, and waits up to ``startup_timeout_s`` seconds for
-    ``/v1/models`` to answer (``ServerError`` with the log's tail if the process exits first or
-    time runs out). Starts the server in a new session; on exit, normal or not, stops its whole
-    process group: SIGTERM, a bounded wait, then SIGKILL, until no member runs.
+    Binds a free port on 127.0.0.1 and starts ``serve_argv(...)`` through the given
+    ``server.run`` (``server.py``: its own session, ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``
+    so ``load_adapter``/``unload_adapter`` work, the log in ``log_path``, a bounded wait for
+    ``/v1/models``, and a stop of the whole process group on exit). ``dtype`` defaults to
+    part 1's ``CPU_DTYPE``, as ``build_llm`` runs; ``argv_kw`` goes to ``serve_argv``
+    (``kv_cache_bytes``, ``max_model_len``, ``extra_args``).
     """
-    raise NotImplementedError("TODO(lab-02): start serve_argv(...) in its own session, wait for "
-                              "/v1/models, yield, and always stop the process group")
+    port = free_port()
+    argv = serve_argv(model, adapters, max_loras=max_loras, max_lora_rank=max_lora_rank,
+                      max_cpu_loras=max_cpu_loras, port=port, host=LOOPBACK,
+                      served_model_name=served_model_name, dtype=dtype, **argv_kw)
+    with server.run(argv, port=port, model=argv[argv.index("--served-model-name") + 1],
+                    adapters=list(adapters), log_path=log_path,
+                    startup_timeout_s=startup_timeout_s) as running:
+        yield running
 
 
 class AdapterRequestError(RuntimeError):

