@@ -303,10 +303,15 @@ def client(served):
     return openai.OpenAI(base_url=served.server.base_url, api_key="unused", max_retries=0)
 
 
-def complete(client, model: str, prompt: str, max_tokens: int = 1) -> str:
-    reply = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens,
+def complete_all(client, model: str, prompts: list[str], max_tokens: int) -> list[str]:
+    """One completions request for several prompts (the engine batches them), texts in order."""
+    reply = client.completions.create(model=model, prompt=prompts, max_tokens=max_tokens,
                                       temperature=0.0)
-    return reply.choices[0].text
+    return [choice.text.strip() for choice in sorted(reply.choices, key=lambda c: c.index)]
+
+
+def complete(client, model: str, prompt: str, max_tokens: int = 1) -> str:
+    return complete_all(client, model, [prompt], max_tokens)[0]
 
 
 def listed(client) -> dict[str, object]:
@@ -329,8 +334,8 @@ def test_the_model_name_selects_the_adapter_through_the_api(served, client):
     server = served.get()
     rows = sqldata.load_eval()[:SQL_ROWS]
     prompts = [sqldata.sql_prompt(row["schema"], row["question"]) for row in rows]
-    as_sql = [complete(client, "sql", p, SQL_MAX_TOKENS).strip() for p in prompts]
-    as_base = [complete(client, server.model, p, SQL_MAX_TOKENS).strip() for p in prompts]
+    as_sql = complete_all(client, "sql", prompts, SQL_MAX_TOKENS)
+    as_base = complete_all(client, server.model, prompts, SQL_MAX_TOKENS)
     assert all(map(sqldata.is_sql, as_sql)), (
         f"model='sql' must answer in SQL; got {[t for t in as_sql if not sqldata.is_sql(t)]}")
     assert not any(map(sqldata.is_sql, as_base)), (
