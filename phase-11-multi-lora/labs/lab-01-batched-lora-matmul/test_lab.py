@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from labkit import assert_bitwise_equal, assert_close
 
-SEED = 1101
 DTYPES = [np.float32, np.float64]
 SCALE = 2.0  # lora_alpha / r = 32 / 16; a power of two keeps integer-valued products exact
 SMALL_INT = 3  # inputs drawn from [-3, 3]: every sum in these shapes stays far below 2**24
@@ -343,8 +342,8 @@ BAD_FORWARD_INPUTS = {
 }
 
 
-def small_batch() -> Batch:
-    return make_batch(np.random.default_rng(SEED), T=5, d_in=6, d_out=7, r=2, L=4,
+def small_batch(rng: np.random.Generator) -> Batch:
+    return make_batch(rng, T=5, d_in=6, d_out=7, r=2, L=4,
                       idx=[0, 1, -1, 3, 2])
 
 
@@ -354,9 +353,9 @@ def assert_names(err: pytest.ExceptionInfo, pattern: str) -> None:
 
 
 @pytest.mark.parametrize("case", BAD_FORWARD_INPUTS, ids=list(BAD_FORWARD_INPUTS))
-def test_forward_refuses_bad_input_naming_the_argument(lab, case):
+def test_forward_refuses_bad_input_naming_the_argument(lab, rng, case):
     breaks, error, name = BAD_FORWARD_INPUTS[case]
-    b = breaks(small_batch())
+    b = breaks(small_batch(rng))
     with pytest.raises(error) as err:
         lab.batched_lora_forward(*b.args, scale=b.scale)
     assert_names(err, name)
@@ -364,8 +363,8 @@ def test_forward_refuses_bad_input_naming_the_argument(lab, case):
 
 @pytest.mark.parametrize("value, row", [(7, 3), (4, 1), (-2, 4)],
                          ids=["far-above-L", "equal-to-L", "below-minus-one"])
-def test_idx_out_of_range_is_refused_not_wrapped(lab, value, row):
-    b = small_batch()
+def test_idx_out_of_range_is_refused_not_wrapped(lab, rng, value, row):
+    b = small_batch(rng)
     idx = b.idx.copy()
     idx[row] = value
     for call in (lambda: lab.batched_lora_forward(*replace(b, idx=idx).args, scale=b.scale),
@@ -380,8 +379,8 @@ def test_idx_out_of_range_is_refused_not_wrapped(lab, value, row):
             f"'row {row}', got: {message}")
 
 
-def test_loop_refuses_rank_mismatch(lab):
-    b = small_batch()
+def test_loop_refuses_rank_mismatch(lab, rng):
+    b = small_batch(rng)
     with pytest.raises(ValueError) as err:
         lab.lora_delta_loop(b.x, b.A_stack, b.B_stack[:, :, :-1], b.idx, scale=b.scale)
     assert_names(err, "A_stack|B_stack")
