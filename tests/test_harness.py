@@ -6,6 +6,7 @@ root conftest.py copied beside them and ``PHASE11_LABS_DIR`` pointing the loader
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -193,3 +194,19 @@ def test_lab_scripts_import_this_checkouts_labkit(tmp_path, script, args, expect
                           *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and expect in out.stdout, (out.stdout + out.stderr)[-2000:]
+
+
+def test_one_hypothesis_profile_for_every_test_file():
+    """The root conftest registers and loads the profile; no test file carries its own copy."""
+    from hypothesis import settings
+
+    import conftest
+
+    assert settings.get_profile(conftest.HYPOTHESIS_PROFILE) == settings.default, (
+        "the root conftest's hypothesis profile must be the one in effect")
+    own = [f"{p.relative_to(REPO)}:{node.lineno}"
+           for p in sorted(loader.LABS_DIR.glob("*/test_*.py"))
+           for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Call) and "settings" in (getattr(node.func, "id", None),
+                                                             getattr(node.func, "attr", None))]
+    assert not own, f"hypothesis settings of a test file's own: {own}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from labkit import assert_bitwise_equal, assert_close
@@ -30,8 +30,6 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 # The forward's working set is O(T * (d_in + d_out)) floats (about 200 KiB in the memory test);
 # one B @ A is d_out * d_in floats (12 MiB there). An eighth of the latter is "well below".
 MATERIALIZE_FRACTION = 1 / 8
-
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -300,7 +298,6 @@ def batches(draw_, max_T=10):
     return make_batch(rng, T, d_in, d_out, r, L, dtype, integer=True, idx=idx)
 
 
-@PROPERTY_SETTINGS
 @given(b=batches())
 def test_forward_equals_the_definition_for_any_batch(lab, b):
     y = lab.batched_lora_forward(*b.args, scale=b.scale)
@@ -309,7 +306,6 @@ def test_forward_equals_the_definition_for_any_batch(lab, b):
                              f"{b.x.dtype}: row i must be x[i] @ (W + scale * B @ A).T")
 
 
-@PROPERTY_SETTINGS
 @given(idx=st.lists(st.integers(-1, 6), max_size=24))
 def test_grouping_is_a_stable_partition_for_any_idx(lab, idx):
     idx = np.asarray(idx, dtype=np.int64)
