@@ -1,6 +1,9 @@
 # Phase 11: Multi-LoRA labs. `make help` lists the targets.
 # Every target that needs Python first builds .venv (idempotent: it reinstalls only when
 # pyproject.toml changes).
+# instructor-only
+# The student release (grading/release.py) has fewer targets: the marked blocks say which.
+# /instructor-only
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -16,8 +19,13 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
+# instructor-only
 .PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets \
         bench-lab01 figures lint grade student-release clean
+# /instructor-only
+# release-only
+# .PHONY: help install test test-fast demo bench-lab01 lint clean
+# /release-only
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,24 +42,33 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv and install the labs, the CPU build of vLLM and the dev tools
 
+# instructor-only
 test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
 	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
+# /instructor-only
+# release-only
+# test: install ## every lab's tests on your starter.py files (engine tests too)
+# 	$(PY) -m pytest $(LABS) -m "not gpu"
+# /release-only
 
 test-fast: install ## the labs without engine or GPU tests (seconds)
 	$(PY) -m pytest $(LABS) -m "not gpu and not engine" -q
 
+# instructor-only
 test-starter: install ## run the labs against the pristine starters (everything fails, cleanly)
 	LAB_IMPL=starter $(PY) -m pytest $(LABS) -m "not gpu and not engine" -q || true
 
-check-starters: install ## starters fail every graded test; solutions pass every one
+check-starters: install ## starters fail every graded test, cleanly; solutions pass every one
 	$(PY) -m grading.check_starters
 
 check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
 	$(PY) -m grading.check_suite
+# /instructor-only
 
 demo: install ## the main job: one vLLM batch on CPU, a base row and an SQL-adapter row side by side
 	$(PY) $(LAB02)/demo.py
 
+# instructor-only
 capture: install ## re-record lab 02's annotated engine capture
 	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
 
@@ -60,23 +77,28 @@ assets: install ## retrain lab 02's tiny base model and SQL adapter (about 35 mi
 
 eval-assets: install ## measure lab 02's adapter through vLLM; record it in assets/ (MANIFEST, quality.json)
 	$(PY) $(LAB02)/tools/eval_adapter.py --manifest
+# /instructor-only
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
 
+# instructor-only
 figures: install ## redraw every committed figure
 	@for f in $(LABS)/*/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+# /instructor-only
 
 lint: install ## ruff over everything
 	$(PY) -m ruff check .
 
+# instructor-only
 grade: install ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>]
 	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>]"; exit 2; }
 	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)")
 
-student-release: install ## a copy without solutions: make student-release OUT=<dir>
+student-release: install ## starters and tests, no solutions or grader: make student-release OUT=<dir>
 	@test -n "$(OUT)" || { echo "usage: make student-release OUT=<dir>"; exit 2; }
 	$(PY) -m grading.release "$(OUT)"
+# /instructor-only
 
 clean: ## remove caches and build outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
