@@ -288,13 +288,17 @@ BAD_CALLS = {
 }
 
 
+def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str) -> None:
+    with pytest.raises(error) as err:
+        call(lab)
+    assert re.search(argument, str(err.value)), \
+        f"{case}: the {error.__name__} must name {argument!r}, got {str(err.value)!r}"
+
+
 @pytest.mark.parametrize("case", list(BAD_CALLS))
 def test_bad_input_raises_value_error_naming_the_argument(lab, case):
     call, argument = BAD_CALLS[case]
-    with pytest.raises(ValueError) as err:
-        call(lab)
-    assert re.search(argument, str(err.value)), \
-        f"{case}: the ValueError must name {argument!r}, got {str(err.value)!r}"
+    assert_refused_naming(lab, call, argument, ValueError, case)
 
 
 WRONG_TYPES = {
@@ -311,10 +315,7 @@ WRONG_TYPES = {
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
 def test_wrong_types_raise_type_error_naming_the_argument(lab, case):
     call, argument = WRONG_TYPES[case]
-    with pytest.raises(TypeError) as err:
-        call(lab)
-    assert re.search(argument, str(err.value)), \
-        f"{case}: the TypeError must name {argument!r}, got {str(err.value)!r}"
+    assert_refused_naming(lab, call, argument, TypeError, case)
 
 
 # --- structural: the given dataclass, and the README's generated tables --------------------------
