@@ -20,7 +20,8 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 # instructor-only
-.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets \
+.PHONY: help install test test-fast test-starter check-starters check-suite check-spec demo capture \
+        assets eval-assets \
         bench-lab01 figures lint grade student-release clean
 # /instructor-only
 # release-only
@@ -63,6 +64,9 @@ check-starters: install ## starters fail every graded test, cleanly; solutions p
 
 check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
 	$(PY) -m grading.check_suite
+
+check-spec: install ## every error-message fragment a test matches is stated in its starter/README
+	$(PY) -m grading.spec_check
 # /instructor-only
 
 demo: install ## the main job: one vLLM batch on CPU, a base row and an SQL-adapter row side by side

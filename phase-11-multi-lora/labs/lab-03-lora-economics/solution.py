@@ -192,6 +192,8 @@ def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
         "up": (shape.hidden, shape.intermediate),
         "down": (shape.intermediate, shape.hidden),
     }
+    if not isinstance(target, str):
+        raise TypeError(f"target: expected a short module name (str), got {target!r}")
     if target not in dims:
         raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
     return dims[target]
