@@ -1,6 +1,9 @@
 # Phase 11: Multi-LoRA labs. `make help` lists the targets.
 # Every target that needs Python first builds .venv (idempotent: it reinstalls only when
 # pyproject.toml changes).
+# instructor-only
+# The student release (grading/release.py) has fewer targets: the marked blocks say which.
+# /instructor-only
 
 PYTHON    ?= python3
 VENV      ?= .venv
@@ -16,8 +19,14 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets latency \
+# instructor-only
+.PHONY: help install test test-fast test-starter check-starters check-suite check-spec demo capture \
+        assets eval-assets latency \
         bench-lab01 figures lint grade student-release clean
+# /instructor-only
+# release-only
+# .PHONY: help install test test-fast demo bench-lab01 lint clean
+# /release-only
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,24 +49,36 @@ $(BASE_STAMP): $(STAMP) $(LAB02)/base_model.py
 
 install: $(STAMP) $(BASE_STAMP) ## create .venv; install the labs, vLLM's CPU build, the dev tools and lab 02's base
 
+# instructor-only
 test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
 	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
+# /instructor-only
+# release-only
+# test: install ## every lab's tests on your starter.py files (engine tests too)
+# 	$(PY) -m pytest $(LABS) -m "not gpu"
+# /release-only
 
 test-fast: install ## the labs without engine or GPU tests (seconds)
 	$(PY) -m pytest $(LABS) -m "not gpu and not engine" -q
 
+# instructor-only
 test-starter: install ## run the labs against the pristine starters (everything fails, cleanly)
 	LAB_IMPL=starter $(PY) -m pytest $(LABS) -m "not gpu and not engine" -q || true
 
-check-starters: install ## starters fail every graded test; solutions pass every one
+check-starters: install ## starters fail every graded test, cleanly; solutions pass every one
 	$(PY) -m grading.check_starters
 
 check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
 	$(PY) -m grading.check_suite
 
+check-spec: install ## every error-message fragment a test matches is stated in its starter/README
+	$(PY) -m grading.spec_check
+# /instructor-only
+
 demo: install ## the main job: one vLLM batch on CPU, base and two tenant adapters side by side
 	$(PY) $(LAB02)/demo.py
 
+# instructor-only
 capture: install ## re-record lab 02's annotated engine capture
 	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
 
@@ -70,23 +91,28 @@ eval-assets: install ## measure lab 02's tenants on all held-out rows through vL
 latency: install ## re-record lab 02's hot/cold latency trace on a real server, then redraw its figure
 	$(PY) $(LAB02)/record_latency.py
 	$(PY) $(LAB02)/figures.py
+# /instructor-only
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
 
+# instructor-only
 figures: install ## redraw every committed figure
 	@for f in $(LABS)/*/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+# /instructor-only
 
 lint: install ## ruff over everything
 	$(PY) -m ruff check .
 
+# instructor-only
 grade: install ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>]
 	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>]"; exit 2; }
 	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)")
 
-student-release: install ## a copy without solutions: make student-release OUT=<dir>
+student-release: install ## starters and tests, no solutions or grader: make student-release OUT=<dir>
 	@test -n "$(OUT)" || { echo "usage: make student-release OUT=<dir>"; exit 2; }
 	$(PY) -m grading.release "$(OUT)"
+# /instructor-only
 
 clean: ## remove caches and build outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

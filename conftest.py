@@ -6,6 +6,9 @@
   install command in the reason. Under ``CI=true`` a skipped ``engine`` test counts as a failure:
   CI exists to prove the engine path.
 - ``NotImplementedError`` from student code fails with one line: the function and its TODO.
+- hypothesis: one profile, ``phase11``, registered and loaded here for every test file (a test
+  file sets no ``@settings`` of its own); its seed is ``LAB_SEED`` (default 1101) through
+  ``--hypothesis-seed``, so the grader's hidden-seed re-run draws new examples.
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from labkit.loader import LabImplError, labs_dir, load_impl, resolve_impl
 from labkit.skips import cuda_skip_reason, engine_skip_reason
 
 DEFAULT_SEED = 1101  # randomized tests and hypothesis use LAB_SEED when the grader sets one
+
+HYPOTHESIS_PROFILE = "phase11"
+settings.register_profile(
+    HYPOTHESIS_PROFILE,
+    max_examples=60,
+    deadline=None,  # shared 2-core machines: a slow example is not a wrong one
+    # no "explain" phase: it costs seconds per failure and adds nothing a student reads;
+    # not derandomized: the seed comes from LAB_SEED (pytest_configure below), so a hidden seed
+    # draws different examples
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
+settings.load_profile(HYPOTHESIS_PROFILE)  # --hypothesis-profile=<name> still wins
 
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis reads --hypothesis-seed

@@ -11,7 +11,10 @@ Prints one row per lab and exits 1 on any defect:
 - a test that errors against a starter (a fixture or collection error is not a clean failure:
   the student sees a wall of setup trouble instead of the TODO), crashes or times out;
 - a starter failure slower than ``--max-starter-s`` (an engine test must reach the student's
-  TODO before it builds an engine).
+  TODO before it builds an engine);
+- an error-message fragment a test matches (``pytest.raises(match=...)``, ``re.search`` on
+  ``str(err)``) that neither the lab's ``starter.py`` nor its ``README.md`` states
+  (``grading.spec_check``, static: it runs no test).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import spec_check
 from grading.config import WEIGHTS_REL, ConfigError, LabConfig, load_weights
 from grading.report import table
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
@@ -86,7 +90,8 @@ def check_lab(repo: Path, lab: str, cfg: LabConfig, marker_expr: str, max_starte
     solution = run_lab(repo, lab, "solution", workdir / lab / "solution", opts)
     starter = run_lab(repo, lab, "starter", workdir / lab / "starter", opts)
     check = LabCheck(lab, solution, starter)
-    check.defects = solution_defects(solution) + starter_defects(starter, max_starter_s)
+    check.defects = (solution_defects(solution) + starter_defects(starter, max_starter_s)
+                     + spec_check.lab_defects(repo, lab))
     return check
 
 

@@ -5,8 +5,9 @@ Each finding is a flag for an instructor to review, not a verdict: ``kind`` says
 
 - ``reads_solution``: imports a ``solution`` module, names ``solution.py`` or ``LAB_IMPL``, or
   reaches into the loader (``load_impl``, ``resolve_impl``, ...) that can load the reference;
-- ``tampers_tests``: imports the test machinery (``pytest``, ``conftest``, ``test_lab``), names
-  a test file or a ``GRADING_*`` setting, or assigns attributes of an imported module (monkeypatching ``labkit``,
+- ``tampers_tests``: imports the test machinery (``pytest``, ``conftest``, any ``test_*`` module:
+  ``test_lab``, ``test_serving``, ...), names a test file (``test_*``, ``conftest.py``) or a
+  ``GRADING_*`` setting, or assigns attributes of an imported module (monkeypatching ``labkit``,
   ``numpy``, ``builtins``, ...), ``setattr`` on one, or writes ``sys.modules``;
 - ``inspects_tests``: walks the caller's frames (``sys._getframe``, ``inspect.stack``,
   ``f_locals``, ...), where a test's expected values live, or reads ``LAB_SEED``;
@@ -16,14 +17,17 @@ Each finding is a flag for an instructor to review, not a verdict: ``kind`` says
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 LOADER_INTERNALS = {"load_impl", "resolve_impl", "Impl", "LABS_DIR", "REPO_ROOT", "_CACHE",
                     "_exec_file", "DEFAULT_IMPL", "NAMED_IMPLS"}
-TEST_MACHINERY = {"pytest", "_pytest", "conftest", "test_lab", "grading", "pluggy"}
+TEST_MACHINERY = {"pytest", "_pytest", "conftest", "grading", "pluggy"}  # and every test_* module
+TEST_MODULE = re.compile(r"test_\w*")  # a module name pytest collects: test_lab, test_serving
 FRAME_ACCESS = {"_getframe", "currentframe", "getouterframes", "extract_stack", "f_back",
                 "f_locals", "f_globals", "get_referrers"}  # plus inspect.stack
-TEST_NAMES = ("test_lab", "conftest.py", "grading/")
+TEST_NAMES = ("conftest.py", "grading/")
+TEST_FILE = re.compile(r"(?<![A-Za-z0-9])test_\w*")  # test_lab, test_serving.py, .../test_x.py
 
 
 def flag(kind: str, path: Path, node: ast.AST, what: str) -> dict:
@@ -64,7 +68,7 @@ def _check_import(path: Path, node: ast.Import | ast.ImportFrom) -> list[dict]:
         parts = set(module.split("."))
         if "solution" in parts:
             found.append(flag("reads_solution", path, node, f"imports {module}"))
-        if parts & TEST_MACHINERY:
+        if parts & TEST_MACHINERY or any(TEST_MODULE.fullmatch(p) for p in parts):
             found.append(flag("tampers_tests", path, node, f"imports the test machinery {module}"))
     if isinstance(node, ast.ImportFrom):
         for alias in node.names:
@@ -87,7 +91,7 @@ def _check_string(path: Path, node: ast.Constant) -> list[dict]:
         return [flag("tampers_tests", path, node, f"names the grader's settings: {text[:60]!r}")]
     if "LAB_SEED" in text:
         return [flag("inspects_tests", path, node, f"reads the tests' seed: {text[:60]!r}")]
-    if any(name in text for name in TEST_NAMES):
+    if any(name in text for name in TEST_NAMES) or TEST_FILE.search(text):
         return [flag("tampers_tests", path, node, f"names a test file: {text[:60]!r}")]
     return []
 

@@ -1,14 +1,25 @@
-"""Build the student release: the repository without reference code or grading keys.
+"""Build the student release: what a student needs to run and read their tests, nothing more.
 
     python -m grading.release OUT
 
 OUT (new or empty, outside the repository) receives the repository's files as git sees them,
-minus every ``solution.py``, ``grading/mutants/``, ``grading/alternatives/``, ``grading/keys/``
-(hidden seeds), ``grading/lab02_variants.py``, the tooling's own tests and ``docs/MUTANTS.md``.
+minus the reference code and the instructor's tooling: every ``solution.py``, the whole of
+``grading/`` (grader, honesty rules, runtime plugin, mutants, alternatives, hidden seeds, its
+tests), ``.ci/``, the harness's own ``tests/``, ``GRADING.md`` and ``docs/MUTANTS.md``.
+
+Text that reads differently in the release is marked in the source, on lines of their own:
+
+- ``<!-- instructor-only -->`` ... ``<!-- /instructor-only -->`` in Markdown, ``# instructor-only``
+  ... ``# /instructor-only`` in the Makefile: dropped from the release;
+- ``<!-- release-only`` ... ``release-only -->`` in Markdown (an HTML comment, so invisible in
+  the course repository) and ``# release-only`` ... ``# /release-only`` in the Makefile (each line
+  commented out with ``# ``): kept in the release, uncommented.
+
 In the copy, ``LAB_IMPL`` defaults to ``starter`` (``labkit/loader.py``) and ``README.md`` opens
-with a note saying so.
-The release is then verified: no file may equal a reference file byte for byte, and no line
-unique to a solution (code that no other file of its lab folder has) may appear anywhere in it.
+with a note saying so. The release is then verified: no excluded path, no marker left over, no
+file equal to a reference file byte for byte, and no line unique to a solution (code that no
+other file of its lab folder has) anywhere in it. ``claims`` lists what would still tell a
+student that ``solution.py`` exists or that ``LAB_IMPL`` defaults to ``solution``.
 """
 
 from __future__ import annotations
@@ -23,9 +34,18 @@ from grading.honesty import docstring_nodes
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 from grading.tree import copy_files, repo_files, sha256, walk
 
-EXCLUDED_DIRS = ("grading/mutants", "grading/alternatives", "grading/keys", "grading/tests")
-# the mutant table points at files the release lacks; lab02_variants quotes solution lines
-EXCLUDED_FILES = ("docs/MUTANTS.md", "grading/lab02_variants.py")
+REFERENCE_DIRS = ("grading/mutants", "grading/alternatives", "grading/keys")  # solution code
+# the instructor's tooling: grader, honesty rules and plugin, checks, CI, the harness's tests
+EXCLUDED_DIRS = ("grading", ".ci", "tests")
+EXCLUDED_FILES = ("docs/MUTANTS.md", "GRADING.md")
+MARKED = (".md", "Makefile")  # files whose instructor-only / release-only blocks are applied
+MARKER = re.compile(r"^\s*(?:<!--\s*(?P<md>/?)(?P<md_kind>instructor-only|release-only)\s*(?:-->)?"
+                    r"|#\s*(?P<mk>/?)(?P<mk_kind>instructor-only|release-only)"
+                    r"|(?P<md_end>release-only)\s*-->)\s*$")
+LEFTOVER = re.compile(r"instructor-only|release-only")
+# what tells a student that solution.py is there or that LAB_IMPL defaults to it
+CLAIM = re.compile(r"solution\.py|solution`? \(the default\)|defaults? (?:to|is) `?solution\b"
+                   r"|solution by default|# the reference\b|(?:on|against) the reference solution")
 LOADER = Path("labkit") / "loader.py"
 DEFAULT_LINE = re.compile(r'^DEFAULT_IMPL = "solution"$', re.MULTILINE)
 MIN_MARKER_CHARS = 24  # shorter lines ("return out", "import numpy as np") are not evidence
@@ -51,7 +71,7 @@ def reference_files(repo: Path) -> list[Path]:
     """Every file the release must not contain: solutions, mutants, alternatives, keys."""
     labs = repo / LABS_SUBDIR
     refs = sorted(labs.glob("*/solution.py")) if labs.is_dir() else []
-    for d in EXCLUDED_DIRS[:3]:
+    for d in REFERENCE_DIRS:
         if (repo / d).is_dir():
             refs += [repo / d / p for p in walk(repo / d)]
     return refs
@@ -94,6 +114,56 @@ def solution_markers(repo: Path) -> dict[str, str]:
     return markers
 
 
+def apply_markers(text: str, where: str) -> str:
+    """The release's version of a marked file (see the module docstring); ``SystemExit`` on a
+    marker out of place, naming ``where`` and the line."""
+    out: list[str] = []
+    block: tuple[str, str, int] | None = None  # (kind, syntax "md" | "mk", line number)
+    after_drop = False  # just closed an instructor-only block: no second blank line
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        m = MARKER.match(line)
+        if m is None:
+            if after_drop and not line.strip() and (not out or not out[-1].strip()):
+                continue
+            after_drop = False
+            if block is None or block[0] == "release-only":
+                uncomment = block is not None and block[1] == "mk"
+                out.append(re.sub(r"^# ?", "", line) if uncomment else line)
+            continue
+        after_drop = block is not None and block[0] == "instructor-only"
+        syntax = "mk" if m["mk_kind"] else "md"
+        kind = m["md_kind"] or m["mk_kind"] or "release-only"
+        closing = bool(m["md"] or m["mk"] or m["md_end"])
+        if syntax == "md" and kind == "release-only" and not m["md_end"] and (m["md"] or
+                                                                              "-->" in line):
+            raise SystemExit(f"{where}:{number}: a Markdown release-only block opens with "
+                             f"'<!-- release-only' and closes with 'release-only -->'")
+        if not closing and block is None:
+            block = (kind, syntax, number)
+        elif closing and block is not None and block[:2] == (kind, syntax):
+            block = None
+        else:
+            raise SystemExit(f"{where}:{number}: unexpected {line.strip()!r}"
+                             + (f" inside the {block[0]} block of line {block[2]}" if block
+                                else ""))
+    if block is not None:
+        raise SystemExit(f"{where}:{block[2]}: {block[0]} block never closed")
+    return "".join(out)
+
+
+def claims(out: Path) -> list[str]:
+    """Lines of the release's Markdown and of the loader that still say ``solution.py`` exists
+    or that ``LAB_IMPL`` defaults to ``solution``: ``path:line: text``."""
+    found = []
+    for rel in walk(out):
+        if rel.suffix == ".md" or rel == LOADER:
+            for number, line in enumerate((out / rel).read_text(encoding="utf-8").splitlines(),
+                                          start=1):
+                if CLAIM.search(line):
+                    found.append(f"{rel.as_posix()}:{number}: {line.strip()}")
+    return found
+
+
 def verify_release(out: Path, repo: Path) -> list[str]:
     """Problems found in the release at ``out``; empty means it holds no reference code."""
     problems = []
@@ -105,8 +175,11 @@ def verify_release(out: Path, repo: Path) -> list[str]:
             problems.append(f"{rel}: an excluded path is present")
         if (digest := sha256(path)) in ref_hashes:
             problems.append(f"{rel}: identical to {ref_hashes[digest]}")
-        if path.suffix in (".py", ".md", ".txt", ".ipynb"):
+        if path.suffix in (".py", ".md", ".txt", ".ipynb") or path.name == "Makefile":
             text = path.read_text(encoding="utf-8", errors="replace")
+            if path.name in MARKED or path.suffix in MARKED:
+                problems += [f"{rel}: marker left over: {line.strip()!r}"
+                             for line in text.splitlines() if LEFTOVER.search(line)]
             leaked = sorted({lab for line, lab in markers.items() if line in text})
             if leaked:
                 problems.append(f"{rel}: holds solution code of {', '.join(leaked)}")
@@ -124,6 +197,11 @@ def build_release(repo: Path, out: Path) -> list[Path]:
         raise SystemExit(f"OUT: must be new or empty, got {out}")
     files = release_files(repo)
     copy_files(files, repo, out)
+    for rel in files:
+        if rel.suffix in MARKED or rel.name in MARKED:
+            path = out / rel
+            path.write_text(apply_markers(path.read_text(encoding="utf-8"), rel.as_posix()),
+                            encoding="utf-8")
     loader = out / LOADER
     if loader.is_file():
         text, n = DEFAULT_LINE.subn('DEFAULT_IMPL = "starter"', loader.read_text("utf-8"))
@@ -149,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     files = build_release(args.repo, args.out)
     print(f"student release: {len(files)} files in {args.out} (LAB_IMPL defaults to starter; "
-          f"verified: no solution code)")
+          f"verified: no solution code, no grading tooling)")
+    for line in claims(args.out):
+        print(f"WARNING: the release still points at a solution: {line}")
     return 0
 
 

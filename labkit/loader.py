@@ -2,10 +2,14 @@
 
 ``LAB_IMPL`` selects whose code the tests exercise:
 
-- ``solution`` (default): ``labs/<lab>/solution.py``, the reference;
 - ``starter``: ``labs/<lab>/starter.py``, the student's worksheet;
+- ``solution``: the reference implementation, next to each starter in the instructors' course
+  repository only (the student release ships none);
 - a path to a submission folder laid out like ``labs/``: ``<path>/<lab>/starter.py``
   (an instructor grading a student's files without copying them into the repository).
+
+Unset or empty, it is ``DEFAULT_IMPL``: ``"solution"`` in the course repository and
+``"starter"`` in the student release, whose build rewrites that one line.
 
 Each (lab, implementation) pair is loaded once, under its own module name, so two labs never
 share a module object and a starter never shadows a solution.

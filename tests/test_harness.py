@@ -6,6 +6,7 @@ root conftest.py copied beside them and ``PHASE11_LABS_DIR`` pointing the loader
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -174,3 +175,38 @@ def test_doc_commands_name_real_paths():
                     "LAB_IMPL=starter pytest phase-11-multi-lora/labs/lab-01-batched-lora-matmul -q"):
         assert command in readme, f"phase README lost the command: {command}"
     assert "make test" in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("script, args, expect", [
+    ("lab-03-lora-economics/tables.py", [],
+     "tables from phase-11-multi-lora/labs/lab-03-lora-economics/solution.py"),
+    ("lab-01-batched-lora-matmul/bench.py", ["--help"], "usage:"),
+], ids=["lab-03-tables", "lab-01-bench"])
+def test_lab_scripts_import_this_checkouts_labkit(tmp_path, script, args, expect):
+    """Run from another folder with a decoy ``labkit`` ahead on the path (as another installed
+    checkout would be): a script run from a lab folder must put its own repository first."""
+    decoy = tmp_path / "decoy" / "labkit"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy labkit was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(decoy.parent)}
+    env.pop("LAB_IMPL", None)
+    out = subprocess.run([sys.executable, str(REPO / "phase-11-multi-lora" / "labs" / script),
+                          *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and expect in out.stdout, (out.stdout + out.stderr)[-2000:]
+
+
+def test_one_hypothesis_profile_for_every_test_file():
+    """The root conftest registers and loads the profile; no test file carries its own copy."""
+    from hypothesis import settings
+
+    import conftest
+
+    assert settings.get_profile(conftest.HYPOTHESIS_PROFILE) == settings.default, (
+        "the root conftest's hypothesis profile must be the one in effect")
+    own = [f"{p.relative_to(REPO)}:{node.lineno}"
+           for p in sorted(loader.LABS_DIR.glob("*/test_*.py"))
+           for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+           if isinstance(node, ast.Call) and "settings" in (getattr(node.func, "id", None),
+                                                             getattr(node.func, "attr", None))]
+    assert not own, f"hypothesis settings of a test file's own: {own}"

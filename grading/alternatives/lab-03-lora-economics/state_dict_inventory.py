@@ -275,7 +275,9 @@ def ratio_readings(shape: ModelShape = LLAMA2_7B, rank: int = 16,
 def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int = 16,
                       targets: Iterable[str] | str = DEFAULT_TARGETS,
                       rtol: float = AUDIT_RTOL) -> RatioAudit:
-    if isinstance(claimed, bool) or not isinstance(claimed, int | float) or claimed <= 0:
+    if isinstance(claimed, bool) or not isinstance(claimed, int | float):
+        raise TypeError(f"claimed: expected a number, got {claimed!r}")
+    if claimed <= 0:
         raise ValueError(f"claimed: expected a positive ratio, got {claimed!r}")
     readings = ratio_readings(shape, rank, targets)
     truth = readings[0]

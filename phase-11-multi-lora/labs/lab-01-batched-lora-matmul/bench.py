@@ -7,8 +7,8 @@ One layer at T=64, d_in=d_out=4096, r=16, 8 adapters plus base rows, float32, fo
 - per-row loop: ``x @ W.T + lora_delta_loop(...)``: the same deltas, one row at a time;
 - materialized: per adapter group, ``x_g @ (W + s*B@A).T``: a merged d_out x d_in weight each.
 
-The implementation is the one ``LAB_IMPL`` selects (the solution by default), so a student can
-bench their own ``starter.py``. Each repeat runs all four paths in a rotated order, so a change
+The implementation is the one ``LAB_IMPL`` selects (``labkit.loader.DEFAULT_IMPL`` when unset),
+so a student can bench their own ``starter.py``. Each repeat runs all four paths in a rotated order, so a change
 in the machine's load hits them alike; the table gives medians and ratios to base-only, beside
 the FLOP limit ``1 + lora_overhead``.
 The ratio is the median over rounds of each round's own ratio, so load drift cancels.
@@ -38,8 +38,9 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere, installed or not
-    sys.path.insert(0, str(REPO_ROOT))
+# First on sys.path, even when it is there already: this checkout's labkit, never the one of
+# another checkout that is installed (editable) in the same environment.
+sys.path.insert(0, str(REPO_ROOT))
 
 from labkit import load_impl  # noqa: E402
 

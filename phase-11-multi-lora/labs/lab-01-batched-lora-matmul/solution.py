@@ -7,9 +7,14 @@ the rank-r bottleneck (shrink, then expand). ``B @ A`` is never formed.
 Layouts follow PEFT: ``A: (r, d_in)`` is ``lora_A.weight``, ``B: (d_out, r)`` is ``lora_B.weight``,
 stacked over ``L`` adapters as ``A_stack: (L, r, d_in)`` and ``B_stack: (L, d_out, r)``.
 
-Bad input raises ``ValueError`` (shapes, ranks, idx values) or ``TypeError`` (dtypes: float
-arrays of one dtype, integer idx) whose message names the argument, the expectation and the
-offending value. Never clip or wrap an index.
+Bad input is refused, never clipped, wrapped or guessed: ``TypeError`` for a wrong type (not a
+numpy array, a non-floating dtype, float arrays of mixed dtypes, a non-integer ``idx``, a
+non-real ``scale``, a non-int size), ``ValueError`` for a wrong value (shapes, ranks, adapter
+counts, idx entries, sizes <= 0). The message names the argument as the signature spells it
+(``x``, ``W``, ``A``, ``B``, ``h``, ``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the
+expectation and the offending value. An ``idx`` entry outside ``[-1, L)`` is reported with its
+value and its position, written ``row N``:
+``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ def _check_stacks(x: np.ndarray, A_stack: object, B_stack: object) -> tuple[np.n
 def shrink(x: np.ndarray, A: np.ndarray) -> np.ndarray:
     """Project activations into the adapter's rank-r bottleneck.
 
-    x: (T, d_in); A: (r, d_in), PEFT's lora_A layout. Returns (T, r) = x @ A.T.
+    x: (T, d_in); A: (r, d_in), PEFT's lora_A layout. Returns (T, r) = x @ A.T, in x's dtype.
     """
     x = _check_float("x", x, 2)
     A = _check_float("A", A, 2, ("x", x))
@@ -99,7 +104,8 @@ def expand(h: np.ndarray, B: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Expand rank-r activations back to the output width.
 
     h: (T, r) shrunk activations; B: (d_out, r), PEFT's lora_B layout; scale = lora_alpha / r.
-    Returns (T, d_out) = scale * h @ B.T.
+    Returns (T, d_out) = scale * h @ B.T, in h's dtype. Never form B @ A: the delta must stay
+    factored through the rank-r bottleneck.
     """
     h = _check_float("h", h, 2)
     B = _check_float("B", B, 2, ("h", h))
@@ -118,7 +124,7 @@ def lora_delta_loop(
 
     x: (T, d_in); A_stack: (L, r, d_in); B_stack: (L, d_out, r); idx: (T,) integers in [-1, L).
     Returns (T, d_out): row i is scale * B_stack[a] @ (A_stack[a] @ x[i]) for a = idx[i],
-    and zeros where idx[i] == -1.
+    and zeros where idx[i] == -1. Beware: numpy reads A_stack[-1] as the last adapter.
     """
     x = _check_float("x", x, 2)
     A_stack, B_stack = _check_stacks(x, A_stack, B_stack)
@@ -160,8 +166,10 @@ def batched_lora_forward(
 
     x: (T, d_in); W: (d_out, d_in); A_stack: (L, r, d_in); B_stack: (L, d_out, r);
     idx: (T,) integers in [-1, L), -1 for base-only rows; scale = lora_alpha / r.
-    Returns (T, d_out) = x @ W.T + the per-row deltas of ``lora_delta_loop``, computed as one
-    base matmul for all rows, then one shrink and one expand per adapter segment.
+    Returns (T, d_out) in x's dtype = x @ W.T + the per-row deltas of ``lora_delta_loop``,
+    computed as ONE base matmul for all rows, then one shrink and one expand per adapter group
+    (``group_by_adapter``), each group's result added back onto its own rows. T = 0 gives an
+    empty (0, d_out) array.
     """
     x = _check_float("x", x, 2)
     W = _check_float("W", W, 2, ("x", x))
@@ -182,10 +190,10 @@ def batched_lora_forward(
 
 
 def lora_overhead(d_in: int, d_out: int, r: int) -> float:
-    """LoRA delta FLOPs over base FLOPs for one row of one layer: r*(d_in+d_out) / (d_in*d_out).
+    """LoRA delta FLOPs over base FLOPs for one row of one layer.
 
-    Both sides count 2 FLOPs per multiply-add: base 2*d_in*d_out, shrink 2*r*d_in,
-    expand 2*r*d_out. 0.0078125 (0.78%) at d_in = d_out = 4096, r = 16.
+    d_in, d_out, r: positive integers. Base: 2*d_in*d_out FLOPs; shrink 2*r*d_in; expand
+    2*r*d_out. Returns r*(d_in+d_out) / (d_in*d_out), e.g. 0.0078125 at 4096, 4096, r = 16.
     """
     for name, value in (("d_in", d_in), ("d_out", d_out), ("r", r)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -7,10 +7,14 @@ the rank-r bottleneck (shrink, then expand). ``B @ A`` is never formed.
 Layouts follow PEFT: ``A: (r, d_in)`` is ``lora_A.weight``, ``B: (d_out, r)`` is ``lora_B.weight``,
 stacked over ``L`` adapters as ``A_stack: (L, r, d_in)`` and ``B_stack: (L, d_out, r)``.
 
-Bad input raises ``ValueError`` (shapes, ranks, idx values) or ``TypeError`` (dtypes: float
-arrays of one dtype, integer idx) whose message names the argument, the expectation and the
-offending value, e.g. ``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
-Never clip or wrap an index.
+Bad input is refused, never clipped, wrapped or guessed: ``TypeError`` for a wrong type (not a
+numpy array, a non-floating dtype, float arrays of mixed dtypes, a non-integer ``idx``, a
+non-real ``scale``, a non-int size), ``ValueError`` for a wrong value (shapes, ranks, adapter
+counts, idx entries, sizes <= 0). The message names the argument as the signature spells it
+(``x``, ``W``, ``A``, ``B``, ``h``, ``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the
+expectation and the offending value. An ``idx`` entry outside ``[-1, L)`` is reported with its
+value and its position, written ``row N``:
+``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Draw the lab's figure from the reference solution: figures/fleet_and_slots.png.
+"""Draw the lab's figure from the implementation LAB_IMPL selects: figures/fleet_and_slots.png.
 
 Left: GPUs needed against tenants, one dedicated GPU per tenant vs multi-LoRA engines of
 ``max_loras`` slots. Right: what one engine pre-allocates for its slots as ``max_lora_rank``
@@ -11,6 +11,7 @@ Nothing here is random: the figure is a pure function of the lab's formulas.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+REPO_ROOT = Path(__file__).resolve().parents[3]
 OUT = Path(__file__).resolve().parent / "figures" / "fleet_and_slots.png"
 SLOT_COUNTS = (4, 8, 16)
 RANKS = (8, 16, 32, 64, 128, 256)  # values vLLM accepts for max_lora_rank
@@ -57,7 +59,9 @@ def draw(econ) -> plt.Figure:
 
 
 def main() -> None:
-    from labkit import load_lab  # the implementation LAB_IMPL selects (solution by default)
+    # this checkout's labkit first, never the one of another installed checkout
+    sys.path.insert(0, str(REPO_ROOT))
+    from labkit import load_lab  # the implementation LAB_IMPL selects (DEFAULT_IMPL when unset)
 
     OUT.parent.mkdir(exist_ok=True)
     draw(load_lab("lab-03")).savefig(OUT, dpi=120)

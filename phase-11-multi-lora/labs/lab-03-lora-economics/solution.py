@@ -10,8 +10,13 @@ Conventions:
   accepts PEFT names (``q_proj`` ...), vLLM's packed names (``qkv_proj``, ``gate_up_proj``) and
   PEFT's ``"all-linear"``;
 - a LoRA on a ``d_in -> d_out`` linear stores ``A: (r, d_in)`` and ``B: (d_out, r)``;
-- bad input (unknown targets, rank <= 0, negative tenants, max_loras <= 0) raises ``ValueError``
-  naming the argument; ``_check_count`` does that for a count.
+- ranks are any int >= 1: the arithmetic holds for every rank, so do not restrict it to the
+  values vLLM accepts for ``max_lora_rank`` (1, 8, 16, 32, ...; see README section 4);
+- bad input is refused, naming the argument as the signature spells it: a wrong type raises
+  ``TypeError`` (a non-int or bool count, size or rank, a non-number claim, a bare string of
+  targets other than ``"all-linear"``), a wrong value ``ValueError`` (unknown, repeated or no
+  targets, rank <= 0, negative tenants or engines, max_loras <= 0, a claim <= 0);
+  ``_check_count`` does both for a count.
 """
 
 from __future__ import annotations
@@ -187,6 +192,8 @@ def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
         "up": (shape.hidden, shape.intermediate),
         "down": (shape.intermediate, shape.hidden),
     }
+    if not isinstance(target, str):
+        raise TypeError(f"target: expected a short module name (str), got {target!r}")
     if target not in dims:
         raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
     return dims[target]
@@ -215,7 +222,10 @@ def base_bytes(shape: ModelShape, dtype_bytes: int = 2) -> int:
 
 def lora_params(shape: ModelShape, rank: int,
                 targets: Iterable[str] | str = DEFAULT_TARGETS) -> int:
-    """Parameters of one rank-``rank`` adapter: sum over layers and targets of r*(d_in+d_out)."""
+    """Parameters of one rank-``rank`` adapter: sum over layers and targets of r*(d_in+d_out).
+
+    ``rank``: any int >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1, naming ``rank``).
+    """
     _check_count("rank", rank)
     per_layer = sum(rank * sum(module_dims(shape, t)) for t in normalize_targets(targets))
     return shape.layers * per_layer
@@ -229,7 +239,11 @@ def adapter_bytes(shape: ModelShape, rank: int, targets: Iterable[str] | str = D
 
 def size_ratio(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFAULT_TARGETS,
                dtype_bytes: int = 2) -> float:
-    """Base bytes / adapter bytes, both in the same unit and dtype (401.6 for 7B, r=16, qkvo)."""
+    """Base bytes / adapter bytes, both in the same unit and dtype (401.6 for 7B, r=16, qkvo).
+
+    Any consistent unit gives the same ratio up to float rounding: the tests compare it with
+    ``base_bytes / adapter_bytes`` at a relative tolerance of 1e-12.
+    """
     return base_bytes(shape, dtype_bytes) / adapter_bytes(shape, rank, targets, dtype_bytes)
 
 
@@ -303,8 +317,12 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     claim; ``audit_ratio_claim(430)`` finds 13.48 GB / 0.03125 GiB = 431.3x (a unit mix) and
     states the consistent 401.6x. The sentence quotes the matched reading's ``division`` and,
     unless the claim is the consistent one, the consistent ratio to one decimal.
+    ``claimed`` must be a number (else ``TypeError``) above 0 (else ``ValueError``), each error
+    naming ``claimed``.
     """
-    if isinstance(claimed, bool) or not isinstance(claimed, int | float) or not claimed > 0:
+    if isinstance(claimed, bool) or not isinstance(claimed, int | float):
+        raise TypeError(f"claimed: expected a number, got {type(claimed).__name__} {claimed!r}")
+    if not claimed > 0:
         raise ValueError(f"claimed: expected a positive ratio, got {claimed!r}")
     readings = ratio_readings(shape, rank, targets)
     truth = readings[0]
@@ -331,6 +349,7 @@ def slot_reservation_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int
 
     Every slot holds A: (max_lora_rank, d_in) and B: (d_out, max_lora_rank) per layer and
     target, whatever rank the resident adapter has: linear in slots and in rank.
+    ``max_loras`` and ``max_lora_rank``: ints >= 1, checked like ``rank``.
     """
     _check_count("max_loras", max_loras)
     return max_loras * adapter_bytes(shape, max_lora_rank, targets, dtype_bytes)

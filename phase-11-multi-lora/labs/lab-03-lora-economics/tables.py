@@ -7,7 +7,12 @@ function takes the implementation module (``econ``) so the test can pass the ref
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from types import ModuleType
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 TENANTS = (10, 100, 1000)
 SLOTS = 8  # max_loras per engine in every table
@@ -78,9 +83,13 @@ def all_tables(econ: ModuleType) -> dict[str, str]:
 
 
 def main() -> None:
-    from labkit import load_lab  # the implementation LAB_IMPL selects (solution by default)
+    # this checkout's labkit first, never the one of another installed checkout
+    sys.path.insert(0, str(REPO_ROOT))
+    from labkit import load_lab  # the implementation LAB_IMPL selects (DEFAULT_IMPL when unset)
 
-    for name, table in all_tables(load_lab("lab-03")).items():
+    econ = load_lab("lab-03")
+    print(f"<!-- tables from {os.path.relpath(econ.__file__, REPO_ROOT)} (LAB_IMPL) -->\n")
+    for name, table in all_tables(econ).items():
         print(f"<!-- table: {name} -->\n{table}\n")
 
 

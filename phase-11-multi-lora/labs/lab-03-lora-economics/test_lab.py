@@ -31,6 +31,11 @@ ALL_LINEAR = ("q", "k", "v", "o", "gate", "up", "down")
 
 PUBLISHED_ROUNDING = 0.005e9  # model cards round parameter counts to 3 significant figures
 AUDIT_CLAIM_TOL = 0.05  # the audit's matched ratio must be within 0.05x of the exact division
+# size_ratio in any consistent unit, (base/MB)/(adapter/MB) say, is bytes/bytes to a few ulps
+RATIO_RTOL = 1e-12
+# the values vLLM 0.32 accepts for max_lora_rank (README section 4); every doubling below stays
+# inside the list, so an implementation that only accepts these ranks is tested fairly too
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def shape_of(lab, spec: dict, **overrides):
@@ -163,7 +168,8 @@ def test_target_table_at_rank_16_reads_16_32_76_25_mib(lab):
 def test_rank_is_a_linear_memory_dial_for_every_target_set(lab):
     shapes = (lab.LLAMA2_7B, shape_of(lab, LLAMA3_8B_DIMS))
     subsets = [c for k in range(1, 8) for c in itertools.combinations(ALL_LINEAR, k)]
-    for shape, targets, rank in itertools.product(shapes, subsets, (1, 8, 16, 32)):
+    doubling = [r for r in VLLM_RANKS if 2 * r in VLLM_RANKS]  # 8 -> 16 ... 256 -> 512
+    for shape, targets, rank in itertools.product(shapes, subsets, doubling):
         one, two = (lab.adapter_bytes(shape, r, targets) for r in (rank, 2 * rank))
         assert two == 2 * one, f"doubling rank {rank} -> {2 * rank} on {targets}: {one} -> {two}"
         slots = [lab.slot_reservation_bytes(shape, 4, r, targets) for r in (rank, 2 * rank)]
@@ -184,9 +190,10 @@ def test_peft_and_vllm_module_names_mean_the_same_targets(lab):
 
 def test_size_ratio_is_401_6_in_consistent_units(lab):
     ratio = lab.size_ratio(lab.LLAMA2_7B, 16)
-    assert ratio == 13_476_831_232 / 33_554_432, f"size_ratio: got {ratio}, expected bytes/bytes"
+    assert ratio == pytest.approx(13_476_831_232 / 33_554_432, rel=RATIO_RTOL), \
+        f"size_ratio: got {ratio}, expected base bytes / adapter bytes"
     assert f"{ratio:.1f}" == "401.6"
-    assert lab.size_ratio(lab.LLAMA2_7B, 16, dtype_bytes=4) == ratio, \
+    assert lab.size_ratio(lab.LLAMA2_7B, 16, dtype_bytes=4) == pytest.approx(ratio, rel=RATIO_RTOL), \
         "the ratio of two sizes in the same dtype does not depend on the dtype"
 
 
@@ -281,13 +288,34 @@ BAD_CALLS = {
 }
 
 
+def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str) -> None:
+    with pytest.raises(error) as err:
+        call(lab)
+    assert re.search(argument, str(err.value)), \
+        f"{case}: the {error.__name__} must name {argument!r}, got {str(err.value)!r}"
+
+
 @pytest.mark.parametrize("case", list(BAD_CALLS))
 def test_bad_input_raises_value_error_naming_the_argument(lab, case):
     call, argument = BAD_CALLS[case]
-    with pytest.raises(ValueError) as err:
-        call(lab)
-    assert re.search(argument, str(err.value)), \
-        f"{case}: the ValueError must name {argument!r}, got {str(err.value)!r}"
+    assert_refused_naming(lab, call, argument, ValueError, case)
+
+
+WRONG_TYPES = {
+    "float rank": (lambda lab: lab.lora_params(lab.LLAMA2_7B, 16.0), "rank"),
+    "bool rank": (lambda lab: lab.adapter_bytes(lab.LLAMA2_7B, True), "rank"),
+    "string max_loras": (lambda lab: lab.slot_reservation_bytes(lab.LLAMA2_7B, "8", 16),
+                         "max_loras"),
+    "float tenants": (lambda lab: lab.engines_needed(100.0, 8), "tenants"),
+    "bare target string": (lambda lab: lab.lora_params(lab.LLAMA2_7B, 16, "q_proj"), "targets"),
+    "string claim": (lambda lab: lab.audit_ratio_claim("430"), "claimed"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_wrong_types_raise_type_error_naming_the_argument(lab, case):
+    call, argument = WRONG_TYPES[case]
+    assert_refused_naming(lab, call, argument, TypeError, case)
 
 
 # --- structural: the given dataclass, and the README's generated tables --------------------------

@@ -1,4 +1,4 @@
-"""Draw lab 04's figure from the reference solution: figures/hit_rate_vs_slots.png.
+"""Draw lab 04's figure from the implementation LAB_IMPL selects: figures/hit_rate_vs_slots.png.
 
 Left: LRU hit rate against the slot count on seeded 80/20 traffic over 16 adapters.
 Right: the cyclic thrash, a loop over 8 adapters: 0% until the whole loop fits.
@@ -8,7 +8,6 @@ Right: the cyclic thrash, a loop over 8 adapters: 0% until the whole loop fits.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -18,21 +17,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[2]
 OUT = HERE / "figures" / "hit_rate_vs_slots.png"
 NUM_ADAPTERS, NUM_REQUESTS, SEED = 16, 10_000, 0  # the workload the tests pin
 CYCLE, ROUNDS = 8, 50  # the thrash panel: adapters 0..7 in a loop, 50 times
 
 
-def load_solution():
-    spec = importlib.util.spec_from_file_location("lab04_solution", HERE / "solution.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
-    lab = load_solution()
+    # this checkout's labkit first, never the one of another installed checkout
+    sys.path.insert(0, str(REPO_ROOT))
+    from labkit import load_lab  # the implementation LAB_IMPL selects (DEFAULT_IMPL when unset)
+
+    lab = load_lab("lab-04")
     slots = list(range(1, NUM_ADAPTERS + 1))
     trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
     zipf_rates = [lab.simulate(trace, k).hit_rate for k in slots]

@@ -13,6 +13,7 @@ Production counterparts: ``vllm/lora/model_manager.py`` (``LRUCacheLoRAModelMana
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ HOT_SHARE = 0.8  # ... draw exactly this share of the requests in expectation
 
 
 def _int_at_least(name: str, value: object, low: int) -> int:
+    """Validate an int argument (bools rejected): TypeError for a non-int, ValueError below ``low``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if value < low:
@@ -63,14 +65,21 @@ class SlotCache:
     """``num_slots`` pre-allocated adapter slots with LRU replacement and counted pins.
 
     ``A``: (num_slots, max_rank, d_in) and ``B``: (num_slots, d_out, max_rank), allocated once
-    here; their identity, shape and data pointer never change, because kernels and captured
-    CUDA graphs are built against fixed shapes and addresses. An adapter of rank r occupies
-    ``A[s, :r]`` and ``B[s, :, :r]``; the rest of the slot is zero after every load, so a smaller
-    adapter never inherits its predecessor's weights.
+    in ``__init__``; their identity, shape and data pointer never change, because kernels and
+    captured CUDA graphs are built against fixed shapes and addresses. An adapter of rank r
+    occupies ``A[s, :r]`` and ``B[s, :, :r]``; the rest of the slot is zero after every load, so a
+    smaller adapter never inherits its predecessor's weights. ``ranks``: (num_slots,) int, the
+    rank loaded in each slot (0 = empty).
     """
 
     def __init__(self, num_slots: int, max_rank: int, d_in: int, d_out: int,
                  dtype=np.float32) -> None:
+        """Validate the sizes and allocate the buffers once.
+
+        ``num_slots``, ``max_rank``, ``d_in``, ``d_out``: ints >= 1 (a non-int or a bool raises
+        ``TypeError``, a value below 1 ``ValueError``, each naming the argument); ``dtype``: a
+        floating numpy dtype (else ``TypeError``).
+        """
         self.num_slots = _int_at_least("num_slots", num_slots, 1)
         self.max_rank = _int_at_least("max_rank", max_rank, 1)
         self.d_in = _int_at_least("d_in", d_in, 1)
@@ -90,7 +99,7 @@ class SlotCache:
 
     @property
     def resident(self) -> list[AdapterId | None]:
-        """Adapter id held by each slot, in slot order; None for an empty slot."""
+        """Adapter id held by each slot, in slot order; None for an empty slot (a copy)."""
         return list(self._resident)
 
     def slot_of(self, adapter_id: AdapterId) -> int | None:
@@ -110,6 +119,7 @@ class SlotCache:
 
     @property
     def stats(self) -> CacheStats:
+        """A snapshot of the counters."""
         return CacheStats(self._lookups, self._hits, self._misses, self._evictions)
 
     # -- the cache -----------------------------------------------------------------------------
@@ -118,10 +128,17 @@ class SlotCache:
         """Make ``adapter_id`` resident and most recently used; return its slot.
 
         A hit only refreshes the LRU order. A miss calls ``load(adapter_id) -> (A, B)`` with
-        ``A: (r, d_in)``, ``B: (d_out, r)``, ``r <= max_rank``, and copies it into the first empty
-        slot, else into the slot of the least recently used unpinned adapter, which is evicted.
-        Raises ``RuntimeError`` when every slot is pinned; a rejected load (wrong shape, rank
-        above ``max_rank``) raises ``ValueError``. Either way nothing changes, stats included.
+        ``A: (r, d_in)``, ``B: (d_out, r)``, ``1 <= r <= max_rank``, and copies it into the first
+        empty slot, else into the slot of the least recently used unpinned adapter, which is
+        evicted. A refused miss changes nothing: the slots, ``resident``, ``lru_order()`` and
+        ``stats`` stay as they were, even when the cache is full (check the loaded weights
+        before you evict). It is refused when
+        - every slot is pinned: ``RuntimeError`` whose message says the slots are ``pinned``
+          (``load`` is not called);
+        - the loaded rank is above ``max_rank``: ``ValueError("LoRA rank R is greater than
+          max_lora_rank M.")``, vLLM's wording, nothing before or after it;
+        - the loaded shapes are wrong: ``ValueError`` whose message starts with
+          ``load(<adapter_id>)`` and gives the shapes it got.
         """
         if adapter_id in self._lru:
             self._lru.move_to_end(adapter_id)
@@ -184,14 +201,20 @@ class SlotCache:
     # -- pins ----------------------------------------------------------------------------------
 
     def pin(self, adapter_id: AdapterId) -> None:
-        """Hold a resident adapter in its slot; pins are counted, one per holder."""
+        """Hold a resident adapter in its slot; pins are counted, one per holder.
+
+        A non-resident adapter raises ``ValueError`` naming it.
+        """
         if adapter_id not in self._lru:
             raise ValueError(f"adapter_id: only a resident adapter can be pinned, "
                              f"got {adapter_id!r} (resident: {self.lru_order()})")
         self._pins[adapter_id] = self._pins.get(adapter_id, 0) + 1
 
     def unpin(self, adapter_id: AdapterId) -> None:
-        """Release one pin; the adapter becomes evictable when its last pin goes."""
+        """Release one pin; the adapter becomes evictable when its last pin goes.
+
+        An adapter that is not pinned raises ``ValueError`` naming it.
+        """
         count = self._pins.get(adapter_id, 0)
         if count == 0:
             raise ValueError(f"adapter_id: {adapter_id!r} is not pinned "
@@ -231,8 +254,9 @@ def zipf_80_20_weights(num_adapters: int) -> np.ndarray:
 def zipf_80_20_trace(num_adapters: int, num_requests: int, seed: int) -> list[int]:
     """A seeded request trace: ``num_requests`` adapter ids in ``[0, num_adapters)``.
 
-    Draws i.i.d. from ``zipf_80_20_weights(num_adapters)`` with ``np.random.default_rng(seed)``,
-    so the same arguments give the same trace. Adapter 0 is the hottest.
+    Draws i.i.d. from ``zipf_80_20_weights(num_adapters)`` with
+    ``np.random.default_rng(seed).choice``, so the same arguments give the same trace.
+    Adapter 0 is the hottest. Returns Python ints.
     """
     weights = zipf_80_20_weights(num_adapters)
     _int_at_least("num_requests", num_requests, 0)
@@ -269,7 +293,9 @@ def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
     """Serve ``trace`` one request at a time through a ``num_slots`` LRU cache; return its stats.
 
     Items are adapter ids (any hashable); ``None`` is a base-model request, which needs no
-    slot and is left out of the accounting (``lookups`` counts adapter requests only).
+    slot and is left out of the accounting (``lookups`` counts adapter requests only). An
+    unhashable item raises ``TypeError`` as in ``replay``.
+    Must stay fast: 100,000 requests well under a second.
     """
     return _replay(trace, num_slots)[0].stats
 
@@ -277,9 +303,10 @@ def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
 def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
     """Per-request hot/cold labels for ``trace``: one bool per item, True = hit (hot).
 
-    Same cache model as ``simulate``: the False entries are exactly its misses
-    (``replay(t, n).count(False) == simulate(t, n).misses``). A base-model request (``None``)
-    is labelled True: it never waits for an adapter load.
+    An item that is neither None nor hashable raises ``TypeError`` naming the item's type and
+    its index in the trace as ``position N``.
+    Same cache model as ``simulate``: the False entries are exactly its misses. A base-model
+    request (``None``) is labelled True: it never waits for an adapter load.
     """
     return _replay(trace, num_slots)[1]
 
@@ -306,13 +333,17 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
                target_hit_rate: float) -> SlotSizing:
     """The smallest slot count whose simulated LRU hit rate on ``trace`` reaches the target,
     within ``memory_budget_bytes`` at ``slot_bytes`` per slot (lab 03's
-    ``slot_reservation_bytes`` for one slot).
+    ``slot_reservation_bytes`` for one slot). ``reserved_bytes = num_slots * slot_bytes``.
 
-    LRU is a stack algorithm (a bigger cache always holds what a smaller one holds), so the hit
-    rate is non-decreasing in the slot count and a binary search over it is exact.
+    ``target_hit_rate`` must be a number (else ``TypeError``) in (0, 1] (else ``ValueError``),
+    each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
+    slots, and slots beyond the number of distinct adapters cannot help.
     """
     slot_bytes = _int_at_least("slot_bytes", slot_bytes, 1)
     budget = _int_at_least("memory_budget_bytes", memory_budget_bytes, 0)
+    if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, numbers.Real):
+        raise TypeError(f"target_hit_rate: expected a number, got "
+                        f"{type(target_hit_rate).__name__} {target_hit_rate!r}")
     if not 0.0 < target_hit_rate <= 1.0:
         raise ValueError(f"target_hit_rate: expected a rate in (0, 1], got {target_hit_rate}")
     trace = list(trace)
@@ -360,11 +391,12 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
     """One walk over ``waiting`` in order: admit, defer, or stop when the batch is full.
 
     ``running_adapters``: adapters of requests already running (they count towards
-    ``max_loras``). ``max_batch``: seats left in the batch this step. A base request is always
-    admissible; an adapter request is admitted if its adapter is already in the batch or the
-    batch holds fewer than ``max_loras`` distinct adapters; otherwise it is deferred (keeps its
-    place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both in
-    queue order.
+    ``max_loras``). ``max_batch``: seats left in the batch this step (>= 0). A base request is
+    always admissible; an adapter request is admitted if its adapter is already in the batch or
+    the batch holds fewer than ``max_loras`` distinct adapters; otherwise it is deferred (keeps
+    its place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both
+    in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
+    ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
     """
     max_loras = _int_at_least("max_loras", max_loras, 1)
     seats = _int_at_least("max_batch", max_batch, 0)
@@ -394,8 +426,11 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
 class StepRecord:
     """What one engine step ran.
 
-    ``batch``: ``(rid, adapter, slot)`` per running request (slot -1 for base requests);
-    ``resident``: the cache's slot layout while the batch ran; ``finished``: rids that completed.
+    ``batch``: ``(rid, adapter, slot)`` per running request (slot -1 for base requests). An
+    adapter request's slot is an int, the same at every step of the request's life, and
+    ``resident[slot]`` is its adapter: a running adapter is never evicted, however many other
+    adapters pass through the other slots. ``resident``: the cache's slot layout while the
+    batch ran; ``finished``: rids that completed.
     """
 
     batch: tuple[tuple[int, AdapterId | None, int], ...]
@@ -408,11 +443,15 @@ class Engine:
 
     Each step: schedule from the waiting queue; for each newly admitted adapter request, acquire
     its slot (one lookup per request) and pin it; run one decode step for the whole batch; unpin
-    the adapters of requests that finished. ``max_loras <= cache.num_slots`` so the admitted
+    the adapters of requests that finished. A request holds its pin from admission until it
+    finishes, so no later admission can evict its adapter. ``max_loras`` and ``max_batch`` are
+    ints >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1, naming the argument), and
+    ``max_loras <= cache.num_slots`` (else ``ValueError`` naming ``max_loras``), so the admitted
     adapters always fit beside the pinned ones.
     """
 
     def __init__(self, cache: SlotCache, max_loras: int, max_batch: int, load: Loader) -> None:
+        """Keep the cache and limits; start with empty ``waiting`` (list) and ``running``."""
         self.cache = cache
         self.max_loras = _int_at_least("max_loras", max_loras, 1)
         self.max_batch = _int_at_least("max_batch", max_batch, 1)
@@ -424,14 +463,17 @@ class Engine:
         self.running: dict[int, tuple[Request, int]] = {}  # rid -> (request, tokens left)
 
     def submit(self, requests: Iterable[Request]) -> None:
+        """Append requests to the waiting queue (``tokens >= 1`` each)."""
         for request in requests:
             _int_at_least(f"request {request.rid}: tokens", request.tokens, 1)
             self.waiting.append(request)
 
     def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
         return not self.waiting and not self.running
 
     def step(self) -> StepRecord:
+        """Schedule, acquire and pin, run one decode step, unpin what finished."""
         running_adapters = {req.adapter for req, _ in self.running.values()}
         scheduled, self.waiting = schedule_step(self.waiting, running_adapters, self.max_loras,
                                                 self.max_batch - len(self.running))

@@ -69,7 +69,12 @@ class SlotCache:
 
     def __init__(self, num_slots: int, max_rank: int, d_in: int, d_out: int,
                  dtype=np.float32) -> None:
-        """Validate the sizes (ints >= 1; ``dtype`` floating) and allocate the buffers once."""
+        """Validate the sizes and allocate the buffers once.
+
+        ``num_slots``, ``max_rank``, ``d_in``, ``d_out``: ints >= 1 (a non-int or a bool raises
+        ``TypeError``, a value below 1 ``ValueError``, each naming the argument); ``dtype``: a
+        floating numpy dtype (else ``TypeError``).
+        """
         raise NotImplementedError(
             "TODO(lab-04): validate the sizes, allocate zeroed A, B and ranks once, and set up "
             "the slot layout (all None), an OrderedDict for LRU order, pin counts and counters")
@@ -105,9 +110,15 @@ class SlotCache:
         A hit only refreshes the LRU order. A miss calls ``load(adapter_id) -> (A, B)`` with
         ``A: (r, d_in)``, ``B: (d_out, r)``, ``1 <= r <= max_rank``, and copies it into the first
         empty slot, else into the slot of the least recently used unpinned adapter, which is
-        evicted. Rank above ``max_rank`` raises ``ValueError("LoRA rank R is greater than
-        max_lora_rank M.")`` (vLLM's wording); wrong shapes raise ``ValueError``; every slot
-        pinned raises ``RuntimeError``. Either way nothing changes, stats included.
+        evicted. A refused miss changes nothing: the slots, ``resident``, ``lru_order()`` and
+        ``stats`` stay as they were, even when the cache is full (check the loaded weights
+        before you evict). It is refused when
+        - every slot is pinned: ``RuntimeError`` whose message says the slots are ``pinned``
+          (``load`` is not called);
+        - the loaded rank is above ``max_rank``: ``ValueError("LoRA rank R is greater than
+          max_lora_rank M.")``, vLLM's wording, nothing before or after it;
+        - the loaded shapes are wrong: ``ValueError`` whose message starts with
+          ``load(<adapter_id>)`` and gives the shapes it got.
         """
         raise NotImplementedError(
             "TODO(lab-04): hit -> move_to_end; miss -> pick a victim (free slot first, else LRU "
@@ -154,7 +165,8 @@ def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
     """Serve ``trace`` one request at a time through a ``num_slots`` LRU cache; return its stats.
 
     Items are adapter ids (any hashable); ``None`` is a base-model request, which needs no
-    slot and is left out of the accounting (``lookups`` counts adapter requests only).
+    slot and is left out of the accounting (``lookups`` counts adapter requests only). An
+    unhashable item raises ``TypeError`` as in ``replay``.
     Must stay fast: 100,000 requests well under a second.
     """
     raise NotImplementedError("TODO(lab-04): acquire each adapter request in a SlotCache")
@@ -163,6 +175,8 @@ def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
 def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
     """Per-request hot/cold labels for ``trace``: one bool per item, True = hit (hot).
 
+    An item that is neither None nor hashable raises ``TypeError`` naming the item's type and
+    its index in the trace as ``position N``.
     Same cache model as ``simulate``: the False entries are exactly its misses. A base-model
     request (``None``) is labelled True: it never waits for an adapter load.
     """
@@ -193,7 +207,8 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
     within ``memory_budget_bytes`` at ``slot_bytes`` per slot (lab 03's
     ``slot_reservation_bytes`` for one slot). ``reserved_bytes = num_slots * slot_bytes``.
 
-    ``target_hit_rate`` must lie in (0, 1]. Hint: LRU's hit rate never decreases with more
+    ``target_hit_rate`` must be a number (else ``TypeError``) in (0, 1] (else ``ValueError``),
+    each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
     slots, and slots beyond the number of distinct adapters cannot help.
     """
     raise NotImplementedError(
@@ -225,7 +240,8 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
     always admissible; an adapter request is admitted if its adapter is already in the batch or
     the batch holds fewer than ``max_loras`` distinct adapters; otherwise it is deferred (keeps
     its place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both
-    in queue order. ``max_loras < 1`` raises ``ValueError``.
+    in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
+    ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
     """
     raise NotImplementedError(
         "TODO(lab-04): walk the queue once; admit or defer each request; stop when full")
@@ -238,8 +254,11 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
 class StepRecord:
     """What one engine step ran.
 
-    ``batch``: ``(rid, adapter, slot)`` per running request (slot -1 for base requests);
-    ``resident``: the cache's slot layout while the batch ran; ``finished``: rids that completed.
+    ``batch``: ``(rid, adapter, slot)`` per running request (slot -1 for base requests). An
+    adapter request's slot is an int, the same at every step of the request's life, and
+    ``resident[slot]`` is its adapter: a running adapter is never evicted, however many other
+    adapters pass through the other slots. ``resident``: the cache's slot layout while the
+    batch ran; ``finished``: rids that completed.
     """
 
     batch: tuple[tuple[int, AdapterId | None, int], ...]
@@ -252,8 +271,11 @@ class Engine:
 
     Each step: schedule from the waiting queue; for each newly admitted adapter request, acquire
     its slot (one lookup per request) and pin it; run one decode step for the whole batch; unpin
-    the adapters of requests that finished. ``max_loras <= cache.num_slots`` (else
-    ``ValueError``) so the admitted adapters always fit beside the pinned ones.
+    the adapters of requests that finished. A request holds its pin from admission until it
+    finishes, so no later admission can evict its adapter. ``max_loras`` and ``max_batch`` are
+    ints >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1, naming the argument), and
+    ``max_loras <= cache.num_slots`` (else ``ValueError`` naming ``max_loras``), so the admitted
+    adapters always fit beside the pinned ones.
     """
 
     def __init__(self, cache: SlotCache, max_loras: int, max_batch: int, load: Loader) -> None:

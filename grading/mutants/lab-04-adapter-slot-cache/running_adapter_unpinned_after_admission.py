@@ -1,0 +1,512 @@
+"""Mutant: the engine unpins a newly admitted adapter at the end of its first step instead of when the request finishes, so a later admission can evict an adapter that is still decoding.
+
+Derived from lab 04's reference solution; the docstring below is the original's.
+
+Lab 04 reference solution: adapter slots, an honest LRU, and a scheduler that defers.
+
+An engine keeps only ``num_slots`` adapters on the device, in buffers allocated once:
+``A (num_slots, max_rank, d_in)`` and ``B (num_slots, d_out, max_rank)``. Serving an adapter that
+is not resident costs a load into a slot (a miss), and evicts the least recently used adapter
+that no running request holds. The scheduler keeps the running batch within ``max_loras``
+distinct adapters by *deferring* requests it cannot admit, never by stopping its walk.
+
+Production counterparts: ``vllm/lora/model_manager.py`` (``LRUCacheLoRAModelManager``,
+``activate_adapter``, ``lora_index_to_id``) and the ``max_loras`` gate in
+``vllm/v1/core/sched/scheduler.py``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+AdapterId = Hashable
+Loader = Callable[[AdapterId], tuple[np.ndarray, np.ndarray]]
+
+HOT_FRACTION = 0.2  # the "20%" of 80/20: the hottest round(0.2 * num_adapters) adapters ...
+HOT_SHARE = 0.8  # ... draw exactly this share of the requests in expectation
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+
+def _int_at_least(name: str, value: object, low: int) -> int:
+    """Validate an int argument (bools rejected): TypeError for a non-int, ValueError below ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value}")
+    return int(value)
+
+
+# --- the slot cache ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Cache accounting, one lookup per request (never per token, never per retry).
+
+    Compulsory (first-touch) misses count as misses; an eviction is a miss that displaced a
+    resident adapter (a miss that fills an empty slot evicts nothing).
+    """
+
+    lookups: int
+    hits: int
+    misses: int
+    evictions: int
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / lookups; 0.0 before the first lookup."""
+        return self.hits / self.lookups if self.lookups else 0.0
+
+
+class SlotCache:
+    """``num_slots`` pre-allocated adapter slots with LRU replacement and counted pins.
+
+    ``A``: (num_slots, max_rank, d_in) and ``B``: (num_slots, d_out, max_rank), allocated once
+    in ``__init__``; their identity, shape and data pointer never change, because kernels and
+    captured CUDA graphs are built against fixed shapes and addresses. An adapter of rank r
+    occupies ``A[s, :r]`` and ``B[s, :, :r]``; the rest of the slot is zero after every load, so a
+    smaller adapter never inherits its predecessor's weights. ``ranks``: (num_slots,) int, the
+    rank loaded in each slot (0 = empty).
+    """
+
+    def __init__(self, num_slots: int, max_rank: int, d_in: int, d_out: int,
+                 dtype=np.float32) -> None:
+        """Validate the sizes and allocate the buffers once.
+
+        ``num_slots``, ``max_rank``, ``d_in``, ``d_out``: ints >= 1 (a non-int or a bool raises
+        ``TypeError``, a value below 1 ``ValueError``, each naming the argument); ``dtype``: a
+        floating numpy dtype (else ``TypeError``).
+        """
+        self.num_slots = _int_at_least("num_slots", num_slots, 1)
+        self.max_rank = _int_at_least("max_rank", max_rank, 1)
+        self.d_in = _int_at_least("d_in", d_in, 1)
+        self.d_out = _int_at_least("d_out", d_out, 1)
+        self.dtype = np.dtype(dtype)
+        if not np.issubdtype(self.dtype, np.floating):
+            raise TypeError(f"dtype: expected a floating dtype, got {self.dtype}")
+        self.A = np.zeros((self.num_slots, self.max_rank, self.d_in), dtype=self.dtype)
+        self.B = np.zeros((self.num_slots, self.d_out, self.max_rank), dtype=self.dtype)
+        self.ranks = np.zeros(self.num_slots, dtype=np.int64)  # rank of each slot's adapter; 0 = empty
+        self._resident: list[AdapterId | None] = [None] * self.num_slots
+        self._lru: OrderedDict[AdapterId, int] = OrderedDict()  # adapter -> slot, LRU first
+        self._pins: dict[AdapterId, int] = {}
+        self._lookups = self._hits = self._misses = self._evictions = 0
+
+    # -- views ---------------------------------------------------------------------------------
+
+    @property
+    def resident(self) -> list[AdapterId | None]:
+        """Adapter id held by each slot, in slot order; None for an empty slot (a copy)."""
+        return list(self._resident)
+
+    def slot_of(self, adapter_id: AdapterId) -> int | None:
+        """The slot holding ``adapter_id``, or None when it is not resident."""
+        return self._lru.get(adapter_id)
+
+    def __contains__(self, adapter_id: AdapterId) -> bool:
+        return adapter_id in self._lru
+
+    def lru_order(self) -> list[AdapterId]:
+        """Resident adapters, least recently used first (the eviction order, pins aside)."""
+        return list(self._lru)
+
+    def pin_count(self, adapter_id: AdapterId) -> int:
+        """How many holders currently pin ``adapter_id`` (0 when unpinned)."""
+        return self._pins.get(adapter_id, 0)
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters."""
+        return CacheStats(self._lookups, self._hits, self._misses, self._evictions)
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    def acquire(self, adapter_id: AdapterId, load: Loader) -> int:
+        """Make ``adapter_id`` resident and most recently used; return its slot.
+
+        A hit only refreshes the LRU order. A miss calls ``load(adapter_id) -> (A, B)`` with
+        ``A: (r, d_in)``, ``B: (d_out, r)``, ``1 <= r <= max_rank``, and copies it into the first
+        empty slot, else into the slot of the least recently used unpinned adapter, which is
+        evicted. A refused miss changes nothing: the slots, ``resident``, ``lru_order()`` and
+        ``stats`` stay as they were, even when the cache is full (check the loaded weights
+        before you evict). It is refused when
+        - every slot is pinned: ``RuntimeError`` whose message says the slots are ``pinned``
+          (``load`` is not called);
+        - the loaded rank is above ``max_rank``: ``ValueError("LoRA rank R is greater than
+          max_lora_rank M.")``, vLLM's wording, nothing before or after it;
+        - the loaded shapes are wrong: ``ValueError`` whose message starts with
+          ``load(<adapter_id>)`` and gives the shapes it got.
+        """
+        if adapter_id in self._lru:
+            self._lru.move_to_end(adapter_id)
+            self._lookups += 1
+            self._hits += 1
+            return self._lru[adapter_id]
+        victim = self._victim()
+        A, B = self._checked_weights(adapter_id, load(adapter_id))
+        if victim is None:
+            slot = self._resident.index(None)
+        else:
+            slot = self._lru.pop(victim)
+            self._evictions += 1
+        self._write_slot(slot, A, B)
+        self._resident[slot] = adapter_id
+        self._lru[adapter_id] = slot
+        self._lookups += 1
+        self._misses += 1
+        return slot
+
+    def _victim(self) -> AdapterId | None:
+        """The adapter a miss would evict: None when a slot is empty; raises if all are pinned."""
+        if len(self._lru) < self.num_slots:
+            return None
+        for adapter_id in self._lru:
+            if adapter_id not in self._pins:
+                return adapter_id
+        raise RuntimeError(
+            f"all {self.num_slots} slots are pinned by running requests "
+            f"({self.lru_order()}); a miss cannot evict: finish or unpin a request first"
+        )
+
+    def _checked_weights(self, adapter_id: AdapterId, weights) -> tuple[np.ndarray, np.ndarray]:
+        A, B = weights
+        A, B = np.asarray(A), np.asarray(B)
+        if A.ndim != 2 or A.shape[1] != self.d_in:
+            raise ValueError(f"load({adapter_id!r}): A must be (r, d_in={self.d_in}), "
+                             f"got shape {A.shape}")
+        if B.ndim != 2 or B.shape[0] != self.d_out:
+            raise ValueError(f"load({adapter_id!r}): B must be (d_out={self.d_out}, r), "
+                             f"got shape {B.shape}")
+        rank = A.shape[0]
+        if B.shape[1] != rank or rank < 1:
+            raise ValueError(f"load({adapter_id!r}): A and B must share a rank >= 1, "
+                             f"got A {A.shape} and B {B.shape}")
+        if rank > self.max_rank:
+            raise ValueError(f"LoRA rank {rank} is greater than max_lora_rank {self.max_rank}.")
+        return A, B
+
+    def _write_slot(self, slot: int, A: np.ndarray, B: np.ndarray) -> None:
+        """Copy into the existing buffers; zero the padding so no stale rank survives."""
+        rank = A.shape[0]
+        self.A[slot, :rank] = A
+        self.B[slot, :, :rank] = B
+        if rank < self.max_rank:
+            self.A[slot, rank:] = 0
+            self.B[slot, :, rank:] = 0
+        self.ranks[slot] = rank
+
+    # -- pins ----------------------------------------------------------------------------------
+
+    def pin(self, adapter_id: AdapterId) -> None:
+        """Hold a resident adapter in its slot; pins are counted, one per holder.
+
+        A non-resident adapter raises ``ValueError`` naming it.
+        """
+        if adapter_id not in self._lru:
+            raise ValueError(f"adapter_id: only a resident adapter can be pinned, "
+                             f"got {adapter_id!r} (resident: {self.lru_order()})")
+        self._pins[adapter_id] = self._pins.get(adapter_id, 0) + 1
+
+    def unpin(self, adapter_id: AdapterId) -> None:
+        """Release one pin; the adapter becomes evictable when its last pin goes.
+
+        An adapter that is not pinned raises ``ValueError`` naming it.
+        """
+        count = self._pins.get(adapter_id, 0)
+        if count == 0:
+            raise ValueError(f"adapter_id: {adapter_id!r} is not pinned "
+                             f"(pinned: {sorted(self._pins, key=repr)})")
+        if count == 1:
+            del self._pins[adapter_id]
+        else:
+            self._pins[adapter_id] = count - 1
+
+
+# --- traces and the cache model ----------------------------------------------------------------
+
+
+def zipf_80_20_weights(num_adapters: int) -> np.ndarray:
+    """Request probabilities for adapters 0..n-1: ``p_i ∝ 1 / (i + 1)**s``, hottest first.
+
+    The exponent ``s`` is fitted (bisection) so the hottest ``max(1, round(0.2 * n))`` adapters
+    draw exactly 80% of the requests. Returns a float64 array of shape (n,) summing to 1.
+    """
+    n = _int_at_least("num_adapters", num_adapters, 1)
+    hot = max(1, round(HOT_FRACTION * n))
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+
+    def weights(s: float) -> np.ndarray:
+        w = ranks**-s
+        return w / w.sum()
+
+    if n == 1:
+        return weights(0.0)
+    lo, hi = 0.0, 64.0  # the hot share rises monotonically from hot/n (< 0.8) towards 1
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if weights(mid)[:hot].sum() < HOT_SHARE else (lo, mid)
+    return weights(hi)
+
+
+def zipf_80_20_trace(num_adapters: int, num_requests: int, seed: int) -> list[int]:
+    """A seeded request trace: ``num_requests`` adapter ids in ``[0, num_adapters)``.
+
+    Draws i.i.d. from ``zipf_80_20_weights(num_adapters)`` with
+    ``np.random.default_rng(seed).choice``, so the same arguments give the same trace.
+    Adapter 0 is the hottest. Returns Python ints.
+    """
+    weights = zipf_80_20_weights(num_adapters)
+    _int_at_least("num_requests", num_requests, 0)
+    rng = np.random.default_rng(_int_at_least("seed", seed, 0))
+    return rng.choice(len(weights), size=num_requests, p=weights).tolist()
+
+
+_UNIT_WEIGHTS = (np.zeros((1, 1), dtype=np.float32), np.zeros((1, 1), dtype=np.float32))
+
+
+def _unit_load(adapter_id: AdapterId) -> tuple[np.ndarray, np.ndarray]:
+    """A rank-1, 1x1 stand-in adapter: the cache model needs residency, not weights."""
+    return _UNIT_WEIGHTS
+
+
+def _replay(trace: Iterable[AdapterId | None], num_slots: int) -> tuple[SlotCache, list[bool]]:
+    cache = SlotCache(num_slots, max_rank=1, d_in=1, d_out=1)
+    hits = []
+    for i, adapter_id in enumerate(trace):
+        if adapter_id is None:  # a base-model request: no slot, no lookup, never cold
+            hits.append(True)
+            continue
+        try:
+            hit = adapter_id in cache
+        except TypeError:
+            raise TypeError(f"trace: adapter ids must be hashable or None, "
+                            f"got {type(adapter_id).__name__} at position {i}") from None
+        cache.acquire(adapter_id, _unit_load)
+        hits.append(hit)
+    return cache, hits
+
+
+def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
+    """Serve ``trace`` one request at a time through a ``num_slots`` LRU cache; return its stats.
+
+    Items are adapter ids (any hashable); ``None`` is a base-model request, which needs no
+    slot and is left out of the accounting (``lookups`` counts adapter requests only). An
+    unhashable item raises ``TypeError`` as in ``replay``.
+    Must stay fast: 100,000 requests well under a second.
+    """
+    return _replay(trace, num_slots)[0].stats
+
+
+def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
+    """Per-request hot/cold labels for ``trace``: one bool per item, True = hit (hot).
+
+    An item that is neither None nor hashable raises ``TypeError`` naming the item's type and
+    its index in the trace as ``position N``.
+    Same cache model as ``simulate``: the False entries are exactly its misses. A base-model
+    request (``None``) is labelled True: it never waits for an adapter load.
+    """
+    return _replay(trace, num_slots)[1]
+
+
+# --- sizing max_loras from traffic and memory ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotSizing:
+    """The answer of ``size_slots``.
+
+    ``meets_target`` False is the "cannot" answer: ``num_slots`` is then the most the budget
+    affords (0 when not even one slot fits) and ``hit_rate`` the best rate it achieves.
+    """
+
+    num_slots: int
+    hit_rate: float
+    reserved_bytes: int
+    meets_target: bool
+    reason: str
+
+
+def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget_bytes: int,
+               target_hit_rate: float) -> SlotSizing:
+    """The smallest slot count whose simulated LRU hit rate on ``trace`` reaches the target,
+    within ``memory_budget_bytes`` at ``slot_bytes`` per slot (lab 03's
+    ``slot_reservation_bytes`` for one slot). ``reserved_bytes = num_slots * slot_bytes``.
+
+    ``target_hit_rate`` must be a number (else ``TypeError``) in (0, 1] (else ``ValueError``),
+    each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
+    slots, and slots beyond the number of distinct adapters cannot help.
+    """
+    slot_bytes = _int_at_least("slot_bytes", slot_bytes, 1)
+    budget = _int_at_least("memory_budget_bytes", memory_budget_bytes, 0)
+    if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, numbers.Real):
+        raise TypeError(f"target_hit_rate: expected a number, got "
+                        f"{type(target_hit_rate).__name__} {target_hit_rate!r}")
+    if not 0.0 < target_hit_rate <= 1.0:
+        raise ValueError(f"target_hit_rate: expected a rate in (0, 1], got {target_hit_rate}")
+    trace = list(trace)
+    affordable = budget // slot_bytes
+    if affordable == 0:
+        return SlotSizing(0, 0.0, 0, False,
+                          f"memory_budget_bytes={budget:,} cannot hold one slot of "
+                          f"{slot_bytes:,} bytes")
+    distinct = len({a for a in trace if a is not None})
+    most = max(1, min(affordable, distinct))  # past `distinct` slots nothing more can hit
+    best = simulate(trace, most).hit_rate
+    if best < target_hit_rate:
+        return SlotSizing(most, best, most * slot_bytes, False,
+                          f"the budget affords {affordable} slot(s); the best hit rate within "
+                          f"it is {best:.1%} < target {target_hit_rate:.1%}")
+    lo, hi = 1, most  # invariant: hi reaches the target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if simulate(trace, mid).hit_rate >= target_hit_rate:
+            hi = mid
+        else:
+            lo = mid + 1
+    rate = simulate(trace, hi).hit_rate
+    return SlotSizing(hi, rate, hi * slot_bytes, True,
+                      f"{hi} slot(s) reach {rate:.1%} >= target {target_hit_rate:.1%}")
+
+
+# --- the scheduler -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request: ``adapter`` is an adapter id, or None for the base model.
+
+    ``tokens``: decode steps it stays in the running batch (>= 1).
+    """
+
+    rid: int
+    adapter: AdapterId | None
+    tokens: int = 1
+
+
+def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId],
+                  max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
+    """One walk over ``waiting`` in order: admit, defer, or stop when the batch is full.
+
+    ``running_adapters``: adapters of requests already running (they count towards
+    ``max_loras``). ``max_batch``: seats left in the batch this step (>= 0). A base request is
+    always admissible; an adapter request is admitted if its adapter is already in the batch or
+    the batch holds fewer than ``max_loras`` distinct adapters; otherwise it is deferred (keeps
+    its place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both
+    in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
+    ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
+    """
+    max_loras = _int_at_least("max_loras", max_loras, 1)
+    seats = _int_at_least("max_batch", max_batch, 0)
+    in_batch = {a for a in running_adapters if a is not None}
+    if len(in_batch) > max_loras:
+        raise ValueError(f"running_adapters: {len(in_batch)} distinct adapters already exceed "
+                         f"max_loras={max_loras}")
+    scheduled: list[Request] = []
+    deferred: list[Request] = []
+    for pos, request in enumerate(waiting):
+        if len(scheduled) == seats:
+            return scheduled, deferred + list(waiting[pos:])
+        adapter = request.adapter
+        if adapter is None or adapter in in_batch or len(in_batch) < max_loras:
+            if adapter is not None:
+                in_batch.add(adapter)
+            scheduled.append(request)
+        else:
+            deferred.append(request)
+    return scheduled, deferred
+
+
+# --- the engine loop: scheduler + cache ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one engine step ran.
+
+    ``batch``: ``(rid, adapter, slot)`` per running request (slot -1 for base requests). An
+    adapter request's slot is an int, the same at every step of the request's life, and
+    ``resident[slot]`` is its adapter: a running adapter is never evicted, however many other
+    adapters pass through the other slots. ``resident``: the cache's slot layout while the
+    batch ran; ``finished``: rids that completed.
+    """
+
+    batch: tuple[tuple[int, AdapterId | None, int], ...]
+    resident: tuple[AdapterId | None, ...]
+    finished: tuple[int, ...]
+
+
+class Engine:
+    """A toy continuous-batching loop wiring ``schedule_step`` to a ``SlotCache``.
+
+    Each step: schedule from the waiting queue; for each newly admitted adapter request, acquire
+    its slot (one lookup per request) and pin it; run one decode step for the whole batch; unpin
+    the adapters of requests that finished. A request holds its pin from admission until it
+    finishes, so no later admission can evict its adapter. ``max_loras`` and ``max_batch`` are
+    ints >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1, naming the argument), and
+    ``max_loras <= cache.num_slots`` (else ``ValueError`` naming ``max_loras``), so the admitted
+    adapters always fit beside the pinned ones.
+    """
+
+    def __init__(self, cache: SlotCache, max_loras: int, max_batch: int, load: Loader) -> None:
+        """Keep the cache and limits; start with empty ``waiting`` (list) and ``running``."""
+        self.cache = cache
+        self.max_loras = _int_at_least("max_loras", max_loras, 1)
+        self.max_batch = _int_at_least("max_batch", max_batch, 1)
+        if self.max_loras > cache.num_slots:
+            raise ValueError(f"max_loras: expected <= cache.num_slots={cache.num_slots}, "
+                             f"got {max_loras}")
+        self.load = load
+        self.waiting: list[Request] = []
+        self.running: dict[int, tuple[Request, int]] = {}  # rid -> (request, tokens left)
+
+    def submit(self, requests: Iterable[Request]) -> None:
+        """Append requests to the waiting queue (``tokens >= 1`` each)."""
+        for request in requests:
+            _int_at_least(f"request {request.rid}: tokens", request.tokens, 1)
+            self.waiting.append(request)
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
+        return not self.waiting and not self.running
+
+    def step(self) -> StepRecord:
+        """Schedule, acquire and pin, run one decode step, unpin what finished."""
+        running_adapters = {req.adapter for req, _ in self.running.values()}
+        scheduled, self.waiting = schedule_step(self.waiting, running_adapters, self.max_loras,
+                                                self.max_batch - len(self.running))
+        for request in scheduled:
+            if request.adapter is not None:
+                self.cache.acquire(request.adapter, self.load)
+                self.cache.pin(request.adapter)  # pin at once: the next acquire may evict
+            self.running[request.rid] = (request, request.tokens)
+        batch = tuple((rid, req.adapter, -1 if req.adapter is None else self.cache.slot_of(req.adapter))
+                      for rid, (req, _) in self.running.items())
+        resident = tuple(self.cache.resident)
+        finished = []
+        for rid, (request, left) in list(self.running.items()):
+            if left == request.tokens and request.adapter is not None:
+                self.cache.unpin(request.adapter)  # the pin only guards this step's acquires
+            if left > 1:
+                self.running[rid] = (request, left - 1)
+                continue
+            del self.running[rid]
+            finished.append(rid)
+        return StepRecord(batch, resident, tuple(finished))
+
+    def run(self, requests: Iterable[Request], max_steps: int) -> list[StepRecord]:
+        """Submit ``requests`` and step until idle; ``RuntimeError`` past ``max_steps``."""
+        self.submit(requests)
+        records = []
+        while not self.idle():
+            if len(records) == max_steps:
+                raise RuntimeError(f"max_steps: not idle after {max_steps} steps "
+                                   f"({len(self.waiting)} waiting, {len(self.running)} running)")
+            records.append(self.step())
+        return records
