@@ -102,10 +102,15 @@ def code_lines(text: str) -> set[str]:
 
 
 def solution_markers(repo: Path) -> dict[str, str]:
-    """Lines of each solution that no other file of its lab folder has: marker line -> lab."""
+    """Lines of each solution that no other file of its lab folder has, and no starter of any
+    lab gives away (a generic check such as a type test is no evidence): marker line -> lab."""
+    labs = repo / LABS_SUBDIR
+    given = set()
+    for starter in labs.glob("*/starter.py"):
+        given |= code_lines(starter.read_text(encoding="utf-8", errors="replace"))
     markers = {}
-    for sol in sorted((repo / LABS_SUBDIR).glob("*/solution.py")):
-        shared = set()
+    for sol in sorted(labs.glob("*/solution.py")):
+        shared = set(given)
         for other in sol.parent.rglob("*.py"):
             if other != sol:
                 shared |= code_lines(other.read_text(encoding="utf-8", errors="replace"))

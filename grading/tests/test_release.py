@@ -153,9 +153,6 @@ def test_the_release_says_starter_everywhere(real_release):
     assert "LAB_IMPL=starter pytest" in (real_release / "README.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="lab 02's README (being rewritten by its owner) still "
-                                       "names solution.py and '# the reference': it needs "
-                                       "instructor-only markers; then drop this xfail")
 def test_lab02_readme_says_starter_too(real_release):
     found = [c for c in release.claims(real_release) if c.startswith(LAB02_README)]
     assert found == [], "\n".join(found)

@@ -7,8 +7,8 @@ Builds the CPU engine on SmolLM2-135M-Instruct (``base_model.py``) with LoRA on
 (``build_llm``), then sends ONE ``generate`` call (``generate_mixed``) of three rows: the
 text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora``, and the
 query-to-question prompt tagged ``question-lora``. Prints the rows side by side with their tags,
-then what each output does in sqlite3. The lab code comes from ``LAB_IMPL`` (default: the
-solution).
+then what each output does in sqlite3. The lab code comes from ``LAB_IMPL`` (the
+repository's default when unset).
 
 The engine's own log (vLLM's INFO lines) goes to a file whose path is printed; ``--verbose``
 shows it as it comes. ``--capture PATH`` writes the whole run, engine log and demo lines
@@ -51,9 +51,11 @@ def versions() -> list[str]:
     import torch
     import vllm
 
+    from labkit import resolve_impl
+
     return [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
             f"python {platform.python_version()}, torch {torch.__version__}, "
-            f"vllm {vllm.__version__}, LAB_IMPL={os.environ.get('LAB_IMPL', 'solution')}"]
+            f"vllm {vllm.__version__}, LAB_IMPL={resolve_impl().kind}"]
 
 
 def _stacked_bytes(worker) -> int:

@@ -1,9 +1,9 @@
 """Draw lab 02's figure: the latency CDF of hot vs cold requests in the recorded trace.
 
 Reads ``capture/latency_trace.jsonl`` (written by ``record_latency.py`` from a real vLLM server
-with one slot), labels each request with the reference ``cold_slot_signature`` (lab 04's cache
-model) and marks each group's p50 and p99 and the overall p99. Deterministic: no measurement
-happens here; re-record the trace to change the data.
+with one slot), labels each request with ``cold_slot_signature`` of the lab code ``LAB_IMPL``
+selects (lab 04's cache model) and marks each group's p50 and p99 and the overall p99.
+Deterministic: no measurement happens here; re-record the trace to change the data.
 
     python phase-11-multi-lora/labs/lab-02-serve-many-loras/figures.py
 """
@@ -19,8 +19,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for labkit
 
-from labkit import load_support  # noqa: E402
-from labkit.loader import Impl, load_impl  # noqa: E402
+from labkit import load_lab, load_support  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -76,7 +75,7 @@ def draw(meta: dict, trace: list, latencies: list[float], sig) -> plt.Figure:
 
 def main() -> None:
     bench = load_support("lab-02", "record_latency")
-    lab = load_impl("lab-02", Impl("solution"))
+    lab = load_lab("lab-02")
     meta, trace, latencies = bench.read_latency_trace(bench.CAPTURE)
     sig = lab.cold_slot_signature(trace, latencies, meta["num_slots"])
     OUT.parent.mkdir(exist_ok=True)

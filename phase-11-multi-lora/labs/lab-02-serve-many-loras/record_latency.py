@@ -3,8 +3,8 @@
     .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/record_latency.py
 
 Not graded: a support module (``labkit.load_support("lab-02", "record_latency")``) that the
-serving tests and ``figures.py`` share. It starts the reference ``serve`` with one slot
-(``max_loras=1``) and a one-entry CPU cache (``max_cpu_loras=1``) in front of
+serving tests and ``figures.py`` share. It starts ``serve`` (of the lab code ``LAB_IMPL``
+selects) with one slot (``max_loras=1``) and a one-entry CPU cache (``max_cpu_loras=1``) before
 ``NUM_ADAPTERS`` tenants, so every switch of adapter is a miss that reloads the adapter from
 disk. The tenants are real: the two trained adapters (``sql-lora``, ``question-lora``), then
 copies of them under further names, each in its own folder so each miss reads its own file.
@@ -34,7 +34,7 @@ LAB = Path(__file__).resolve().parent
 if str(LAB.parents[2]) not in sys.path:
     sys.path.insert(0, str(LAB.parents[2]))  # run as a script: this checkout's labkit first
 
-from labkit import load_support  # noqa: E402
+from labkit import load_lab, load_support  # noqa: E402
 
 base_model = load_support("lab-02", "base_model")
 
@@ -115,9 +115,7 @@ def time_requests(base_url: str, base_model: str, trace: Sequence[str | None],
 def tenant_trace(names: Sequence[str], num_requests: int, seed: int,
                  base_share: float = BASE_SHARE) -> list[str | None]:
     """80/20 traffic over ``names`` (lab 04's generator), with ``base_share`` base requests."""
-    from labkit.loader import Impl, load_impl
-
-    slots = load_impl("lab-04", Impl("solution"))
+    slots = load_lab("lab-04")
     ranks = slots.zipf_80_20_trace(len(names), num_requests, seed)
     rng = random.Random(seed)
     return [None if rng.random() < base_share else names[k] for k in ranks]
@@ -157,9 +155,7 @@ def asset_digests() -> dict[str, str]:
 def main() -> None:
     import tempfile
 
-    from labkit.loader import Impl, load_impl
-
-    lab = load_impl("lab-02", Impl("solution"))
+    lab = load_lab("lab-02")
     settings = {"max_loras": 1, "max_cpu_loras": 1, "max_lora_rank": SERVE_RANK}
     with tempfile.TemporaryDirectory() as tmp:
         adapters = tenant_adapters(Path(tmp))

@@ -5,7 +5,7 @@
 vLLM's in-process engine logs "Reducing Torch threads from N to 1 for serving" unless
 OMP_NUM_THREADS is set outside it. This bench runs the same work under each setting, each in a
 fresh child process, interleaved (A B C A B C ...) so load drift on the machine hits all alike:
-build the engine (the reference ``build_llm``, 3 slots), then one ``generate_mixed`` batch of
+build the engine (``build_llm`` of the lab code ``LAB_IMPL`` selects, 3 slots), then one ``generate_mixed`` batch of
 the evaluation rows (``evaluation.batch`` over the first 8 held-out and 4 paraphrased rows: 28
 requests, greedy). It prints each setting's median start-up and generation time and the ratio
 to the first setting. Machine-dependent: read the ratios on your machine, not a promised figure.
@@ -35,12 +35,10 @@ ROWS, PARAPHRASES = 8, 4
 def child() -> None:
     """One measurement, printed as a JSON line."""
     sys.path.insert(0, str(REPO))
-    from labkit import load_support
-    from labkit.loader import Impl, load_impl
-
+    from labkit import load_lab, load_support
     evaluation, sqldata = (load_support("lab-02", m) for m in ("evaluation", "sqldata"))
     base_model = load_support("lab-02", "base_model")
-    lab = load_impl("lab-02", Impl("solution"))
+    lab = load_lab("lab-02")
     t0 = time.monotonic()
     llm = lab.build_llm(base_model.base_model(), max_loras=3, max_lora_rank=16, max_cpu_loras=3)
     start_s = time.monotonic() - t0

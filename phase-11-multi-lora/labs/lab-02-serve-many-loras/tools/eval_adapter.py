@@ -2,7 +2,7 @@
 
     .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/eval_adapter.py [--manifest]
 
-`make eval-assets` runs it with `--manifest`. One CPU engine (the reference `build_llm`,
+`make eval-assets` runs it with `--manifest`. One CPU engine (`build_llm` of the lab code `LAB_IMPL` selects,
 max_loras=3: both tenants and an empty slot, see the README's `-1` finding), ONE
 `generate_mixed` call holding `evaluation.batch` over all of `assets/eval.jsonl` and
 `assets/paraphrase.jsonl`, greedy. Prints the table; `--manifest` writes the counts and
@@ -32,9 +32,9 @@ MAX_LORAS = 3  # two tenants resident, one slot left empty for the base rows' in
 def measure() -> tuple[list, list[str], float, str]:
     import vllm
 
-    from labkit.loader import Impl, load_impl
+    from labkit import load_lab
 
-    lab = load_impl("lab-02", Impl("solution"))
+    lab = load_lab("lab-02")
     llm = lab.build_llm(base_model.base_model(), max_loras=MAX_LORAS, max_lora_rank=16,
                         max_cpu_loras=MAX_LORAS)
     rows = evaluation.batch(sqldata.load_eval(), evaluation.load_paraphrase())
