@@ -20,7 +20,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 # instructor-only
-.PHONY: help install test test-fast test-starter check-starters check-suite check-spec demo capture \
+.PHONY: help install test test-fast test-starter check-starters check-suite check-spec starters demo capture \
         assets eval-assets latency \
         bench-lab01 figures lint grade student-release clean
 # /instructor-only
@@ -70,6 +70,9 @@ check-starters: install ## starters fail every graded test, cleanly; solutions p
 
 check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
 	$(PY) -m grading.check_suite
+
+starters: install ## regenerate every starter.py from its solution's markers (grading/starters.py)
+	$(PY) -m grading.starters
 
 check-spec: install ## every error-message fragment a test matches is stated in its starter/README
 	$(PY) -m grading.spec_check

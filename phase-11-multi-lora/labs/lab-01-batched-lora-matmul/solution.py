@@ -1,4 +1,4 @@
-"""Lab 01 reference solution: many LoRA adapters in one batch, the punica/SGMV idea in numpy.
+"""Lab 01: many LoRA adapters in one batch, the punica/SGMV idea in numpy.
 
 Row ``i`` of a batch uses adapter ``idx[i]`` (``-1``: the base model only). Every row shares one
 base matmul ``x @ W.T``; each adapter adds ``scale * (x @ A.T) @ B.T`` on its own rows, through
@@ -19,13 +19,16 @@ value and its position, written ``row N``:
 
 from __future__ import annotations
 
+# BEGIN SOLUTION
 import numbers
 
+# END SOLUTION
 import numpy as np
 
 BASE = -1  # idx value of a row that uses no adapter
 
 
+# BEGIN SOLUTION
 # --- argument checks: every message names the argument, the expectation and the offending value
 
 
@@ -84,6 +87,7 @@ def _check_stacks(x: np.ndarray, A_stack: object, B_stack: object) -> tuple[np.n
     _check_dim("B_stack", B_stack, 0, L, "A_stack's adapter count L")
     _check_dim("B_stack", B_stack, 2, r, "A_stack's rank r")
     return A_stack, B_stack
+# END SOLUTION
 
 
 # --- the lab
@@ -94,10 +98,12 @@ def shrink(x: np.ndarray, A: np.ndarray) -> np.ndarray:
 
     x: (T, d_in); A: (r, d_in), PEFT's lora_A layout. Returns (T, r) = x @ A.T, in x's dtype.
     """
+    # BEGIN SOLUTION: TODO(lab-01): check shapes and dtypes, then return x @ A.T
     x = _check_float("x", x, 2)
     A = _check_float("A", A, 2, ("x", x))
     _check_dim("A", A, 1, x.shape[1], "x's d_in")
     return x @ A.T
+    # END SOLUTION
 
 
 def expand(h: np.ndarray, B: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -107,10 +113,12 @@ def expand(h: np.ndarray, B: np.ndarray, scale: float = 1.0) -> np.ndarray:
     Returns (T, d_out) = scale * h @ B.T, in h's dtype. Never form B @ A: the delta must stay
     factored through the rank-r bottleneck.
     """
+    # BEGIN SOLUTION: TODO(lab-01): project h through B and apply scale
     h = _check_float("h", h, 2)
     B = _check_float("B", B, 2, ("h", h))
     _check_dim("B", B, 1, h.shape[1], "h's rank r")
     return _check_scale(scale) * (h @ B.T)
+    # END SOLUTION
 
 
 def lora_delta_loop(
@@ -126,6 +134,7 @@ def lora_delta_loop(
     Returns (T, d_out): row i is scale * B_stack[a] @ (A_stack[a] @ x[i]) for a = idx[i],
     and zeros where idx[i] == -1. Beware: numpy reads A_stack[-1] as the last adapter.
     """
+    # BEGIN SOLUTION: TODO(lab-01): validate, then loop over rows; -1 rows stay zero
     x = _check_float("x", x, 2)
     A_stack, B_stack = _check_stacks(x, A_stack, B_stack)
     idx = _check_idx(idx, x.shape[0], A_stack.shape[0])
@@ -135,6 +144,7 @@ def lora_delta_loop(
         if a != BASE:
             delta[i] = scale * (B_stack[a] @ (A_stack[a] @ x[i]))
     return delta
+    # END SOLUTION
 
 
 def group_by_adapter(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,12 +156,14 @@ def group_by_adapter(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     ``offsets[0] == 0`` and ``offsets[G] == N``, so that rows ``order[offsets[g]:offsets[g+1]]``
     all use ``adapter_ids[g]``. Base rows form no group.
     """
+    # BEGIN SOLUTION: TODO(lab-01): stable-sort the non-base rows by adapter id and return (order, adapter_ids, offsets)
     idx = _check_idx(idx)
     order = np.argsort(idx, kind="stable")
     order = order[np.count_nonzero(idx == BASE):]  # base rows sort first: drop them
     adapter_ids, starts = np.unique(idx[order], return_index=True)
     offsets = np.append(starts, order.size).astype(np.intp)
     return order, adapter_ids, offsets
+    # END SOLUTION
 
 
 def batched_lora_forward(
@@ -171,6 +183,7 @@ def batched_lora_forward(
     (``group_by_adapter``), each group's result added back onto its own rows. T = 0 gives an
     empty (0, d_out) array.
     """
+    # BEGIN SOLUTION: TODO(lab-01): one base matmul, then per group shrink -> expand, scatter-added back to the group's rows
     x = _check_float("x", x, 2)
     W = _check_float("W", W, 2, ("x", x))
     _check_dim("W", W, 1, x.shape[1], "x's d_in")
@@ -187,6 +200,7 @@ def batched_lora_forward(
         delta_sorted[seg] = expand(shrink(x_sorted[seg], A_stack[a]), B_stack[a], scale)
     y[order] += delta_sorted  # un-permute: each delta lands on the row it came from
     return y
+    # END SOLUTION
 
 
 def lora_overhead(d_in: int, d_out: int, r: int) -> float:
@@ -195,9 +209,11 @@ def lora_overhead(d_in: int, d_out: int, r: int) -> float:
     d_in, d_out, r: positive integers. Base: 2*d_in*d_out FLOPs; shrink 2*r*d_in; expand
     2*r*d_out. Returns r*(d_in+d_out) / (d_in*d_out), e.g. 0.0078125 at 4096, 4096, r = 16.
     """
+    # BEGIN SOLUTION: TODO(lab-01): return the delta/base FLOP ratio
     for name, value in (("d_in", d_in), ("d_out", d_out), ("r", r)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name}: expected a positive integer, got {value!r}")
         if value <= 0:
             raise ValueError(f"{name}: expected a positive integer, got {value}")
     return r * (d_in + d_out) / (d_in * d_out)
+    # END SOLUTION

@@ -24,6 +24,9 @@ import numpy as np
 BASE = -1  # idx value of a row that uses no adapter
 
 
+# --- the lab
+
+
 def shrink(x: np.ndarray, A: np.ndarray) -> np.ndarray:
     """Project activations into the adapter's rank-r bottleneck.
 

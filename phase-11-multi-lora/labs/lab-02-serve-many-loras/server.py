@@ -1,7 +1,7 @@
 """Given machinery for lab 02's server tests: start vLLM's OpenAI server, wait, stop it.
 
 Not graded: a support module (``labkit.load_support("lab-02", "server")``). The lab's
-``serve`` builds the command line (``serve_argv``, the student's) and hands it to ``run``.
+``serve`` passes its ``serve_argv`` (the student's) to ``serve``, which runs that command line.
 What this module does is process management, not the lesson: a new session for the server so
 its whole process group (API server, engine core, workers) can be signalled, a bounded
 readiness poll of ``/v1/models``, and a stop that sends SIGTERM, waits, then SIGKILLs what is
@@ -10,6 +10,7 @@ left, so nothing outlives the ``with`` block.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,8 +18,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,22 @@ def _stop_process_group(proc: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_
     proc.wait(timeout=timeout_s)
 
 
+def serve(serve_argv: Callable[..., list[str]], model: str | os.PathLike,
+          adapters: Mapping[str, str | os.PathLike], *, max_loras: int, max_lora_rank: int,
+          max_cpu_loras: int, log_path: str | os.PathLike, served_model_name: str | None = None,
+          dtype: str | None = None, startup_timeout_s: float = STARTUP_TIMEOUT_S,
+          **argv_kw) -> AbstractContextManager[Server]:
+    """vLLM's OpenAI server for a ``with`` block, on a free port of ``LOOPBACK``: the command
+    line is ``serve_argv(model, adapters, ..., port=..., host=LOOPBACK, ...)`` (``argv_kw``:
+    ``kv_cache_bytes``, ``max_model_len``, ``extra_args``), then ``run`` starts it."""
+    port = free_port()
+    argv = serve_argv(model, adapters, max_loras=max_loras, max_lora_rank=max_lora_rank,
+                      max_cpu_loras=max_cpu_loras, port=port, host=LOOPBACK,
+                      served_model_name=served_model_name, dtype=dtype, **argv_kw)
+    return run(argv, port=port, model=argv[argv.index("--served-model-name") + 1],
+               adapters=list(adapters), log_path=log_path, startup_timeout_s=startup_timeout_s)
+
+
 @contextmanager
 def run(argv: Sequence[str], *, port: int, model: str, adapters: Sequence[str],
         log_path: str | os.PathLike,
@@ -150,3 +167,30 @@ def run(argv: Sequence[str], *, port: int, model: str, adapters: Sequence[str],
         yield server
     finally:
         _stop_process_group(proc)
+
+
+def server_message(body: bytes) -> str:
+    """The ``message`` of vLLM's error JSON (``{"error": {"message": ...}}``), else the body."""
+    text = body.decode(errors="replace")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(payload, dict):
+        inner = payload.get("error", payload)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+    return text
+
+
+def post_json(url: str, payload: dict, timeout_s: float) -> tuple[int, str]:
+    """POST ``payload`` as JSON to ``url``; return the HTTP status and the answer's text: the
+    body of a 2xx answer, else vLLM's error ``message`` (``server_message``). Raises only for
+    a server that cannot be reached (``urllib.error.URLError``)."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with HTTP.open(request, timeout=timeout_s) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, server_message(err.read())

@@ -9,16 +9,21 @@ import os
 import re
 import sqlite3
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
 from labkit import load_lab, load_support
+
+# Given: the records the functions return (records.py), safetensors headers (safetensors_header.py),
+# the server's process management behind `serve` (server.py). Re-exported: `lab.Capture`, ...
+records, headers, server = (load_support("lab-02", m)
+                            for m in ("records", "safetensors_header", "server"))
+(Logged, Capture, Check, Reconciliation, RowDiff, EvalDiff, AdapterRequestError, LatencySummary,
+ ColdSlotSignature) = (getattr(records, name) for name in records.__all__)
+Tensor, read_safetensors_header = headers.Tensor, headers.read_safetensors_header
 
 # === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
 #
@@ -32,13 +37,11 @@ CPU_MAX_MODEL_LEN = 256  # a lab prompt (at most 85 tokens) plus its answer, wit
 CPU_DTYPE = "float32"  # the base is dequantized to fp32 and the adapters trained on it
 INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": the engine core runs in this process
 VLLM_LORA_DEFAULTS = {"max_loras": 1, "max_lora_rank": 16}  # LoRAConfig defaults, vLLM 0.32
-GIB_DECIMALS = 2  # vLLM prints GiB with at most two decimals ("%.2f" or round(x, 2))
-DTYPE_BYTES = {"float32": 4, "F32": 4, "float16": 2, "F16": 2, "bfloat16": 2, "BF16": 2,
-               "half": 2, "float": 4}
 RATIO_RTOL = 1e-12  # both sides of the delta-cost check are exact integer ratios
 CPU_KV_BLOCK_TOKENS = 128  # vllm/platforms/cpu.py: the CPU build's block_size when none is set
 
 
+# BEGIN SOLUTION
 def _cuda_available() -> bool:
     """True when torch is installed and sees a CUDA device."""
     try:
@@ -65,6 +68,7 @@ def _check_knobs(max_loras: int, max_lora_rank: int, max_cpu_loras: int) -> None
     if max_cpu_loras < max_loras:
         raise ValueError(f"max_cpu_loras: must be >= max_loras ({max_loras}): every adapter in "
                          f"a slot is also held in the CPU cache, got {max_cpu_loras}")
+# END SOLUTION
 
 
 def engine_kwargs(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
@@ -78,6 +82,7 @@ def engine_kwargs(model: str | os.PathLike, *, max_loras: int, max_lora_rank: in
     and ``max_model_len`` ``CPU_MAX_MODEL_LEN``; with CUDA, vLLM's defaults. ``engine_kw`` wins
     over every default.
     """
+    # BEGIN SOLUTION: TODO(lab-02): validate the knobs and assemble vllm.LLM's kwargs
     _check_knobs(max_loras, max_lora_rank, max_cpu_loras)
     kwargs = {"model": os.fspath(model), "enable_lora": True, "max_loras": max_loras,
               "max_lora_rank": max_lora_rank, "max_cpu_loras": max_cpu_loras}
@@ -85,15 +90,18 @@ def engine_kwargs(model: str | os.PathLike, *, max_loras: int, max_lora_rank: in
         kwargs |= {"kv_cache_memory_bytes": CPU_KV_CACHE_BYTES, "dtype": CPU_DTYPE,
                    "max_model_len": CPU_MAX_MODEL_LEN}
     return kwargs | engine_kw
+    # END SOLUTION
 
 
 def build_llm(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
               max_cpu_loras: int, **engine_kw):
     """A ``vllm.LLM`` with LoRA enabled, on the CPU build or on CUDA (see ``engine_kwargs``).
 
-    On CPU the engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless
-    the environment sets it): one log stream, no second interpreter importing torch again.
+    Import vLLM inside the function, so this module imports without it. On CPU the engine core
+    runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless the environment sets it):
+    one log stream, no second interpreter importing torch again.
     """
+    # BEGIN SOLUTION: TODO(lab-02): detect CUDA, build the kwargs, return vllm.LLM(...)
     cuda = _cuda_available()
     kwargs = engine_kwargs(model, max_loras=max_loras, max_lora_rank=max_lora_rank,
                            max_cpu_loras=max_cpu_loras, cuda=cuda, **engine_kw)
@@ -102,8 +110,10 @@ def build_llm(model: str | os.PathLike, *, max_loras: int, max_lora_rank: int,
     from vllm import LLM
 
     return LLM(**kwargs)
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 def _check_adapter(i: int, adapter: object) -> None:
     """``adapters[i]`` must be None or a LoRARequest whose local folder is a PEFT adapter."""
     if adapter is None:
@@ -120,6 +130,7 @@ def _check_adapter(i: int, adapter: object) -> None:
         if not (local / "adapter_config.json").is_file():
             raise ValueError(f"adapters[{i}] ({adapter.lora_name}): {path} has no "
                              f"adapter_config.json, so it is not a PEFT adapter folder")
+# END SOLUTION
 
 
 def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) -> list[str]:
@@ -132,6 +143,7 @@ def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) ->
     batch; an adapter the engine rejects (rank above ``max_lora_rank``) raises ``ValueError``
     carrying vLLM's own message.
     """
+    # BEGIN SOLUTION: TODO(lab-02): check the tags, then ONE llm.generate(..., lora_request=adapters) call
     prompts, adapters = list(prompts), list(adapters)
     if len(prompts) != len(adapters):
         raise ValueError(f"adapters: expected one tag per prompt ({len(prompts)}), "
@@ -144,8 +156,10 @@ def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) ->
         _check_engine_accepts(llm, i, adapter)
     outputs = llm.generate(prompts, sampling, lora_request=adapters, use_tqdm=False)
     return [out.outputs[0].text for out in outputs]
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 def _check_engine_accepts(llm, i: int, adapter) -> None:
     """Ask vLLM's own validator (``PEFTHelper.validate_legal``) before the batch is submitted.
 
@@ -164,54 +178,13 @@ def _check_engine_accepts(llm, i: int, adapter) -> None:
     except ValueError as err:
         raise ValueError(f"adapters[{i}] ({adapter.lora_name}): vLLM rejects this adapter: "
                          f"{err}") from err
+# END SOLUTION
 
 
 # --- reading an engine log ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Logged:
-    """One figure as the engine printed it: ``value`` parsed from ``text``."""
-
-    value: float
-    text: str
-
-    @property
-    def half_unit(self) -> float:
-        """Half the last printed digit, at least vLLM's two decimals: the rounding slack."""
-        decimals = len(self.text.partition(".")[2])
-        return 0.5 * 10.0 ** -max(decimals, GIB_DECIMALS)
-
-
-@dataclass(frozen=True)
-class Capture:
-    """What one engine log says, figure by figure; None where the log does not say it.
-
-    weights: the weight figure, ``weights_kind`` "checkpoint" (CPU build: ``Checkpoint size:
-    0.00 GiB``, the safetensors files on disk) or "model_loading" (GPU: ``Model loading took
-    12.55 GiB``, device memory after loading, LoRA slots included). lora: the resolved knobs
-    (``max_loras``, ``max_lora_rank``, ``max_cpu_loras``), vLLM's defaults filled in for those
-    the log's ``non-default args`` omit. outputs: ``(tag, text)`` per demo row, in order.
-    slot_buffer_bytes: the engine's LoRA slot buffers as the demo measured them (its
-    ``LoRA slot buffers (...): N B`` line), None when the log has no such line.
-    """
-
-    vllm_version: str | None
-    device: str | None
-    dtype: str | None
-    max_model_len: int | None
-    weights: Logged | None
-    weights_kind: str | None
-    kv_cache: Logged | None
-    kv_cache_bytes: int | None
-    kv_cache_tokens: int | None
-    lora_enabled: bool
-    lora: dict[str, int]
-    punica_wrapper: str | None
-    outputs: list[tuple[str, str]]
-    slot_buffer_bytes: int | None = None
-
-
+# BEGIN SOLUTION
 _NON_DEFAULT = re.compile(r"non-default args: (\{.*\})\s*$", re.MULTILINE)
 _ENGINE = re.compile(r"Initializing a V1 LLM engine \(v([^)]+)\) with config: (.*)$",
                      re.MULTILINE)
@@ -244,6 +217,7 @@ def _non_default_args(text: str) -> dict:
 def _logged(pattern: re.Pattern, text: str) -> Logged | None:
     found = pattern.search(text)
     return Logged(float(found.group(1)), found.group(1)) if found else None
+# END SOLUTION
 
 
 def parse_capture(text: str) -> Capture:
@@ -256,6 +230,7 @@ def parse_capture(text: str) -> Capture:
     its ``LoRA slot buffers (...): N B in the engine's ...`` line. A figure the log does not
     print is None. ``text`` that is not a str raises ``TypeError``.
     """
+    # BEGIN SOLUTION: TODO(lab-02): pull each figure out of the log with a regex
     if not isinstance(text, str):
         raise TypeError(f"text: expected the log as a str, got {type(text).__name__}")
     args = _non_default_args(text)
@@ -284,95 +259,10 @@ def parse_capture(text: str) -> Capture:
         outputs=[(tag, ast.literal_eval(body)) for _, tag, body in _DEMO_ROW.findall(text)],
         slot_buffer_bytes=int(slots.group(1).replace(",", "")) if slots else None,
     )
+    # END SOLUTION
 
 
 # --- reconciling a capture with labs 01/03/04 ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """One tensor of a safetensors file, from its header: dtype code, shape, bytes."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-
-
-def read_safetensors_header(path: str | os.PathLike) -> dict[str, Tensor]:
-    """The tensor table of a ``.safetensors`` file, read from its JSON header only.
-
-    Layout: 8 bytes little-endian header length N, then N bytes of JSON mapping each tensor
-    name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (plus ``__metadata__``).
-    """
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return {name: Tensor(t["dtype"], tuple(t["shape"]), t["data_offsets"][1] - t["data_offsets"][0])
-            for name, t in header.items()}
-
-
-def _safetensors_in(folder: Path) -> dict[str, Tensor]:
-    tensors: dict[str, Tensor] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        tensors |= read_safetensors_header(file)
-    if not tensors:
-        raise FileNotFoundError(f"{folder}: no .safetensors file")
-    return tensors
-
-
-def _dtype_bytes(name: str, what: str) -> int:
-    if name not in DTYPE_BYTES:
-        raise ValueError(f"{what}: expected one of {sorted(DTYPE_BYTES)}, got {name!r}")
-    return DTYPE_BYTES[name]
-
-
-def _one_dtype(tensors: dict[str, Tensor], folder: Path) -> int:
-    dtypes = {t.dtype for t in tensors.values()}
-    if len(dtypes) != 1:
-        raise ValueError(f"{folder}: expected one dtype across tensors, got {sorted(dtypes)}")
-    return _dtype_bytes(dtypes.pop(), f"{folder} dtype")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One figure: what a source says beside what labs 01/03/04 derive, and whether they agree.
-
-    source: where ``observed`` comes from ("engine log", "safetensors header", ...);
-    how: the derivation of ``derived``, with the lab function it calls.
-    """
-
-    figure: str
-    source: str
-    observed: float
-    derived: float
-    agrees: bool
-    how: str
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """Every check of ``reconcile``; ``ok`` when all agree."""
-
-    checks: list[Check]
-
-    @property
-    def ok(self) -> bool:
-        return all(check.agrees for check in self.checks)
-
-    @property
-    def failed(self) -> list[Check]:
-        return [check for check in self.checks if not check.agrees]
-
-    def summary(self) -> str:
-        def show(x: float) -> str:
-            return f"{x:,}" if isinstance(x, int) else f"{x:.6g}"
-
-        lines = [f"{'figure':<32} {'source':<20} {'observed':>12} {'derived':>12}  ok   how"]
-        for c in self.checks:
-            lines.append(f"{c.figure:<32} {c.source:<20} {show(c.observed):>12} "
-                         f"{show(c.derived):>12}  {'yes' if c.agrees else 'NO '}  {c.how}")
-        return "\n".join(lines)
 
 
 def lora_slot_bytes(shape, max_loras: int, max_lora_rank: int, dtype_bytes: int) -> int:
@@ -382,18 +272,23 @@ def lora_slot_bytes(shape, max_loras: int, max_lora_rank: int, dtype_bytes: int)
     whatever the adapter targets), plus the vocabulary slots of the embedding and the logits
     layer: per slot ``A: (vocab, r)``, ``B: (hidden, r)`` each, ``2 * r * (vocab + hidden)``.
     """
+    # BEGIN SOLUTION: TODO(lab-02): lab 03's slot reservation plus the vocab slots
     econ = load_lab("lab-03")
     linear = econ.slot_reservation_bytes(shape, max_loras, max_lora_rank, econ.ENGINE_TARGETS,
                                          dtype_bytes)
     vocab = 2 * max_loras * max_lora_rank * (shape.vocab + shape.hidden) * dtype_bytes
     return linear + vocab
+    # END SOLUTION
 
 
 def kv_bytes_per_token(shape, dtype_bytes: int) -> int:
     """K and V of one token across all layers: ``2 * layers * kv_heads * head_dim * dtype``."""
+    # BEGIN SOLUTION: TODO(lab-02): bytes of K and V for one token, all layers
     return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 def _gib_check(figure: str, logged: Logged, derived_bytes: int, how: str) -> Check:
     derived = derived_bytes / 2**30
     agrees = abs(logged.value - derived) <= logged.half_unit + 1e-12
@@ -404,7 +299,7 @@ def _weight_checks(capture: Capture, shape, econ, disk_dtype_bytes: int | None) 
     """The weight line: files on disk (CPU build) or device memory after loading (GPU)."""
     if capture.weights is None:
         return []
-    dtype_bytes = _dtype_bytes(capture.dtype or "", "capture.dtype")
+    dtype_bytes = headers.dtype_bytes(capture.dtype or "", "capture.dtype")
     if capture.weights_kind == "checkpoint":  # the files, in the checkpoint's own dtype
         disk = disk_dtype_bytes or dtype_bytes
         return [_gib_check("weights on disk (GiB)", capture.weights, econ.base_bytes(shape, disk),
@@ -425,7 +320,7 @@ def _kv_checks(capture: Capture, shape) -> list[Check]:
         checks.append(_gib_check("KV cache (GiB)", capture.kv_cache, capture.kv_cache_bytes,
                                  "kv_cache_memory_bytes as passed"))
     if capture.kv_cache_tokens is not None:
-        per_token = kv_bytes_per_token(shape, _dtype_bytes(capture.dtype or "", "capture.dtype"))
+        per_token = kv_bytes_per_token(shape, headers.dtype_bytes(capture.dtype or "", "capture.dtype"))
         block = per_token * CPU_KV_BLOCK_TOKENS  # the cache is whole blocks of tokens
         tokens = capture.kv_cache_bytes // block * CPU_KV_BLOCK_TOKENS
         checks.append(Check("KV cache (tokens)", "engine log", capture.kv_cache_tokens, tokens,
@@ -452,8 +347,8 @@ def _lora_pairs(tensors: dict[str, Tensor]) -> list[tuple[int, int, int]]:
 
 def _adapter_checks(adapter_dir: Path, config: dict, shape, econ, lab01) -> list[Check]:
     rank, targets = config["r"], econ.normalize_targets(config["target_modules"])
-    tensors = {n: t for n, t in _safetensors_in(adapter_dir).items() if ".lora_" in n}
-    dtype_bytes = _one_dtype(tensors, adapter_dir)
+    tensors = {n: t for n, t in headers.tensors_in(adapter_dir).items() if ".lora_" in n}
+    dtype_bytes = headers.one_dtype(tensors, adapter_dir)
     observed = sum(t.nbytes for t in tensors.values())
     derived = econ.adapter_bytes(shape, rank, targets, dtype_bytes)
     # Delta FLOPs / base FLOPs over the adapted linears: the file's own A and B shapes against
@@ -485,7 +380,7 @@ def _slot_buffer_checks(capture: Capture, shape) -> list[Check]:
     if capture.slot_buffer_bytes is None or not capture.lora_enabled:
         return []
     lora = capture.lora
-    dtype_bytes = _dtype_bytes(capture.dtype or "", "capture.dtype")
+    dtype_bytes = headers.dtype_bytes(capture.dtype or "", "capture.dtype")
     derived = lora_slot_bytes(shape, lora["max_loras"], lora["max_lora_rank"], dtype_bytes)
     return [Check("LoRA slot buffers (bytes)", "engine (demo probe)", capture.slot_buffer_bytes,
                   derived, capture.slot_buffer_bytes == derived,
@@ -515,6 +410,7 @@ def _slot_checks(capture: Capture, config: dict, shape, econ, slots) -> list[Che
                             f"lab 04 schedule_step: {distinct} adapter(s), "
                             f"max_loras={lora['max_loras']}"))
     return checks
+# END SOLUTION
 
 
 def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
@@ -536,6 +432,7 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     raises ``TypeError``; an adapter folder without ``adapter_config.json``,
     ``FileNotFoundError``.
     """
+    # BEGIN SOLUTION: TODO(lab-02): one Check per figure, derived with labs 01/03/04
     if not isinstance(capture, Capture):
         raise TypeError(f"capture: expected a Capture from parse_capture, "
                         f"got {type(capture).__name__}")
@@ -547,59 +444,18 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     checks = []
     disk_dtype_bytes = None
     if checkpoint is not None:
-        tensors = _safetensors_in(Path(checkpoint))
-        disk_dtype_bytes = _one_dtype(tensors, Path(checkpoint))
+        tensors = headers.tensors_in(Path(checkpoint))
+        disk_dtype_bytes = headers.one_dtype(tensors, Path(checkpoint))
         checks += _checkpoint_checks(tensors, disk_dtype_bytes, shape, econ)
     checks = (_weight_checks(capture, shape, econ, disk_dtype_bytes) + _kv_checks(capture, shape)
               + checks + _slot_buffer_checks(capture, shape))
     checks += _adapter_checks(adapter_dir, config, shape, econ, lab01)
     checks += _slot_checks(capture, config, shape, econ, slots)
     return Reconciliation(checks)
+    # END SOLUTION
 
 
 # --- eval diff: due diligence before moving a tenant ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class RowDiff:
-    """One eval row whose outputs differ between deployments a and b."""
-
-    index: int
-    row_id: object
-    output_a: str
-    output_b: str
-    executes_a: bool
-    executes_b: bool
-
-
-@dataclass(frozen=True)
-class EvalDiff:
-    """``eval_diff``'s verdict: how many rows match exactly, which differ, what executes.
-
-    executable_a / executable_b: rows whose output runs in sqlite3 against the row's table.
-    """
-
-    rows: int
-    identical: int
-    differing: list[RowDiff]
-    executable_a: int
-    executable_b: int
-
-    @property
-    def clean(self) -> bool:
-        return not self.differing
-
-    def summary(self) -> str:
-        head = (f"{self.identical}/{self.rows} rows identical; {len(self.differing)} differ; "
-                f"SQL executes: a {self.executable_a}/{self.rows}, b {self.executable_b}/{self.rows}")
-        lines = [head]
-        for d in self.differing[:5]:
-            lines.append(f"  row {d.index} (id {d.row_id}): a={d.output_a!r} "
-                         f"[{'runs' if d.executes_a else 'fails'}] b={d.output_b!r} "
-                         f"[{'runs' if d.executes_b else 'fails'}]")
-        if len(self.differing) > 5:
-            lines.append(f"  ... and {len(self.differing) - 5} more")
-        return "\n".join(lines)
 
 
 def sql_executes(schema: str, sql: str, inserts: Sequence[str] = ()) -> bool:
@@ -607,6 +463,7 @@ def sql_executes(schema: str, sql: str, inserts: Sequence[str] = ()) -> bool:
     ``schema`` (and ``inserts``). Empty text, a statement that returns no rows (DDL, DML) and
     any ``sqlite3.Error`` or ``sqlite3.Warning`` (two statements at once) mean False.
     """
+    # BEGIN SOLUTION: TODO(lab-02): build the table in :memory: and run the SQL
     db = sqlite3.connect(":memory:")
     try:
         db.execute(schema)
@@ -619,8 +476,10 @@ def sql_executes(schema: str, sql: str, inserts: Sequence[str] = ()) -> bool:
         return False
     finally:
         db.close()
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 def _eval_row(name: str, i: int, row: object) -> Mapping:
     if not isinstance(row, Mapping):
         raise TypeError(f"{name}[{i}]: expected a dict, got {type(row).__name__}")
@@ -628,6 +487,7 @@ def _eval_row(name: str, i: int, row: object) -> Mapping:
         if not isinstance(row.get(key), str):
             raise ValueError(f"{name}[{i}]: expected a str under {key!r}, got {row.get(key)!r}")
     return row
+# END SOLUTION
 
 
 def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
@@ -635,9 +495,13 @@ def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
 
     Each row is a dict with ``schema`` (a ``CREATE TABLE``), ``output`` (the generated text)
     and optionally ``id`` and ``inserts``; ``rows_a[i]`` and ``rows_b[i]`` must be the same
-    eval row. Outputs are compared exactly (greedy decoding is deterministic, so any
-    difference is the deployment's); every output is also run in sqlite3 against its schema.
+    eval row (same ``schema`` and ``id``, else ``ValueError`` naming ``rows_b``, as for a
+    length mismatch). A row that is not a dict is a ``TypeError``; a missing or non-str
+    ``schema`` or ``output``, a ``ValueError``. Outputs are compared exactly (greedy decoding is
+    deterministic, so any difference is the deployment's), never by length; every output is
+    also run in sqlite3 against its own table (``sql_executes``).
     """
+    # BEGIN SOLUTION: TODO(lab-02): pair the rows, diff the outputs, run each in sqlite3
     rows_a, rows_b = list(rows_a), list(rows_b)
     if len(rows_a) != len(rows_b):
         raise ValueError(f"rows_b: expected the same {len(rows_a)} eval rows as rows_a, "
@@ -655,6 +519,7 @@ def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
             differing.append(RowDiff(i, a.get("id"), a["output"], b["output"],
                                      executes_a, executes_b))
     return EvalDiff(len(rows_a), len(rows_a) - len(differing), differing, runs_a, runs_b)
+    # END SOLUTION
 
 
 # === part 2: the serving surface (serve_argv, server, load/unload_adapter, cold_slot_signature) ===
@@ -669,8 +534,6 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # the `vllm` console scrip
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
 ADAPTER_TIMEOUT_S = 120.0  # a runtime load reads the adapter from disk inside the engine
 _ADAPTER_NAME = re.compile(r"[^\s=]+")  # `--lora-modules name=path`: no blank, no `=`
-# Given (server.py): the process machinery behind `serve`, and a proxy-free HTTP opener.
-server = load_support("lab-02", "server")
 LOOPBACK, Server, ServerError, free_port = (server.LOOPBACK, server.Server, server.ServerError,
                                             server.free_port)
 
@@ -682,21 +545,23 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
                max_model_len: int | None = None, extra_args: Sequence[str] = ()) -> list[str]:
     """The command line that starts vLLM's OpenAI server with LoRA on and adapters named.
 
-    ``adapters`` maps a served name to a PEFT folder; each becomes ``--lora-modules name=path``,
-    so a client selects it with ``model="<name>"``. ``served_model_name`` (default: the model
-    folder's name) is the base model's ``model=``. ``max_loras`` slots, ``max_cpu_loras`` CPU
-    cache entries (>= slots), ranks up to ``max_lora_rank`` (one of vLLM's allowed values).
-    ``kv_cache_bytes`` bounds the KV cache (``--kv-cache-memory-bytes``; None: vLLM's default,
-    GiBs on the CPU build); ``dtype`` and ``max_model_len`` are passed when given.
-    Binds ``host``: loopback unless the caller says otherwise. Started as
-    ``python -m vllm.entrypoints.openai.api_server``, which works on the CPU build.
+    Returns ``[sys.executable, "-m", SERVER_MODULE, "--model", model, "--served-model-name",
+    name, "--enable-lora", "--lora-modules", "name=path", ..., "--max-loras", ...,
+    "--max-lora-rank", ..., "--max-cpu-loras", ..., "--host", host, "--port", port]`` plus
+    ``--kv-cache-memory-bytes`` / ``--dtype`` / ``--max-model-len`` when given, then
+    ``extra_args``. ``adapters`` maps a served name to a PEFT folder, so a client picks an
+    adapter with ``model="<name>"``; ``served_model_name`` (default: the model folder's name)
+    is the base's ``model=``. ``kv_cache_bytes`` bounds the KV cache (None: vLLM's default,
+    most of the RAM on the CPU build). Binds ``host``: loopback unless the caller says
+    otherwise. Bad settings raise naming the argument: ``TypeError`` for a non-int count or
+    port (a bool included); ``ValueError`` for a port outside [1, 65535], a count below 1,
+    ``max_cpu_loras < max_loras``, a rank vLLM does not allow (``VLLM_MAX_LORA_RANKS``), and
+    (naming ``adapters``) no adapters or a name that is empty, holds a blank or ``=``, or is
+    the base's own served name.
     """
-    max_loras = _positive_int("max_loras", max_loras)
-    max_cpu_loras = _positive_int("max_cpu_loras", max_cpu_loras)
-    if max_cpu_loras < max_loras:
-        raise ValueError(f"max_cpu_loras: must be >= max_loras ({max_loras}), the CPU cache "
-                         f"holds every adapter a slot holds, got {max_cpu_loras}")
-    if max_lora_rank not in VLLM_MAX_LORA_RANKS or isinstance(max_lora_rank, bool):
+    # BEGIN SOLUTION: TODO(lab-02): validate the settings and build the server argv
+    _check_knobs(max_loras, max_lora_rank, max_cpu_loras)
+    if max_lora_rank not in VLLM_MAX_LORA_RANKS:
         raise ValueError(f"max_lora_rank: expected one of {VLLM_MAX_LORA_RANKS}, "
                          f"got {max_lora_rank!r}")
     if isinstance(port, bool) or not isinstance(port, int):
@@ -730,56 +595,18 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
     if max_model_len is not None:
         argv += ["--max-model-len", str(_positive_int("max_model_len", max_model_len))]
     return argv + list(extra_args)
+    # END SOLUTION
 
 
-@contextmanager
 def serve(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
-          max_loras: int, max_lora_rank: int, max_cpu_loras: int, log_path: str | os.PathLike,
-          served_model_name: str | None = None, dtype: str | None = CPU_DTYPE,
-          startup_timeout_s: float = server.STARTUP_TIMEOUT_S, **argv_kw) -> Iterator[Server]:
-    """Given: run vLLM's OpenAI server for the ``with`` block; yield a ``Server``.
-
-    Binds a free port on 127.0.0.1 and starts ``serve_argv(...)`` through the given
-    ``server.run`` (``server.py``: its own session, ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``
-    so ``load_adapter``/``unload_adapter`` work, the log in ``log_path``, a bounded wait for
-    ``/v1/models``, and a stop of the whole process group on exit). ``dtype`` defaults to
-    part 1's ``CPU_DTYPE``, as ``build_llm`` runs; ``argv_kw`` goes to ``serve_argv``
-    (``kv_cache_bytes``, ``max_model_len``, ``extra_args``).
-    """
-    port = free_port()
-    argv = serve_argv(model, adapters, max_loras=max_loras, max_lora_rank=max_lora_rank,
-                      max_cpu_loras=max_cpu_loras, port=port, host=LOOPBACK,
-                      served_model_name=served_model_name, dtype=dtype, **argv_kw)
-    with server.run(argv, port=port, model=argv[argv.index("--served-model-name") + 1],
-                    adapters=list(adapters), log_path=log_path,
-                    startup_timeout_s=startup_timeout_s) as running:
-        yield running
+          dtype: str | None = CPU_DTYPE, **kw) -> AbstractContextManager[Server]:
+    """Given: vLLM's OpenAI server for a ``with`` block, started from this module's
+    ``serve_argv`` on a free loopback port (``server.serve`` in ``server.py``). ``dtype``
+    defaults to ``CPU_DTYPE``, as ``build_llm`` runs."""
+    return server.serve(serve_argv, model, adapters, dtype=dtype, **kw)
 
 
-class AdapterRequestError(RuntimeError):
-    """A non-2xx answer from a LoRA route: ``status`` and the server's own ``message``."""
-
-    def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"POST {url} -> HTTP {status}: {message}")
-        self.url = url
-        self.status = status
-        self.message = message
-
-
-def _server_message(body: bytes) -> str:
-    """The ``message`` of vLLM's error JSON (``{"error": {"message": ...}}``), else the body."""
-    text = body.decode(errors="replace")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(payload, dict):
-        inner = payload.get("error", payload)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
-    return text
-
-
+# BEGIN SOLUTION
 def _post_lora_route(base_url: str, route: str, payload: dict, timeout_s: float) -> str:
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url: expected the server's http(s)://host:port/v1, "
@@ -788,87 +615,72 @@ def _post_lora_route(base_url: str, route: str, payload: dict, timeout_s: float)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a non-empty adapter name, got {name!r}")
     url = f"{base_url.rstrip('/')}/{route}"
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with server.HTTP.open(request, timeout=timeout_s) as resp:
-            return resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        raise AdapterRequestError(url, err.code, _server_message(err.read())) from None
+    status, text = server.post_json(url, payload, timeout_s)
+    if not 200 <= status < 300:
+        raise AdapterRequestError(url, status, text)
+    return text
+# END SOLUTION
 
 
 def load_adapter(base_url: str, name: str, path: str | os.PathLike, *,
                  timeout_s: float = ADAPTER_TIMEOUT_S) -> str:
     """Register the PEFT adapter at ``path`` under ``name`` on a running server.
 
-    POST ``/v1/load_lora_adapter``; the server must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING.
-    ``path`` is read by the server process (absolute, or relative to its working directory).
-    Returns the server's success text; a non-2xx answer raises ``AdapterRequestError`` with
-    the status and vLLM's message (400 already loaded, 404 no adapter at path, ...).
+    POST ``{base_url}/load_lora_adapter`` with JSON ``{"lora_name", "lora_path"}`` (through the
+    given ``server.post_json``); the server must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING, and
+    reads ``path`` itself (absolute, or relative to its working directory). Returns the
+    server's success text; a non-2xx answer raises ``AdapterRequestError`` with the HTTP status
+    and vLLM's message (400 already loaded, 404 no adapter at path, ...).
     """
+    # BEGIN SOLUTION: TODO(lab-02): POST the load request; surface non-2xx answers
     payload = {"lora_name": name, "lora_path": os.fspath(path)}
     return _post_lora_route(base_url, "load_lora_adapter", payload, timeout_s)
+    # END SOLUTION
 
 
 def unload_adapter(base_url: str, name: str, *, timeout_s: float = ADAPTER_TIMEOUT_S) -> str:
-    """Remove ``name`` from a running server (POST ``/v1/unload_lora_adapter``).
+    """Remove ``name`` from a running server (POST ``{base_url}/unload_lora_adapter``).
 
-    Returns the server's success text; an unknown name raises ``AdapterRequestError`` (404).
+    Returns the server's success text; a non-2xx answer raises ``AdapterRequestError`` (404
+    for a name the server does not know).
     """
+    # BEGIN SOLUTION: TODO(lab-02): POST the unload request; surface non-2xx answers
     return _post_lora_route(base_url, "unload_lora_adapter", {"lora_name": name}, timeout_s)
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    """Latency of one group of requests, in milliseconds; p50/p99 are NaN for an empty group."""
-
-    count: int
-    p50_ms: float
-    p99_ms: float
-
-
-@dataclass(frozen=True)
-class ColdSlotSignature:
-    """Hot vs cold latency of a trace, and how much of its tail the cold requests make up.
-
-    ``labels[i]`` is "hot" or "cold" for request i. ``tail_count`` requests have a latency at
-    or above the overall p99; ``tail_cold_share`` is the fraction of them that are cold.
-    """
-
-    labels: tuple[str, ...]
-    hot: LatencySummary
-    cold: LatencySummary
-    overall: LatencySummary
-    tail_count: int
-    tail_cold_share: float
+    # END SOLUTION
 
 
 def percentile_ms(latencies_ms: np.ndarray, q: float) -> float:
-    """Nearest-rank percentile: the smallest observed latency with >= q% of samples at or below.
-
-    Always an observed value (no interpolation), so "the p99 tail" is a set of real requests.
-    NaN for no samples.
+    """Nearest-rank percentile: the ceil(q/100 * n)-th smallest latency, never an
+    interpolation, so "the p99 tail" is a set of real requests. NaN for no samples.
     """
+    # BEGIN SOLUTION: TODO(lab-02): the nearest-rank percentile of the samples
     if len(latencies_ms) == 0:
         return float("nan")
     return float(np.percentile(latencies_ms, q, method="inverted_cdf"))
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 def _summary(latencies_ms: np.ndarray) -> LatencySummary:
     return LatencySummary(len(latencies_ms), percentile_ms(latencies_ms, 50),
                           percentile_ms(latencies_ms, 99))
+# END SOLUTION
 
 
 def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence[float],
                         num_slots: int) -> ColdSlotSignature:
     """Trace tail latency to slot thrash: label each request with lab 04's cache model.
 
-    ``trace[i]`` is the adapter request i used (None: the base model), in the order the engine
-    served them; ``latencies_ms[i]`` its latency in ms. A request is cold when a ``num_slots``
-    LRU cache replaying the trace misses on it (lab 04's ``replay``); base requests never wait
-    for a load and count as hot. Returns per-label count, p50 and p99 (nearest rank) and the
-    share of the overall p99 tail that is cold.
+    ``trace[i]``: the adapter request i used (None: the base model), in the order served;
+    ``latencies_ms[i]``: its latency in ms. Cold = a miss of a ``num_slots`` LRU replaying the
+    trace (``load_lab("lab-04").replay``); base requests never wait for a load and are hot.
+    Returns count, p50 and p99 (nearest rank) per label and overall, and the share of the
+    requests at or above the overall p99 that are cold. ``ValueError`` naming the argument for
+    mismatched lengths (``latencies_ms``), an empty trace (``trace``), negative or non-finite
+    latencies (``latencies_ms``) or ``num_slots < 1``; ``TypeError`` for a non-int
+    ``num_slots``.
     """
+    # BEGIN SOLUTION: TODO(lab-02): replay the trace through lab 04's cache, then summarize hot and cold latencies and the p99 tail
     latencies = np.asarray(latencies_ms, dtype=np.float64)
     if latencies.ndim != 1 or len(latencies) != len(trace):
         raise ValueError(f"latencies_ms: expected one latency per trace entry ({len(trace)}), "
@@ -891,3 +703,4 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
         tail_count=int(tail.sum()),
         tail_cold_share=float((tail & ~hits).sum() / tail.sum()),
     )
+    # END SOLUTION

@@ -34,17 +34,23 @@ MiB = 2**20
 
 def to_gib(n_bytes: int | float) -> float:
     """Bytes -> GiB (2**30 bytes)."""
+    # BEGIN SOLUTION: TODO(lab-03): divide bytes by GiB (2**30)
     return n_bytes / GiB
+    # END SOLUTION
 
 
 def to_mib(n_bytes: int | float) -> float:
     """Bytes -> MiB (2**20 bytes)."""
+    # BEGIN SOLUTION: TODO(lab-03): divide bytes by MiB (2**20)
     return n_bytes / MiB
+    # END SOLUTION
 
 
 def to_gb(n_bytes: int | float) -> float:
     """Bytes -> GB (10**9 bytes)."""
+    # BEGIN SOLUTION: TODO(lab-03): divide bytes by GB (10**9)
     return n_bytes / GB
+    # END SOLUTION
 
 
 # === model shapes ===============================================================================
@@ -155,6 +161,7 @@ def normalize_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
     Unknown, repeated or no names raise ``ValueError``; a bare string other than
     ``"all-linear"`` raises ``TypeError`` (``"q_proj"`` would otherwise read as letters).
     """
+    # BEGIN SOLUTION: TODO(lab-03): map names through TARGET_ALIASES; reject unknown, repeated or no names; return them in TARGETS order
     if isinstance(targets, str):
         if targets == "all-linear":
             return ALL_LINEAR
@@ -174,6 +181,7 @@ def normalize_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
     if not chosen:
         raise ValueError("targets: expected at least one module name, got none")
     return tuple(t for t in TARGETS if t in chosen)
+    # END SOLUTION
 
 
 def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
@@ -181,6 +189,7 @@ def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
 
     Under grouped-query attention k and v project to ``kv_heads * head_dim``, not ``hidden``.
     """
+    # BEGIN SOLUTION: TODO(lab-03): (d_in, d_out) of the target's linear; k and v project to kv_heads * head_dim
     q_width = shape.heads * shape.head_dim
     kv_width = shape.kv_heads * shape.head_dim
     dims = {
@@ -197,6 +206,7 @@ def module_dims(shape: ModelShape, target: str) -> tuple[int, int]:
     if target not in dims:
         raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
     return dims[target]
+    # END SOLUTION
 
 
 # === base and adapter sizes =====================================================================
@@ -208,16 +218,20 @@ def base_params(shape: ModelShape) -> int:
     Per layer: q,k,v,o and gate,up,down (no biases) plus two RMSNorm weights of ``hidden``;
     then one final norm, and an lm_head of ``vocab x hidden`` unless tied to the embedding.
     """
+    # BEGIN SOLUTION: TODO(lab-03): embeddings + layers * (7 projections + 2 norms) + final norm + lm_head unless tied
     per_layer = sum(d_in * d_out for d_in, d_out in (module_dims(shape, t) for t in TARGETS))
     per_layer += 2 * shape.hidden
     embeddings = shape.vocab * shape.hidden
     lm_head = 0 if shape.tie_word_embeddings else shape.vocab * shape.hidden
     return embeddings + shape.layers * per_layer + shape.hidden + lm_head
+    # END SOLUTION
 
 
 def base_bytes(shape: ModelShape, dtype_bytes: int = 2) -> int:
     """Bytes of one copy of the base weights (fp16/bf16: ``dtype_bytes=2``)."""
+    # BEGIN SOLUTION: TODO(lab-03): base_params times dtype_bytes
     return base_params(shape) * _check_count("dtype_bytes", dtype_bytes)
+    # END SOLUTION
 
 
 def lora_params(shape: ModelShape, rank: int,
@@ -226,15 +240,19 @@ def lora_params(shape: ModelShape, rank: int,
 
     ``rank``: any int >= 1 (``TypeError`` for a non-int, ``ValueError`` below 1, naming ``rank``).
     """
+    # BEGIN SOLUTION: TODO(lab-03): layers * sum over targets of rank * (d_in + d_out)
     _check_count("rank", rank)
     per_layer = sum(rank * sum(module_dims(shape, t)) for t in normalize_targets(targets))
     return shape.layers * per_layer
+    # END SOLUTION
 
 
 def adapter_bytes(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFAULT_TARGETS,
                   dtype_bytes: int = 2) -> int:
     """Bytes of one adapter's A and B matrices at ``dtype_bytes`` per parameter."""
+    # BEGIN SOLUTION: TODO(lab-03): lora_params times dtype_bytes
     return lora_params(shape, rank, targets) * _check_count("dtype_bytes", dtype_bytes)
+    # END SOLUTION
 
 
 def size_ratio(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFAULT_TARGETS,
@@ -244,12 +262,16 @@ def size_ratio(shape: ModelShape, rank: int, targets: Iterable[str] | str = DEFA
     Any consistent unit gives the same ratio up to float rounding: the tests compare it with
     ``base_bytes / adapter_bytes`` at a relative tolerance of 1e-12.
     """
+    # BEGIN SOLUTION: TODO(lab-03): base bytes / adapter bytes, same unit and dtype
     return base_bytes(shape, dtype_bytes) / adapter_bytes(shape, rank, targets, dtype_bytes)
+    # END SOLUTION
 
 
 def adapters_per_gib(adapter_nbytes: int) -> int:
     """Whole adapters of ``adapter_nbytes`` bytes that fit in one GiB (floor)."""
+    # BEGIN SOLUTION: TODO(lab-03): whole adapters per GiB: GiB // adapter_nbytes
     return GiB // _check_count("adapter_nbytes", adapter_nbytes)
+    # END SOLUTION
 
 
 # === auditing a pitch's ratio ===================================================================
@@ -293,6 +315,7 @@ def ratio_readings(shape: ModelShape = LLAMA2_7B, rank: int = 16,
     binary); gib_over_gb: the reverse; fp32_adapter: fp16 base / adapter saved in fp32.
     ``division`` prints each figure to four significant figures: "13.48 GB / 0.03125 GiB".
     """
+    # BEGIN SOLUTION: TODO(lab-03): the consistent reading, then gb_over_gib, gib_over_gb and fp32_adapter
     base, adapter = base_bytes(shape), adapter_bytes(shape, rank, targets)
     adapter_fp32 = adapter_bytes(shape, rank, targets, dtype_bytes=4)
     readings = [
@@ -306,6 +329,7 @@ def ratio_readings(shape: ModelShape = LLAMA2_7B, rank: int = 16,
     ]
     return [RatioReading(name, num / den, f"{num:.4g} {num_unit} / {den:.4g} {den_unit}", why)
             for name, num, num_unit, den, den_unit, why in readings]
+    # END SOLUTION
 
 
 def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int = 16,
@@ -320,6 +344,7 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     ``claimed`` must be a number (else ``TypeError``) above 0 (else ``ValueError``), each error
     naming ``claimed``.
     """
+    # BEGIN SOLUTION: TODO(lab-03): the reading closest to the claim within rtol, and the verdict sentence
     if isinstance(claimed, bool) or not isinstance(claimed, int | float):
         raise TypeError(f"claimed: expected a number, got {type(claimed).__name__} {claimed!r}")
     if not claimed > 0:
@@ -335,6 +360,7 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     if best is not truth:
         sentence += f" {stated[0].upper()}{stated[1:]}."
     return RatioAudit(claimed, truth.ratio, best, sentence)
+    # END SOLUTION
 
 
 # === engines and fleets =========================================================================
@@ -351,8 +377,10 @@ def slot_reservation_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int
     target, whatever rank the resident adapter has: linear in slots and in rank.
     ``max_loras`` and ``max_lora_rank``: ints >= 1, checked like ``rank``.
     """
+    # BEGIN SOLUTION: TODO(lab-03): max_loras slots, each an adapter of rank max_lora_rank over targets
     _check_count("max_loras", max_loras)
     return max_loras * adapter_bytes(shape, max_lora_rank, targets, dtype_bytes)
+    # END SOLUTION
 
 
 def rank_blast_radius(shape: ModelShape, engines: int, max_loras: int, old_rank: int,
@@ -363,19 +391,25 @@ def rank_blast_radius(shape: ModelShape, engines: int, max_loras: int, old_rank:
     Every slot of every engine grows, whether or not its adapter needs the rank; negative when
     the rank goes down.
     """
+    # BEGIN SOLUTION: TODO(lab-03): engines * (reservation at new_rank - reservation at old_rank)
     _check_count("engines", engines, minimum=0)
     per_engine = (slot_reservation_bytes(shape, max_loras, new_rank, targets, dtype_bytes)
                   - slot_reservation_bytes(shape, max_loras, old_rank, targets, dtype_bytes))
     return engines * per_engine
+    # END SOLUTION
 
 
 def engines_needed(tenants: int, max_loras: int) -> int:
     """Engines (one GPU each) that keep every tenant's adapter hot: ceil(tenants / max_loras)."""
+    # BEGIN SOLUTION: TODO(lab-03): ceil(tenants / max_loras) with integers
     _check_count("tenants", tenants, minimum=0)
     _check_count("max_loras", max_loras)
     return -(-tenants // max_loras)  # integer ceiling: exact for any tenant count
+    # END SOLUTION
 
 
 def gpus_saved(tenants: int, max_loras: int) -> int:
     """GPUs saved versus one dedicated GPU per tenant: tenants - engines_needed."""
+    # BEGIN SOLUTION: TODO(lab-03): tenants minus engines_needed
     return tenants - engines_needed(tenants, max_loras)
+    # END SOLUTION

@@ -1,4 +1,4 @@
-"""Lab 03 starter: the multi-tenant arithmetic of LoRA serving, as tested functions.
+"""Lab 03: the multi-tenant arithmetic of LoRA serving, as tested functions.
 
 Every figure a multi-LoRA pitch quotes (base size, adapter size, the "400x smaller" ratio, slot
 memory, GPUs saved) follows from a handful of integers in a model's ``config.json``. This module
@@ -177,8 +177,8 @@ def base_params(shape: ModelShape) -> int:
     Per layer: q,k,v,o and gate,up,down (no biases) plus two RMSNorm weights of ``hidden``;
     then one final norm, and an lm_head of ``vocab x hidden`` unless tied to the embedding.
     """
-    raise NotImplementedError("TODO(lab-03): embeddings + layers * (7 projections + 2 norms) "
-                              "+ final norm + lm_head unless tied")
+    raise NotImplementedError("TODO(lab-03): embeddings + layers * (7 projections + 2 norms) + "
+                              "final norm + lm_head unless tied")
 
 
 def base_bytes(shape: ModelShape, dtype_bytes: int = 2) -> int:
@@ -273,8 +273,8 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     ``claimed`` must be a number (else ``TypeError``) above 0 (else ``ValueError``), each error
     naming ``claimed``.
     """
-    raise NotImplementedError("TODO(lab-03): the reading closest to the claim within rtol, "
-                              "and the verdict sentence")
+    raise NotImplementedError("TODO(lab-03): the reading closest to the claim within rtol, and "
+                              "the verdict sentence")
 
 
 # === engines and fleets =========================================================================
@@ -303,8 +303,8 @@ def rank_blast_radius(shape: ModelShape, engines: int, max_loras: int, old_rank:
     Every slot of every engine grows, whether or not its adapter needs the rank; negative when
     the rank goes down.
     """
-    raise NotImplementedError("TODO(lab-03): engines * (reservation at new_rank - "
-                              "reservation at old_rank)")
+    raise NotImplementedError("TODO(lab-03): engines * (reservation at new_rank - reservation at "
+                              "old_rank)")
 
 
 def engines_needed(tenants: int, max_loras: int) -> int:

@@ -1,4 +1,4 @@
-"""Lab 04 reference solution: adapter slots, an honest LRU, and a scheduler that defers.
+"""Lab 04: adapter slots, an honest LRU, and a scheduler that defers.
 
 An engine keeps only ``num_slots`` adapters on the device, in buffers allocated once:
 ``A (num_slots, max_rank, d_in)`` and ``B (num_slots, d_out, max_rank)``. Serving an adapter that
@@ -6,15 +6,19 @@ is not resident costs a load into a slot (a miss), and evicts the least recently
 that no running request holds. The scheduler keeps the running batch within ``max_loras``
 distinct adapters by *deferring* requests it cannot admit, never by stopping its walk.
 
-Production counterparts: ``vllm/lora/model_manager.py`` (``LRUCacheLoRAModelManager``,
-``activate_adapter``, ``lora_index_to_id``) and the ``max_loras`` gate in
-``vllm/v1/core/sched/scheduler.py``.
+Read README.md first; test_lab.py is the spec. The dataclasses and ``_int_at_least`` are given;
+every TODO is yours. Production counterparts: ``vllm/lora/model_manager.py``
+(``LRUCacheLoRAModelManager``, ``activate_adapter``, ``lora_index_to_id``) and the ``max_loras``
+gate in ``vllm/v1/core/sched/scheduler.py``.
 """
 
 from __future__ import annotations
 
+# BEGIN SOLUTION
 import numbers
-from collections import OrderedDict
+
+# END SOLUTION
+from collections import OrderedDict  # noqa: F401 - the LRU order lives in an OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -58,7 +62,9 @@ class CacheStats:
     @property
     def hit_rate(self) -> float:
         """hits / lookups; 0.0 before the first lookup."""
+        # BEGIN SOLUTION: TODO(lab-04): hits / lookups, 0.0 when there were no lookups
         return self.hits / self.lookups if self.lookups else 0.0
+        # END SOLUTION
 
 
 class SlotCache:
@@ -80,6 +86,7 @@ class SlotCache:
         ``TypeError``, a value below 1 ``ValueError``, each naming the argument); ``dtype``: a
         floating numpy dtype (else ``TypeError``).
         """
+        # BEGIN SOLUTION: TODO(lab-04): validate the sizes, allocate zeroed A, B and ranks once, and set up the slot layout (all None), an OrderedDict for LRU order, pin counts and counters
         self.num_slots = _int_at_least("num_slots", num_slots, 1)
         self.max_rank = _int_at_least("max_rank", max_rank, 1)
         self.d_in = _int_at_least("d_in", d_in, 1)
@@ -94,33 +101,46 @@ class SlotCache:
         self._lru: OrderedDict[AdapterId, int] = OrderedDict()  # adapter -> slot, LRU first
         self._pins: dict[AdapterId, int] = {}
         self._lookups = self._hits = self._misses = self._evictions = 0
+        # END SOLUTION
 
     # -- views ---------------------------------------------------------------------------------
 
     @property
     def resident(self) -> list[AdapterId | None]:
         """Adapter id held by each slot, in slot order; None for an empty slot (a copy)."""
+        # BEGIN SOLUTION: TODO(lab-04): the slot layout, as a new list
         return list(self._resident)
+        # END SOLUTION
 
     def slot_of(self, adapter_id: AdapterId) -> int | None:
         """The slot holding ``adapter_id``, or None when it is not resident."""
+        # BEGIN SOLUTION: TODO(lab-04): look the adapter up without touching LRU order
         return self._lru.get(adapter_id)
+        # END SOLUTION
 
     def __contains__(self, adapter_id: AdapterId) -> bool:
+        # BEGIN SOLUTION: TODO(lab-04): is the adapter resident?
         return adapter_id in self._lru
+        # END SOLUTION
 
     def lru_order(self) -> list[AdapterId]:
         """Resident adapters, least recently used first (the eviction order, pins aside)."""
+        # BEGIN SOLUTION: TODO(lab-04): the OrderedDict's keys, oldest first
         return list(self._lru)
+        # END SOLUTION
 
     def pin_count(self, adapter_id: AdapterId) -> int:
         """How many holders currently pin ``adapter_id`` (0 when unpinned)."""
+        # BEGIN SOLUTION: TODO(lab-04): the adapter's pin count
         return self._pins.get(adapter_id, 0)
+        # END SOLUTION
 
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
+        # BEGIN SOLUTION: TODO(lab-04): a CacheStats from the counters
         return CacheStats(self._lookups, self._hits, self._misses, self._evictions)
+        # END SOLUTION
 
     # -- the cache -----------------------------------------------------------------------------
 
@@ -140,6 +160,7 @@ class SlotCache:
         - the loaded shapes are wrong: ``ValueError`` whose message starts with
           ``load(<adapter_id>)`` and gives the shapes it got.
         """
+        # BEGIN SOLUTION: TODO(lab-04): hit -> move_to_end; miss -> pick a victim (free slot first, else LRU unpinned), load and check, copy into the slot zero-padding the rest, count
         if adapter_id in self._lru:
             self._lru.move_to_end(adapter_id)
             self._lookups += 1
@@ -158,7 +179,9 @@ class SlotCache:
         self._lookups += 1
         self._misses += 1
         return slot
+        # END SOLUTION
 
+    # BEGIN SOLUTION
     def _victim(self) -> AdapterId | None:
         """The adapter a miss would evict: None when a slot is empty; raises if all are pinned."""
         if len(self._lru) < self.num_slots:
@@ -197,6 +220,7 @@ class SlotCache:
             self.A[slot, rank:] = 0
             self.B[slot, :, rank:] = 0
         self.ranks[slot] = rank
+    # END SOLUTION
 
     # -- pins ----------------------------------------------------------------------------------
 
@@ -205,16 +229,19 @@ class SlotCache:
 
         A non-resident adapter raises ``ValueError`` naming it.
         """
+        # BEGIN SOLUTION: TODO(lab-04): count one more pin on a resident adapter
         if adapter_id not in self._lru:
             raise ValueError(f"adapter_id: only a resident adapter can be pinned, "
                              f"got {adapter_id!r} (resident: {self.lru_order()})")
         self._pins[adapter_id] = self._pins.get(adapter_id, 0) + 1
+        # END SOLUTION
 
     def unpin(self, adapter_id: AdapterId) -> None:
         """Release one pin; the adapter becomes evictable when its last pin goes.
 
         An adapter that is not pinned raises ``ValueError`` naming it.
         """
+        # BEGIN SOLUTION: TODO(lab-04): drop one pin; forget the adapter at zero
         count = self._pins.get(adapter_id, 0)
         if count == 0:
             raise ValueError(f"adapter_id: {adapter_id!r} is not pinned "
@@ -223,6 +250,7 @@ class SlotCache:
             del self._pins[adapter_id]
         else:
             self._pins[adapter_id] = count - 1
+        # END SOLUTION
 
 
 # --- traces and the cache model ----------------------------------------------------------------
@@ -234,6 +262,7 @@ def zipf_80_20_weights(num_adapters: int) -> np.ndarray:
     The exponent ``s`` is fitted (bisection) so the hottest ``max(1, round(0.2 * n))`` adapters
     draw exactly 80% of the requests. Returns a float64 array of shape (n,) summing to 1.
     """
+    # BEGIN SOLUTION: TODO(lab-04): bisect on s until the hot set's share is 0.8
     n = _int_at_least("num_adapters", num_adapters, 1)
     hot = max(1, round(HOT_FRACTION * n))
     ranks = np.arange(1, n + 1, dtype=np.float64)
@@ -249,6 +278,7 @@ def zipf_80_20_weights(num_adapters: int) -> np.ndarray:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if weights(mid)[:hot].sum() < HOT_SHARE else (lo, mid)
     return weights(hi)
+    # END SOLUTION
 
 
 def zipf_80_20_trace(num_adapters: int, num_requests: int, seed: int) -> list[int]:
@@ -258,12 +288,15 @@ def zipf_80_20_trace(num_adapters: int, num_requests: int, seed: int) -> list[in
     ``np.random.default_rng(seed).choice``, so the same arguments give the same trace.
     Adapter 0 is the hottest. Returns Python ints.
     """
+    # BEGIN SOLUTION: TODO(lab-04): sample the weights with a seeded default_rng
     weights = zipf_80_20_weights(num_adapters)
     _int_at_least("num_requests", num_requests, 0)
     rng = np.random.default_rng(_int_at_least("seed", seed, 0))
     return rng.choice(len(weights), size=num_requests, p=weights).tolist()
+    # END SOLUTION
 
 
+# BEGIN SOLUTION
 _UNIT_WEIGHTS = (np.zeros((1, 1), dtype=np.float32), np.zeros((1, 1), dtype=np.float32))
 
 
@@ -287,6 +320,7 @@ def _replay(trace: Iterable[AdapterId | None], num_slots: int) -> tuple[SlotCach
         cache.acquire(adapter_id, _unit_load)
         hits.append(hit)
     return cache, hits
+# END SOLUTION
 
 
 def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
@@ -297,7 +331,9 @@ def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
     unhashable item raises ``TypeError`` as in ``replay``.
     Must stay fast: 100,000 requests well under a second.
     """
+    # BEGIN SOLUTION: TODO(lab-04): acquire each adapter request in a SlotCache
     return _replay(trace, num_slots)[0].stats
+    # END SOLUTION
 
 
 def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
@@ -308,7 +344,9 @@ def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
     Same cache model as ``simulate``: the False entries are exactly its misses. A base-model
     request (``None``) is labelled True: it never waits for an adapter load.
     """
+    # BEGIN SOLUTION: TODO(lab-04): like simulate, but record hit/miss per item
     return _replay(trace, num_slots)[1]
+    # END SOLUTION
 
 
 # --- sizing max_loras from traffic and memory ---------------------------------------------------
@@ -339,6 +377,7 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
     each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
     slots, and slots beyond the number of distinct adapters cannot help.
     """
+    # BEGIN SOLUTION: TODO(lab-04): slots the budget affords; the best rate within them; the smallest count that reaches the target, or the 'cannot' answer
     slot_bytes = _int_at_least("slot_bytes", slot_bytes, 1)
     budget = _int_at_least("memory_budget_bytes", memory_budget_bytes, 0)
     if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, numbers.Real):
@@ -369,6 +408,7 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
     rate = simulate(trace, hi).hit_rate
     return SlotSizing(hi, rate, hi * slot_bytes, True,
                       f"{hi} slot(s) reach {rate:.1%} >= target {target_hit_rate:.1%}")
+    # END SOLUTION
 
 
 # --- the scheduler -----------------------------------------------------------------------------
@@ -398,6 +438,7 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
     in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
     ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
     """
+    # BEGIN SOLUTION: TODO(lab-04): walk the queue once; admit or defer each request; stop when full
     max_loras = _int_at_least("max_loras", max_loras, 1)
     seats = _int_at_least("max_batch", max_batch, 0)
     in_batch = {a for a in running_adapters if a is not None}
@@ -417,6 +458,7 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
         else:
             deferred.append(request)
     return scheduled, deferred
+    # END SOLUTION
 
 
 # --- the engine loop: scheduler + cache ---------------------------------------------------------
@@ -452,6 +494,7 @@ class Engine:
 
     def __init__(self, cache: SlotCache, max_loras: int, max_batch: int, load: Loader) -> None:
         """Keep the cache and limits; start with empty ``waiting`` (list) and ``running``."""
+        # BEGIN SOLUTION: TODO(lab-04): validate the limits; empty queues
         self.cache = cache
         self.max_loras = _int_at_least("max_loras", max_loras, 1)
         self.max_batch = _int_at_least("max_batch", max_batch, 1)
@@ -461,19 +504,25 @@ class Engine:
         self.load = load
         self.waiting: list[Request] = []
         self.running: dict[int, tuple[Request, int]] = {}  # rid -> (request, tokens left)
+        # END SOLUTION
 
     def submit(self, requests: Iterable[Request]) -> None:
         """Append requests to the waiting queue (``tokens >= 1`` each)."""
+        # BEGIN SOLUTION: TODO(lab-04): queue the requests
         for request in requests:
             _int_at_least(f"request {request.rid}: tokens", request.tokens, 1)
             self.waiting.append(request)
+        # END SOLUTION
 
     def idle(self) -> bool:
         """Nothing waiting and nothing running."""
+        # BEGIN SOLUTION: TODO(lab-04): are both queues empty?
         return not self.waiting and not self.running
+        # END SOLUTION
 
     def step(self) -> StepRecord:
         """Schedule, acquire and pin, run one decode step, unpin what finished."""
+        # BEGIN SOLUTION: TODO(lab-04): schedule_step with the running adapters and the free seats; acquire + pin each admitted adapter request; record the batch; retire finished requests
         running_adapters = {req.adapter for req, _ in self.running.values()}
         scheduled, self.waiting = schedule_step(self.waiting, running_adapters, self.max_loras,
                                                 self.max_batch - len(self.running))
@@ -495,9 +544,11 @@ class Engine:
                 self.cache.unpin(request.adapter)
             finished.append(rid)
         return StepRecord(batch, resident, tuple(finished))
+        # END SOLUTION
 
     def run(self, requests: Iterable[Request], max_steps: int) -> list[StepRecord]:
         """Submit ``requests`` and step until idle; ``RuntimeError`` past ``max_steps``."""
+        # BEGIN SOLUTION: TODO(lab-04): submit, then step until idle
         self.submit(requests)
         records = []
         while not self.idle():
@@ -506,3 +557,4 @@ class Engine:
                                    f"({len(self.waiting)} waiting, {len(self.running)} running)")
             records.append(self.step())
         return records
+        # END SOLUTION

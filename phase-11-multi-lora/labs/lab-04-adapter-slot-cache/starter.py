@@ -1,4 +1,4 @@
-"""Lab 04 starter: adapter slots, an honest LRU, and a scheduler that defers.
+"""Lab 04: adapter slots, an honest LRU, and a scheduler that defers.
 
 An engine keeps only ``num_slots`` adapters on the device, in buffers allocated once:
 ``A (num_slots, max_rank, d_in)`` and ``B (num_slots, d_out, max_rank)``. Serving an adapter that
@@ -7,7 +7,9 @@ that no running request holds. The scheduler keeps the running batch within ``ma
 distinct adapters by *deferring* requests it cannot admit, never by stopping its walk.
 
 Read README.md first; test_lab.py is the spec. The dataclasses and ``_int_at_least`` are given;
-every TODO is yours.
+every TODO is yours. Production counterparts: ``vllm/lora/model_manager.py``
+(``LRUCacheLoRAModelManager``, ``activate_adapter``, ``lora_index_to_id``) and the ``max_loras``
+gate in ``vllm/v1/core/sched/scheduler.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ Loader = Callable[[AdapterId], tuple[np.ndarray, np.ndarray]]
 
 HOT_FRACTION = 0.2  # the "20%" of 80/20: the hottest round(0.2 * num_adapters) adapters ...
 HOT_SHARE = 0.8  # ... draw exactly this share of the requests in expectation
+
+
+# --- input checks ------------------------------------------------------------------------------
 
 
 def _int_at_least(name: str, value: object, low: int) -> int:
@@ -75,9 +80,11 @@ class SlotCache:
         ``TypeError``, a value below 1 ``ValueError``, each naming the argument); ``dtype``: a
         floating numpy dtype (else ``TypeError``).
         """
-        raise NotImplementedError(
-            "TODO(lab-04): validate the sizes, allocate zeroed A, B and ranks once, and set up "
-            "the slot layout (all None), an OrderedDict for LRU order, pin counts and counters")
+        raise NotImplementedError("TODO(lab-04): validate the sizes, allocate zeroed A, B and "
+                                  "ranks once, and set up the slot layout (all None), an "
+                                  "OrderedDict for LRU order, pin counts and counters")
+
+    # -- views ---------------------------------------------------------------------------------
 
     @property
     def resident(self) -> list[AdapterId | None]:
@@ -104,6 +111,8 @@ class SlotCache:
         """A snapshot of the counters."""
         raise NotImplementedError("TODO(lab-04): a CacheStats from the counters")
 
+    # -- the cache -----------------------------------------------------------------------------
+
     def acquire(self, adapter_id: AdapterId, load: Loader) -> int:
         """Make ``adapter_id`` resident and most recently used; return its slot.
 
@@ -120,9 +129,11 @@ class SlotCache:
         - the loaded shapes are wrong: ``ValueError`` whose message starts with
           ``load(<adapter_id>)`` and gives the shapes it got.
         """
-        raise NotImplementedError(
-            "TODO(lab-04): hit -> move_to_end; miss -> pick a victim (free slot first, else LRU "
-            "unpinned), load and check, copy into the slot zero-padding the rest, count")
+        raise NotImplementedError("TODO(lab-04): hit -> move_to_end; miss -> pick a victim (free "
+                                  "slot first, else LRU unpinned), load and check, copy into the "
+                                  "slot zero-padding the rest, count")
+
+    # -- pins ----------------------------------------------------------------------------------
 
     def pin(self, adapter_id: AdapterId) -> None:
         """Hold a resident adapter in its slot; pins are counted, one per holder.
@@ -211,9 +222,8 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
     each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
     slots, and slots beyond the number of distinct adapters cannot help.
     """
-    raise NotImplementedError(
-        "TODO(lab-04): slots the budget affords; the best rate within them; the smallest count "
-        "that reaches the target, or the 'cannot' answer")
+    raise NotImplementedError("TODO(lab-04): slots the budget affords; the best rate within them; "
+                              "the smallest count that reaches the target, or the 'cannot' answer")
 
 
 # --- the scheduler -----------------------------------------------------------------------------
@@ -243,8 +253,8 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
     in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
     ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
     """
-    raise NotImplementedError(
-        "TODO(lab-04): walk the queue once; admit or defer each request; stop when full")
+    raise NotImplementedError("TODO(lab-04): walk the queue once; admit or defer each request; "
+                              "stop when full")
 
 
 # --- the engine loop: scheduler + cache ---------------------------------------------------------
@@ -292,9 +302,9 @@ class Engine:
 
     def step(self) -> StepRecord:
         """Schedule, acquire and pin, run one decode step, unpin what finished."""
-        raise NotImplementedError(
-            "TODO(lab-04): schedule_step with the running adapters and the free seats; acquire "
-            "+ pin each admitted adapter request; record the batch; retire finished requests")
+        raise NotImplementedError("TODO(lab-04): schedule_step with the running adapters and the "
+                                  "free seats; acquire + pin each admitted adapter request; "
+                                  "record the batch; retire finished requests")
 
     def run(self, requests: Iterable[Request], max_steps: int) -> list[StepRecord]:
         """Submit ``requests`` and step until idle; ``RuntimeError`` past ``max_steps``."""
