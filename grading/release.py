@@ -3,8 +3,9 @@
     python -m grading.release OUT
 
 OUT (new or empty, outside the repository) receives the repository's files as git sees them,
-minus every ``solution.py``, ``grading/mutants/``, ``grading/alternatives/``, ``grading/keys/``
-(hidden seeds), ``grading/lab02_variants.py``, the tooling's own tests and ``docs/MUTANTS.md``.
+minus every ``solution.py``, ``grading/mutants/`` (edits that quote solution code),
+``grading/alternatives/``, ``grading/keys/`` (hidden seeds), the tooling's own tests and
+``docs/MUTANTS.md``.
 In the copy, ``LAB_IMPL`` defaults to ``starter`` (``labkit/loader.py``) and ``README.md`` opens
 with a note saying so.
 The release is then verified: no file may equal a reference file byte for byte, and no line
@@ -24,8 +25,8 @@ from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 from grading.tree import copy_files, repo_files, sha256, walk
 
 EXCLUDED_DIRS = ("grading/mutants", "grading/alternatives", "grading/keys", "grading/tests")
-# the mutant table points at files the release lacks; lab02_variants quotes solution lines
-EXCLUDED_FILES = ("docs/MUTANTS.md", "grading/lab02_variants.py")
+# the mutant table shows diffs of the solutions
+EXCLUDED_FILES = ("docs/MUTANTS.md",)
 LOADER = Path("labkit") / "loader.py"
 DEFAULT_LINE = re.compile(r'^DEFAULT_IMPL = "solution"$', re.MULTILINE)
 MIN_MARKER_CHARS = 24  # shorter lines ("return out", "import numpy as np") are not evidence
