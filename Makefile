@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP) ## create .venv and install the labs, the CPU build of vLLM and the dev tools
 
 test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
+	$(PY) -m grading.mutate --check
 	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
 
 test-fast: install ## the labs without engine or GPU tests (seconds)
@@ -46,7 +47,7 @@ test-starter: install ## run the labs against the pristine starters (everything 
 check-starters: install ## starters fail every graded test; solutions pass every one
 	$(PY) -m grading.check_starters
 
-check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
+check-suite: install ## test the tests: starters, solutions, mutants, forced fails, alternatives
 	$(PY) -m grading.check_suite
 
 demo: install ## the main job: one vLLM batch on CPU, a base row and an SQL-adapter row side by side
