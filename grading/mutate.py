@@ -245,8 +245,9 @@ def _parse(source: str, what: str) -> ast.Module:
 
 
 def _show(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines()]
-    return repr(lines[0] + (f" ... ({len(lines)} lines)" if len(lines) > 1 else ""))
+    lines = text.strip().splitlines()
+    more = len(lines) - 1
+    return repr(lines[0].strip()) + (f" (+{more} more line{'s' * (more > 1)})" if more else "")
 
 
 def _not_found(source: str, tree: ast.Module, edit: Edit, where: str) -> str:
@@ -455,10 +456,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     for b in built:
-        print(f"{b.lab}: {len(b.mutants)} mutants, {len(b.alternatives)} edit alternatives, "
-              f"{len(b.forced_fail)} forced-fail, {len(b.exempt)} exempt")
+        print(f"{b.lab}: {len(b.mutants)} mutants, {len(b.alternatives)} edit alternatives and "
+              f"{len(b.forced_fail)} forced fails apply ({len(b.exempt)} exempt)")
     for e in errors:
-        print(f"ERROR {e}", file=sys.stderr)
+        print(f"ERROR {e}")
     print(f"{'FAIL' if errors else 'OK'}: {len(errors)} broken variant(s)"
           + (" (each names the lab, the variant and the function)" if errors else ""))
     return 1 if errors else 0
