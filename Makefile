@@ -51,6 +51,7 @@ install: $(STAMP) $(BASE_STAMP) ## create .venv; install the labs, vLLM's CPU bu
 
 # instructor-only
 test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
+	$(PY) -m grading.mutate --check
 	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
 # /instructor-only
 # release-only
@@ -68,7 +69,7 @@ test-starter: install ## run the labs against the pristine starters (everything 
 check-starters: install ## starters fail every graded test, cleanly; solutions pass every one
 	$(PY) -m grading.check_starters
 
-check-suite: install ## test the tests: starters, solutions, mutants, alternative solutions
+check-suite: install ## test the tests: starters, solutions, mutants, forced fails, alternatives
 	$(PY) -m grading.check_suite
 
 starters: install ## regenerate every starter.py from its solution's markers (grading/starters.py)

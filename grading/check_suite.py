@@ -3,14 +3,18 @@ correct one?
 
     python -m grading.check_suite [-m EXPR] [--labs lab-01 ...] [--no-write] [--fast]
 
+0. every variant is built from the current solutions (``grading.mutate``): an edit that no
+   longer applies stops the run at once, naming the lab, the variant and the function;
 1. ``check_starters``: the solutions pass, the pristine starters fail every graded test cleanly;
-2. every mutant in ``grading/mutants/<lab>/*.py`` (a full implementation whose docstring starts
-   ``Mutant: <the bug>.``) fails at least one test; the table mutant → catching tests is printed
-   and written to ``docs/MUTANTS.md``;
-3. every alternative in ``grading/alternatives/<lab>/*.py`` (different but correct) passes.
+2. every mutant of ``grading/mutants/<lab>.toml`` (one classic bug, as an edit of the solution)
+   fails at least one test, and so does every forced-fail variant (a function the starter leaves
+   as a TODO, its body replaced by a raise; run with ``-x``: one failing test is enough); the
+   diffs and the tests that catch them are printed and written to ``docs/MUTANTS.md``;
+3. every alternative (different but correct: an ``[[alternative]]`` edit, or a whole file in
+   ``grading/alternatives/<lab>/*.py``) passes.
 
-A mutant or alternative runs as a submission: ``<tmp>/<lab>/starter.py`` is the file under test
-and every other lab is its solution (lab 02 calls labs 01/03/04 through ``load_lab``).
+A variant runs as a submission: ``<tmp>/<lab>/starter.py`` is the file under test and every
+other lab is its solution (lab 02 calls labs 01/03/04 through ``load_lab``).
 ``engine`` tests are included when vLLM imports here (so CI, which installs the engine, checks
 lab 02's mutants too); ``-m`` overrides.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import shutil
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,24 +32,34 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import mutate
 from grading.check_starters import check_all as check_starters
 from grading.check_starters import common_args, load_setup, print_checks
 from grading.config import ConfigError, LabConfig
 from grading.report import table
 from grading.runner import LABS_SUBDIR, RunOptions, lab_names, run_lab
 
-MUTANTS, ALTERNATIVES = Path("grading/mutants"), Path("grading/alternatives")
 TABLE_FILE = Path("docs/MUTANTS.md")
-MUTANT_PREFIX = "Mutant:"
 
 
 @dataclass
 class Variant:
     lab: str
-    path: Path
-    summary: str  # the docstring's first line
+    kind: str  # mutate.MUTANT | mutate.FORCED_FAIL | mutate.ALTERNATIVE
+    name: str
+    summary: str  # the bug, the idea, or what is forced to fail
+    source: str  # the text of its starter.py
+    diffs: tuple[str, ...] = ()
     failing: list[str] = field(default_factory=list)  # the tests that fail against it
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {mutate.short(self.lab)}/{self.name}"
+
+    @property
+    def must_fail(self) -> bool:
+        return self.kind != mutate.ALTERNATIVE
 
 
 def engine_available(python: str = sys.executable) -> bool:
@@ -63,20 +77,27 @@ def default_markers() -> tuple[str, str]:
     return "not gpu and not engine", "vLLM does not import here: engine tests left out"
 
 
-def first_doc_line(path: Path) -> str:
+def first_doc_line(text: str) -> str:
     try:
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    except (OSError, SyntaxError) as err:
-        return f"<unreadable: {err}>"
+        doc = ast.get_docstring(ast.parse(text)) or ""
+    except SyntaxError as err:
+        return f"<unparsable: {err}>"
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-def variants(repo: Path, kind: Path, labs: list[str]) -> list[Variant]:
+def from_built(built: mutate.Built) -> Variant:
+    s = built.spec
+    return Variant(s.lab, s.kind, s.name, s.summary, built.source, built.diffs)
+
+
+def whole_file_alternatives(repo: Path, lab: str) -> list[Variant]:
+    folder = repo / mutate.ALTERNATIVES / lab
     found = []
-    for lab in labs:
-        folder = repo / kind / lab
-        if folder.is_dir():
-            found += [Variant(lab, p, first_doc_line(p)) for p in sorted(folder.glob("*.py"))]
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        idea = re.sub(r"^Alternative[^:]*:\s*", "", first_doc_line(text)).rstrip(".")
+        summary = f"{idea} (whole file)".strip()
+        found.append(Variant(lab, mutate.ALTERNATIVE, path.stem, summary, text))
     return found
 
 
@@ -84,9 +105,10 @@ def as_submission(repo: Path, variant: Variant, dst: Path) -> Path:
     """A submission folder: the variant for its lab, every other lab's solution."""
     for lab in lab_names(repo):
         (dst / lab).mkdir(parents=True)
-        src = variant.path if lab == variant.lab else repo / LABS_SUBDIR / lab / "solution.py"
-        if src.is_file():
-            shutil.copyfile(src, dst / lab / "starter.py")
+        if lab == variant.lab:
+            (dst / lab / "starter.py").write_text(variant.source, encoding="utf-8")
+        elif (src := repo / LABS_SUBDIR / lab / "solution.py").is_file():
+            (dst / lab / "starter.py").write_text(src.read_text("utf-8"), encoding="utf-8")
     return dst
 
 
@@ -99,19 +121,20 @@ def catching(names: Iterable[str]) -> list[str]:
 def run_variant(repo: Path, variant: Variant, cfg: LabConfig, opts: RunOptions,
                 tmp: Path, stages: list[str]) -> None:
     """Run the variant's lab through ``stages`` (marker expressions), stopping at the first
-    stage that catches a mutant; an alternative runs every stage."""
-    name = f"{variant.lab}-{variant.path.stem}"
-    submission = as_submission(repo, variant, tmp / name / "submission")
+    stage that catches a mutant or forced fail; an alternative runs every stage."""
+    folder = tmp / f"{variant.lab}-{variant.kind}-{variant.name}"
+    submission = as_submission(repo, variant, folder / "submission")
+    # under -x the tests after the first failure are never reached: they catch nothing
+    outcomes = ("failed", "error") if opts.exitfirst else ("failed", "error", "not_run")
     ran = 0
     for i, expr in enumerate(stages):
-        run = run_lab(repo, variant.lab, str(submission), tmp / name / f"run-{i}",
+        run = run_lab(repo, variant.lab, str(submission), folder / f"run-{i}",
                       RunOptions(**{**vars(opts), "marker_expr": expr,
                                     "timeout_s": cfg.timeout_s, "budget_s": cfg.lab_budget_s}))
         ran += len(run.tests)
-        variant.failing += catching(t.name for t in run.tests
-                                    if t.outcome in ("failed", "error", "not_run"))
+        variant.failing += catching(t.name for t in run.tests if t.outcome in outcomes)
         variant.problems += [p for p in run.problems if p != "no tests collected"]
-        if variant.failing and variant.summary.startswith(MUTANT_PREFIX):
+        if variant.failing and variant.must_fail:
             break
     if not ran:
         variant.problems.append("no tests ran")
@@ -125,35 +148,86 @@ def mutant_stages(marker_expr: str) -> list[str]:
     return [f"({marker_expr}) and not engine", f"({marker_expr}) and engine"]
 
 
-def mutant_table(mutants: list[Variant], marker_expr: str) -> str:
-    lines = ["# Mutants and the tests that catch them", "",
-             "Generated by `make check-suite` (`python -m grading.check_suite`); do not edit by "
-             "hand.", "Each mutant is a full implementation with one classic bug "
-             "(`grading/mutants/<lab>/<name>.py`);", "it must fail at least one test. Marker "
-             f"expression: `{marker_expr}`; a mutant's `engine` tests run only when no other "
-             "test catches it.", ""]
-    for lab in sorted({m.lab for m in mutants}):
-        rows = [[f"`{m.path.stem}`", m.summary.removeprefix(MUTANT_PREFIX).strip(),
-                 ", ".join(f"`{f}`" for f in m.failing) or "**NOT CAUGHT**"]
-                for m in mutants if m.lab == lab]
-        lines += [f"## {lab}", "", table(["mutant", "the bug", "caught by"], rows, limit=0), ""]
+INTRO = """\
+# Mutants and the tests that catch them
+
+Generated by `make check-suite` (`python -m grading.check_suite`); do not edit by hand.
+Each mutant is one classic bug, stored as an edit of its lab's `solution.py` in
+`grading/mutants/<lab>.toml` and applied at check time; it must fail at least one test.
+Forced fail: every function the lab's `starter.py` leaves as a TODO, its body replaced by
+`raise RuntimeError("forced fail: <name>")`, must fail a test too; those run with `-x`, so the
+table names the first failing test only. Alternatives (different but correct) must pass every
+test. A variant's `engine` tests run only when no other test catches it.
+
+Marker expression: `{marker_expr}`.
+"""
+
+
+def _tests(v: Variant) -> str:
+    return ", ".join(f"`{f}`" for f in v.failing) or "**NOT CAUGHT**"
+
+
+def _count(variants: list, what: str) -> str:
+    return f"{len(variants)} {what}{'' if len(variants) == 1 else 's'}"
+
+
+def lab_section(lab: str, mutants: list[Variant], forced: list[Variant],
+                exempt: dict[str, str], alternatives: list[Variant]) -> list[str]:
+    caught = sum(bool(v.failing) for v in mutants + forced)
+    lines = [f"## {lab}", "", f"{_count(mutants, 'mutant')} and {_count(forced, 'forced fail')}"
+             f" ({len(exempt)} exempt): {caught} caught; {_count(alternatives, 'alternative')}.",
+             ""]
+    for m in mutants:
+        lines += [f"### `{m.name}`", "", f"{m.summary}.", "", f"Caught by {_tests(m)}.", "",
+                  "```diff", *"\n\n".join(m.diffs).splitlines(), "```", ""]
+    rows = [[f"`{v.name}`", _tests(v)] for v in forced]
+    rows += [[f"`{name}`", f"exempt: {why}"] for name, why in sorted(exempt.items())]
+    if rows:
+        lines += ["### Forced fail", "", table(["function", "caught by (first failing test)"],
+                                               rows, limit=0), ""]
+    rows = [[f"`{a.name}`", a.summary, "FAILS " + _tests(a) if a.failing or a.problems
+             else "passes"] for a in alternatives]
+    if rows:
+        lines += ["### Alternatives", "", table(["alternative", "the idea", "result"], rows,
+                                                limit=0), ""]
+    return lines
+
+
+def mutant_table(variants: list[Variant], exempt: dict[str, dict[str, str]],
+                 marker_expr: str) -> str:
+    lines = INTRO.format(marker_expr=marker_expr).splitlines() + [""]
+    for lab in sorted({v.lab for v in variants} | set(exempt)):
+        of = [v for v in variants if v.lab == lab]
+        lines += lab_section(lab, [v for v in of if v.kind == mutate.MUTANT],
+                             [v for v in of if v.kind == mutate.FORCED_FAIL],
+                             exempt.get(lab, {}), [v for v in of if not v.must_fail])
     return "\n".join(lines)
 
 
-def suite_defects(mutants: list[Variant], alternatives: list[Variant]) -> list[str]:
+def suite_defects(variants: list[Variant]) -> list[str]:
     found = []
-    for m in mutants:
-        where = f"{m.lab}/{m.path.name}"
-        if not m.summary.startswith(MUTANT_PREFIX):
-            found.append(f"mutant {where}: docstring must start '{MUTANT_PREFIX} <the bug>.'")
-        if not m.failing:
-            found.append(f"mutant {where} is not caught by any test: {m.summary}")
-        found += [f"mutant {where}: {p}" for p in m.problems]
-    for a in alternatives:
-        where = f"{a.lab}/{a.path.name}"
-        found += [f"alternative {where} fails {f}" for f in a.failing]
-        found += [f"alternative {where}: {p}" for p in a.problems]
+    for v in variants:
+        if v.must_fail and not v.failing:
+            hint = (f"no test fails when {v.name} raises: add one, or exempt it with the reason "
+                    f"in {mutate.SPECS / v.lab}.toml [forced_fail_exempt]"
+                    if v.kind == mutate.FORCED_FAIL else v.summary)
+            found.append(f"{v.label} is not caught by any test: {hint}")
+        if not v.must_fail:
+            found += [f"{v.label} fails {f}" for f in v.failing]
+        found += [f"{v.label}: {p}" for p in v.problems]
     return found
+
+
+def build_variants(repo: Path, labs: list[str]) -> tuple[list[Variant], dict, list[str]]:
+    """Every variant of ``labs`` (mutants, forced fails, alternatives), the forced-fail
+    exemptions per lab, and the errors of those that cannot be built."""
+    built, errors = mutate.build(repo, labs)
+    variants, exempt = [], {}
+    for b in built:
+        variants += [from_built(x) for x in b.mutants + b.forced_fail + b.alternatives]
+        variants += whole_file_alternatives(repo, b.lab)
+        exempt[b.lab] = b.exempt
+    return variants, exempt, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,39 +243,42 @@ def main(argv: list[str] | None = None) -> int:
         labs, weights = load_setup(args)
     except ConfigError as err:
         parser.error(str(err))
+    variants, exempt, errors = build_variants(args.repo, labs)
+    if errors:  # before any pytest run: a stale anchor is named in seconds, not minutes
+        for e in errors:
+            print(f"ERROR {e}")
+        print(f"\nFAIL: {len(errors)} variant(s) no longer apply to the current solutions; "
+              f"nothing was run (python -m grading.mutate --check to recheck)")
+        return 1
     marker_expr, why = (args.marker_expr, "from -m") if args.marker_expr else default_markers()
     print(f"marker expression {marker_expr!r} ({why})", flush=True)
 
     checks = check_starters(args.repo, labs, weights, marker_expr, args.max_starter_s)
-    mutants = variants(args.repo, MUTANTS, labs)
-    alternatives = variants(args.repo, ALTERNATIVES, labs)
-    opts = RunOptions(marker_expr=marker_expr, exitfirst=args.fast)
     with tempfile.TemporaryDirectory(prefix="phase11-suite-") as tmp:
-        for v in mutants:
-            print(f"running {v.path.relative_to(args.repo)} ...", flush=True)
-            run_variant(args.repo, v, weights[v.lab], opts, Path(tmp), mutant_stages(marker_expr))
-        for v in alternatives:
-            print(f"running {v.path.relative_to(args.repo)} ...", flush=True)
-            run_variant(args.repo, v, weights[v.lab], opts, Path(tmp), [marker_expr])
+        for v in variants:
+            print(f"running {v.label} ...", flush=True)
+            opts = RunOptions(marker_expr=marker_expr,
+                              exitfirst=args.fast or v.kind == mutate.FORCED_FAIL)
+            stages = mutant_stages(marker_expr) if v.must_fail else [marker_expr]
+            run_variant(args.repo, v, weights[v.lab], opts, Path(tmp), stages)
 
     print_checks(checks, marker_expr)
-    text = mutant_table(mutants, marker_expr)
+    text = mutant_table(variants, exempt, marker_expr)
     print("\n" + text)
     if not args.no_write and not args.fast:
         (args.repo / TABLE_FILE).parent.mkdir(parents=True, exist_ok=True)
         (args.repo / TABLE_FILE).write_text(text, encoding="utf-8")
         print(f"wrote {args.repo / TABLE_FILE}")
-    print("alternatives: " + (", ".join(f"{a.lab}/{a.path.name} "
-                                        f"{'FAILS' if a.failing or a.problems else 'passes'}"
-                                        for a in alternatives) or "none"))
-    lacking = [lab for lab in labs if not any(m.lab == lab for m in mutants)]
-    defects = suite_defects(mutants, alternatives)
-    defects += [f"{lab}: no mutants in {MUTANTS / lab}" for lab in lacking]
+    defects = suite_defects(variants)
+    defects += [f"{lab}: no mutants in {mutate.SPECS / lab}.toml" for lab in labs
+                if not any(v.lab == lab and v.kind == mutate.MUTANT for v in variants)]
     for d in defects:
         print(f"DEFECT {d}")
     total = len(defects) + sum(len(c.defects) for c in checks)
-    print(f"\n{'FAIL' if total else 'OK'}: {len(mutants)} mutants, {len(alternatives)} "
-          f"alternatives, {total} defects (starters and solutions included)")
+    counts = Counter(v.kind for v in variants)
+    print(f"\n{'FAIL' if total else 'OK'}: {counts[mutate.MUTANT]} mutants, "
+          f"{counts[mutate.FORCED_FAIL]} forced-fail, {counts[mutate.ALTERNATIVE]} alternatives, "
+          f"{total} defects (starters and solutions included)")
     return 1 if total else 0
 
 

@@ -1,5 +1,6 @@
 """``check_starters`` and ``check_suite`` on fake courses: a sound one passes, planted defects
-(a vacuous test, a fixture error, an uncaught mutant, a failing alternative) are each named."""
+(a vacuous test, a fixture error, an uncaught mutant or forced fail, a failing alternative, an
+edit that no longer applies) are each named."""
 
 from __future__ import annotations
 
@@ -40,16 +41,35 @@ def flawed_repo(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     shutil.copytree(fake_repo, repo, dirs_exist_ok=True)
     tests = repo / "phase-11-multi-lora" / "labs" / fakes.LAB1 / "test_lab.py"
     tests.write_text(tests.read_text() + VACUOUS_TESTS)
-    mutants = repo / "grading" / "mutants" / fakes.LAB1
-    fakes.write(mutants / "add_subtracts.py", fakes.LAB1_SOLUTION.replace(
-        '"""Fake lab 01 reference."""', '"""Mutant: add subtracts."""').replace(
-        "return a + b", "return a - b"))
-    fakes.write(mutants / "harmless.py", fakes.LAB1_SOLUTION.replace(
-        '"""Fake lab 01 reference."""', '"""Mutant: changes nothing."""'))
+    fakes.write(repo / "grading" / "mutants" / f"{fakes.LAB1}.toml", MUTANTS)
     alternatives = repo / "grading" / "alternatives" / fakes.LAB2
     fakes.write(alternatives / "times_two.py", "def double(x):\n    return 2 * x\n")
     fakes.write(alternatives / "off_by_one.py", "def double(x):\n    return 2 * x + 1\n")
     return repo
+
+
+MUTANTS = """\
+[[mutant]]
+name = "add_subtracts"
+bug = "add subtracts"
+function = "add"
+old = 'a + b'
+new = 'a - b'
+
+[[mutant]]
+name = "empty_total_is_one"
+bug = "the total of an empty list is 1, which no test asks for"
+function = "total"
+old = 'return sum(xs)'
+new = 'return sum(xs) if xs else 1'
+
+[[alternative]]
+name = "mul_by_addition"
+idea = "mul adds a to itself b times"
+function = "mul"
+old = 'return a * b'
+new = 'return sum(a for _ in range(b)) if b >= 0 else -sum(a for _ in range(-b))'
+"""
 
 
 @pytest.mark.slow
@@ -72,24 +92,53 @@ def test_check_suite_fails_on_the_planted_defects(suite):
 
 
 @pytest.mark.slow
-def test_mutant_table_lists_catching_tests_and_uncaught_mutants(suite):
+def test_mutant_table_shows_each_diff_beside_its_catching_tests(suite):
     table = suite["table"]
-    assert "| `add_subtracts` | add subtracts. | `test_add_small_ints`, `test_add_matches_plus`" \
-           in table, table
-    assert "| `harmless` | changes nothing. | **NOT CAUGHT** |" in table, table
+    assert ("### `add_subtracts`\n\nadd subtracts.\n\nCaught by `test_add_small_ints`, "
+            "`test_add_matches_plus`, `test_uses_a_module_fixture`.\n\n```diff\n@@ add @@\n"
+            " def add(a: int, b: int) -> int:\n-    return a + b\n+    return a - b\n```") \
+        in table, table
+    assert "Caught by **NOT CAUGHT**." in table.split("### `empty_total_is_one`")[1], table
 
 
-def test_suite_defects_name_uncaught_mutants_and_failing_alternatives(tmp_path):
-    caught = check_suite.Variant("lab-01", tmp_path / "a.py", "Mutant: a.", ["test_x"])
-    uncaught = check_suite.Variant("lab-01", tmp_path / "b.py", "Mutant: b.")
-    unlabelled = check_suite.Variant("lab-01", tmp_path / "c.py", "A bug.", ["test_x"])
-    good = check_suite.Variant("lab-02", tmp_path / "d.py", "")
-    bad = check_suite.Variant("lab-02", tmp_path / "e.py", "", ["test_y"])
-    defects = check_suite.suite_defects([caught, uncaught, unlabelled], [good, bad])
+@pytest.mark.slow
+def test_every_todo_is_forced_to_fail_and_caught_under_exitfirst(suite):
+    table = suite["table"]
+    for row in ("| `add` | `test_add_small_ints` |", "| `mul` | `test_mul_small_ints` |",
+                "| `neg` | `test_neg_flips_sign` |", "| `total` | `test_total_of_a_seeded_draw` |",
+                "| `double` | `test_double_uses_lab01` |"):
+        assert row in table, table
+    assert "| `mul_by_addition` | mul adds a to itself b times | passes |" in table, table
+    assert "| `off_by_one` | (whole file) | FAILS `test_double_uses_lab01` |" in table, table
+
+
+@pytest.mark.slow
+def test_a_stale_anchor_stops_the_suite_before_any_test_runs(flawed_repo, tmp_path, capsys):
+    repo = tmp_path / "stale"
+    shutil.copytree(flawed_repo, repo)
+    solution = repo / "phase-11-multi-lora" / "labs" / fakes.LAB1 / "solution.py"
+    solution.write_text(solution.read_text().replace("return a + b", "return b + a"))
+    assert check_suite.main(["--repo", str(repo), "-m", "not gpu"]) == 1
+    out = capsys.readouterr().out
+    assert ("ERROR mutant lab-01/add_subtracts: its old text is not in add (solution.py lines "
+            "4-5): 'a + b'") in out, out
+    assert "nothing was run" in out and "checking lab-01" not in out, out
+
+
+def test_suite_defects_name_uncaught_variants_and_failing_alternatives():
+    def variant(kind: str, name: str, failing: list[str] | None = None):
+        return check_suite.Variant("lab-01-alpha", kind, name, f"bug {name}", "", (),
+                                   failing or [])
+    defects = check_suite.suite_defects([
+        variant("mutant", "a", ["test_x"]), variant("mutant", "b"),
+        variant("forced-fail", "Cache.get", ["test_y"]), variant("forced-fail", "total"),
+        variant("alternative", "d"), variant("alternative", "e", ["test_y"])])
     assert defects == [
-        "mutant lab-01/b.py is not caught by any test: Mutant: b.",
-        "mutant lab-01/c.py: docstring must start 'Mutant: <the bug>.'",
-        "alternative lab-02/e.py fails test_y",
+        "mutant lab-01/b is not caught by any test: bug b",
+        "forced-fail lab-01/total is not caught by any test: no test fails when total raises: "
+        "add one, or exempt it with the reason in grading/mutants/lab-01-alpha.toml "
+        "[forced_fail_exempt]",
+        "alternative lab-01/e fails test_y",
     ]
 
 

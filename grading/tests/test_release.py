@@ -57,7 +57,8 @@ def fake_release(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     for rel in TOOLING:
         fakes.write(fake_repo / rel, "# instructor tooling\n")
     fakes.write(fake_repo / "grading" / "keys" / "hidden_seeds.toml", "seeds = [1]\n")
-    fakes.write(fake_repo / "grading" / "mutants" / fakes.LAB1 / "m.py", '"""Mutant: x."""\n')
+    fakes.write(fake_repo / "grading" / "mutants" / f"{fakes.LAB1}.toml",
+                '[[mutant]]\nname = "x"\nbug = "x"\nfunction = "add"\nold = "a"\nnew = "b"\n')
     fakes.write(fake_repo / "docs" / "MUTANTS.md", "# Mutants\n")
     out = tmp_path_factory.mktemp("release")
     release.build_release(fake_repo, out)
