@@ -110,7 +110,10 @@ def test_monkeypatching_and_editing_tests_are_flagged(graded):
     details = [f["detail"] for f in graded["reports"]["cheat"]["flags"]
                if f["kind"] == "tampers_tests"]
     assert any("numpy.allclose was replaced" in d for d in details), details
-    assert any("test_lab.py" in d and "changed" in d for d in details), details
+    # unsandboxed the edit lands and the fingerprint sees it; sandboxed the tree is read-only
+    # and the audit hook sees the attempt
+    assert any("test_lab.py" in d and ("changed" in d or "for writing" in d)
+               for d in details), details
 
 
 def test_an_answer_hard_coded_to_the_visible_seed_fails_the_hidden_one(graded):
