@@ -105,7 +105,7 @@ class Job:
     """Everything grading one submission needs besides the submission (sent to workers)."""
 
     repo: Path
-    labs: list[str]
+    labs: list[str]  # graded
     weights: dict[str, LabConfig]
     seeds: list[int]
     opts: RunOptions
@@ -113,6 +113,7 @@ class Job:
     box: sandbox.Sandbox | None = None  # None: --no-sandbox
     decoys: list[str] = field(default_factory=list)
     lab_sandboxes: dict[str, LabSandbox] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)  # every lab: lab 02 calls 01, 03 and 04
 
     def sandbox_report(self) -> dict:
         if self.box is None:
@@ -196,7 +197,7 @@ def grade_submission(job: Job, submission: Path, out: Path) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phase11-grade-") as tmp:
         tmp = Path(tmp)
-        staged = stage(submission, labs, tmp / "submission")
+        staged = stage(submission, job.staged or labs, tmp / "submission")
         for lab in labs:
             grade["flags"] += [{**f, "lab": lab} for f in honesty.scan_file(
                 staged / lab / "starter.py") if (staged / lab / "starter.py").is_file()]
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     job = Job(repo=args.repo, labs=labs, weights=weights, seeds=seeds, opts=opts,
               env=report.environment(opts.python), box=box, decoys=decoys,
-              lab_sandboxes=lab_sandboxes)
+              lab_sandboxes=lab_sandboxes, staged=all_labs)
     chosen = shard_of(submissions, *shard) if shard else submissions
     targets = [(sub, out / slug(sub.name) if batch else out) for sub in chosen]
     grades = grade_all(job, targets, args.jobs)
