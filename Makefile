@@ -17,7 +17,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast test-starter check-starters check-suite demo capture assets eval-assets \
-        bench-lab01 figures lint grade student-release clean
+        bench-lab01 figures lint grade student-release clean sandbox-deps
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -70,9 +70,18 @@ figures: install ## redraw every committed figure
 lint: install ## ruff over everything
 	$(PY) -m ruff check .
 
-grade: install ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>]
-	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>]"; exit 2; }
-	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)")
+sandbox-deps: ## bubblewrap, the grader's sandbox (apt-get as root on Debian/Ubuntu, else how to)
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; \
+	  else \
+	    echo "the grader needs bubblewrap: sudo apt-get install bubblewrap (dnf/pacman: bubblewrap), or grade with --no-sandbox"; \
+	  fi; }
+
+grade: install sandbox-deps ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>] [JOBS=n]
+	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>] [JOBS=n]"; exit 2; }
+	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
 
 student-release: install ## a copy without solutions: make student-release OUT=<dir>
 	@test -n "$(OUT)" || { echo "usage: make student-release OUT=<dir>"; exit 2; }

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from grading import honesty, report, sandbox, tree
 from grading.config import WEIGHTS_REL, ConfigError, LabConfig, hidden_seeds, load_weights
+from grading.report import slug
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
 
 DEFAULT_MARKERS = "not gpu"
@@ -50,10 +51,6 @@ def find_submissions(path: Path, labs: list[str]) -> tuple[list[Path], bool]:
     if any((path / lab).is_dir() for lab in labs):
         return [path], False
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), True
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
 
 
 def parse_shard(text: str) -> tuple[int, int]:

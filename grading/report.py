@@ -47,6 +47,11 @@ def environment(python: str) -> dict:
         return {"python": None, "error": f"environment probe failed: {err}"}
 
 
+def slug(name: str) -> str:
+    """A submission's report folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+
+
 def clean(text: str, limit: int = 0) -> str:
     """Printable, XML-safe text; student output may hold anything."""
     text = NOT_XML.sub("?", str(text))

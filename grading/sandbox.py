@@ -62,6 +62,14 @@ KILL_WAIT_S = 5.0
 SETTLE_S = 1.0
 IN_OPEN = 0x20
 INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+CGROUP_FILES = {
+    "v1": {"memory": {"limit": "memory.limit_in_bytes", "swap": "memory.memsw.limit_in_bytes",
+                      "events": "memory.oom_control", "peak": "memory.max_usage_in_bytes"},
+           "pids": {"limit": "pids.max", "events": "pids.events", "peak": "pids.peak"}},
+    "v2": {"memory": {"limit": "memory.max", "swap": "memory.swap.max",
+                      "events": "memory.events", "peak": "memory.peak"},
+           "pids": {"limit": "pids.max", "events": "pids.events", "peak": "pids.peak"}},
+}
 
 
 class SandboxUnavailable(Exception):
@@ -80,16 +88,8 @@ class Cgroups:
     parents: tuple[tuple[str, str], ...]  # (controller, directory); v2 names "unified"
 
     def files(self, controller: str) -> dict[str, str]:
-        """The limit, event and peak files of ``controller`` in this version."""
-        if self.version == "v1":
-            return {"memory": {"limit": "memory.limit_in_bytes", "swap": "memory.memsw.limit_in_bytes",
-                               "events": "memory.oom_control", "peak": "memory.max_usage_in_bytes"},
-                    "pids": {"limit": "pids.max", "events": "pids.events",
-                             "peak": "pids.peak"}}[controller]
-        return {"memory": {"limit": "memory.max", "swap": "memory.swap.max",
-                           "events": "memory.events", "peak": "memory.peak"},
-                "pids": {"limit": "pids.max", "events": "pids.events", "peak": "pids.peak"}
-                }[controller]
+        """The limit, swap, event and peak files of ``controller`` in this version."""
+        return CGROUP_FILES[self.version][controller]
 
     def parent(self, controller: str) -> Path:
         return Path(dict(self.parents)["unified" if self.version == "v2" else controller])

@@ -25,13 +25,15 @@ def tree_state(root: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory,
+           sandbox_or_not: list[str]) -> dict:
     subs = fakes.make_submissions(tmp_path_factory.mktemp("subs"), fake_repo)
     out = tmp_path_factory.mktemp("out")
     before = (tree_state(fake_repo), tree_state(subs))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_HIDDEN_SEEDS", "12345")
-        rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo)])
+        rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo),
+                         *sandbox_or_not])
     return {"rc": rc, "out": out, "before": before, "after": (tree_state(fake_repo),
                                                               tree_state(subs)),
             "reports": {p.parent.name: json.loads(p.read_text())
