@@ -22,7 +22,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 # instructor-only
 .PHONY: help install test test-fast test-starter check-starters check-suite check-spec starters demo capture \
         assets eval-assets latency \
-        bench-lab01 figures lint grade student-release clean
+        bench-lab01 figures lint grade student-release clean sandbox-deps
 # /instructor-only
 # release-only
 # .PHONY: help install test test-fast demo bench-lab01 lint clean
@@ -109,9 +109,18 @@ lint: install ## ruff over everything
 	$(PY) -m ruff check .
 
 # instructor-only
-grade: install ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>]
-	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>]"; exit 2; }
-	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)")
+sandbox-deps: ## bubblewrap, the grader's sandbox (apt-get as root on Debian/Ubuntu, else how to)
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; \
+	  else \
+	    echo "the grader needs bubblewrap: sudo apt-get install bubblewrap (dnf/pacman: bubblewrap), or grade with --no-sandbox"; \
+	  fi; }
+
+grade: install sandbox-deps ## grade a submission: make grade SUBMISSION=<dir> [OUT=<dir>] [JOBS=n]
+	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<dir> [OUT=<dir>] [JOBS=n]"; exit 2; }
+	$(PY) -m grading.grade "$(SUBMISSION)" $(if $(OUT),--out "$(OUT)") $(if $(JOBS),--jobs $(JOBS))
 
 student-release: install ## starters and tests, no solutions or grader: make student-release OUT=<dir>
 	@test -n "$(OUT)" || { echo "usage: make student-release OUT=<dir>"; exit 2; }

@@ -1,5 +1,5 @@
-"""The grading configuration: points and time limits per lab (``weights.toml``) and the hidden
-seeds (``keys/hidden_seeds.toml``, never shipped to students)."""
+"""The grading configuration: points, time limits and sandbox limits per lab (``weights.toml``)
+and the hidden seeds (``keys/hidden_seeds.toml``, never shipped to students)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,23 @@ class ConfigError(Exception):
     """A problem in the grading configuration, in one line."""
 
 
+MIB = 1 << 20
+DEFAULT_MEMORY_MIB = 2048
+DEFAULT_MAX_PIDS = 512
+
+
 @dataclass(frozen=True)
 class LabConfig:
     points: float
     timeout_s: float
     lab_budget_s: float
+    memory_mib: int = DEFAULT_MEMORY_MIB  # the sandbox's memory limit, all processes together
+    max_pids: int = DEFAULT_MAX_PIDS  # the sandbox's limit on processes and threads
+    env: tuple[str, ...] = ()  # host variables (globs) passed into the sandbox
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mib * MIB
 
 
 def load_weights(labs: list[str], path: Path = WEIGHTS_FILE) -> dict[str, LabConfig]:
@@ -42,15 +54,29 @@ def load_weights(labs: list[str], path: Path = WEIGHTS_FILE) -> dict[str, LabCon
     for lab in labs:
         merged = {**defaults, **tables[lab]}
         try:
+            env = [*_names(defaults, "env"), *_names(tables[lab], "env")]  # adds to the defaults
             config[lab] = LabConfig(points=float(merged["points"]),
                                     timeout_s=float(merged["timeout_s"]),
-                                    lab_budget_s=float(merged["lab_budget_s"]))
+                                    lab_budget_s=float(merged["lab_budget_s"]),
+                                    memory_mib=int(merged.get("memory_mib", DEFAULT_MEMORY_MIB)),
+                                    max_pids=int(merged.get("max_pids", DEFAULT_MAX_PIDS)),
+                                    env=tuple(env))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{path}: [labs.{lab}] needs numeric points, timeout_s and "
-                              f"lab_budget_s (here or in [defaults]); {err!r}") from None
-        if config[lab].points < 0 or config[lab].timeout_s <= 0 or config[lab].lab_budget_s <= 0:
-            raise ConfigError(f"{path}: [labs.{lab}] values must be positive, got {config[lab]}")
+                              f"lab_budget_s (here or in [defaults]), and integer memory_mib "
+                              f"and max_pids if given; {err!r}") from None
+        cfg = config[lab]
+        if cfg.points < 0 or min(cfg.timeout_s, cfg.lab_budget_s, cfg.memory_mib,
+                                 cfg.max_pids) <= 0:
+            raise ConfigError(f"{path}: [labs.{lab}] values must be positive, got {cfg}")
     return config
+
+
+def _names(table: dict, key: str) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} must be a list of strings, got {value!r}")
+    return value
 
 
 def hidden_seeds(path: Path = HIDDEN_SEEDS_FILE) -> list[int]:

@@ -1,31 +1,48 @@
 """Grade one submission, or a folder of them, against the labs' tests.
 
     python -m grading.grade SUBMISSION [--out DIR] [-m EXPR] [--labs lab-01 ...]
+                            [--jobs N] [--shard I/N] [--no-sandbox]
+    python -m grading.grade merge OUT [SHARD_OUT ...]
 
 SUBMISSION is a folder laid out like ``labs/`` (``<lab-folder>/starter.py``; missing labs
 score 0) or a folder of such folders, one per student. Each submission is copied to a temp
 dir and tested in a workspace copy of the harness without any ``solution.py``; each lab runs in
-its own subprocess with a per-test timeout (``grading/weights.toml``). Reports go to ``--out``
-(default: a fresh temp dir, printed at the end): ``<name>/report.{md,json}``,
-``<name>/junit.xml``, ``<name>/logs/``, and for a folder of submissions ``summary.{csv,md}``.
-See GRADING.md for the flags and the scoring rule.
+its own pytest subprocess inside a sandbox (``grading.sandbox``: bubblewrap, no repository, no
+keys, no network, its own PID namespace, bounded time, memory and processes) with a per-test
+timeout (``grading/weights.toml``). Without a working ``bwrap`` the command refuses;
+``--no-sandbox`` grades anyway and every report says UNSANDBOXED.
+
+Reports go to ``--out`` (default: a fresh temp dir, printed at the end): ``<name>/report.{md,
+json}``, ``<name>/junit.xml``, ``<name>/logs/``, and for a folder of submissions
+``summary.{csv,md}``. ``--jobs N`` grades N submissions at a time (same summary as one at a
+time). ``--shard I/N`` grades the I-th of N slices (round-robin over the sorted names, I from
+0) and writes its reports and a ``shard-I-of-N.json`` instead of the summary; ``merge`` builds
+the summary from all N shards' reports. See GRADING.md for the flags and the scoring rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
+import multiprocessing
+import os
 import re
 import shutil
 import sys
 import tempfile
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from grading import honesty, report, tree
+from grading import honesty, report, sandbox, tree
 from grading.config import WEIGHTS_REL, ConfigError, LabConfig, hidden_seeds, load_weights
+from grading.report import slug
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
 
 DEFAULT_MARKERS = "not gpu"
+SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
 def find_submissions(path: Path, labs: list[str]) -> tuple[list[Path], bool]:
@@ -36,8 +53,17 @@ def find_submissions(path: Path, labs: list[str]) -> tuple[list[Path], bool]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), True
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"3/10"`` -> (3, 10): the fourth of ten slices (0 <= I < N)."""
+    match = SHARD.match(text.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard_of(submissions: list[Path], index: int, count: int) -> list[Path]:
+    """Round-robin over the sorted names: deterministic, and even when names cluster."""
+    return sorted(submissions, key=lambda p: p.name)[index::count]
 
 
 def stage(submission: Path, labs: list[str], dst: Path) -> Path:
@@ -56,7 +82,59 @@ def score(run: LabRun, cfg: LabConfig) -> dict:
     points = cfg.points * passed / len(graded) if graded else 0.0
     return {"lab": run.lab, "points": points, "max_points": cfg.points, "passed": passed,
             "graded": len(graded), "problems": run.problems, "wall_s": round(run.wall_s, 2),
-            "tests": [{k: v for k, v in vars(t).items()} for t in run.tests]}
+            "sandbox": run.sandbox, "tests": [{k: v for k, v in vars(t).items()}
+                                              for t in run.tests]}
+
+
+# --- what every submission shares ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabSandbox:
+    """A lab's share of the sandbox: host variables passed in, and the paths they name."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    readonly: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything grading one submission needs besides the submission (sent to workers)."""
+
+    repo: Path
+    labs: list[str]  # graded
+    weights: dict[str, LabConfig]
+    seeds: list[int]
+    opts: RunOptions
+    env: dict
+    box: sandbox.Sandbox | None = None  # None: --no-sandbox
+    decoys: list[str] = field(default_factory=list)
+    lab_sandboxes: dict[str, LabSandbox] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)  # every lab: lab 02 calls 01, 03 and 04
+
+    def sandbox_report(self) -> dict:
+        if self.box is None:
+            return {"kind": None, "note": "UNSANDBOXED (--no-sandbox): the submission ran with "
+                                          "the grader's rights, files and network"}
+        return {**self.box.describe(), "limits": {
+            lab: {"memory_mib": self.weights[lab].memory_mib,
+                  "max_pids": self.weights[lab].max_pids} for lab in self.labs}}
+
+
+def lab_sandbox(cfg: LabConfig, hidden: list[Path], environ: dict[str, str]) -> LabSandbox:
+    """The host variables ``cfg.env`` lets through, and a read-only bind for each one that
+    names an existing path; a path that would expose a course repository is refused."""
+    env = {k: v for k, v in sorted(environ.items())
+           if any(fnmatch.fnmatchcase(k, pattern) for pattern in cfg.env)}
+    readonly = []
+    for name, value in env.items():
+        if not os.path.isabs(value) or not os.path.exists(value):
+            continue
+        if not sandbox.not_hidden(Path(value), hidden):
+            raise ConfigError(f"{name}={value}: would bind a course repository (or its grading/"
+                              f" folder) into the sandbox; point it at the files it needs")
+        readonly.append((os.path.realpath(value), value))
+    return LabSandbox(env, readonly)
 
 
 def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, seeds: list[int],
@@ -78,52 +156,95 @@ def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, see
             for name, which in sorted(failing.items())]
 
 
-def grade_lab(workspace: Path, lab: str, impl: str, cfg: LabConfig, seeds: list[int],
-              opts: RunOptions, workdir: Path, logs: Path) -> tuple[dict, list[dict]]:
-    opts = RunOptions(**{**vars(opts), "timeout_s": cfg.timeout_s, "budget_s": cfg.lab_budget_s})
-    before = tree.fingerprint(workspace)
-    run = run_lab(workspace, lab, impl, workdir / lab, opts)
-    flags = [{**f, "lab": lab} for f in run.flags]
-    edited = sorted(p for p, h in tree.fingerprint(workspace).items() if before.get(p) != h)
+def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir: Path,
+              logs: Path) -> tuple[dict, list[dict]]:
+    cfg = job.weights[lab]
+    box = None
+    if job.box is not None:  # the workspace, then the large files bound over its placeholders
+        extra = job.lab_sandboxes.get(lab, LabSandbox())
+        readonly = [(str(workspace.root), str(workspace.root)), (impl, impl), *workspace.binds,
+                    *extra.readonly]
+        box = job.box.for_lab(sandbox.Limits(cfg.memory_bytes, cfg.max_pids), readonly,
+                              extra.env, job.decoys)
+    opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
+                         "budget_s": cfg.lab_budget_s, "sandbox": box})
+    before = tree.fingerprint(workspace.root)
+    run = run_lab(workspace.root, lab, impl, workdir / lab, opts)
+    edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
+                    if before.get(p) != h)
+    hidden = [] if edited else hidden_seed_flags(workspace.root, lab, impl, run, job.seeds,
+                                                 opts, workdir / lab)
+    flags = [{**f, "lab": lab} for f in run.flags] + hidden
     if edited:
         flags.append({"kind": "tampers_tests", "lab": lab,
                       "detail": f"files of the test tree changed during the run: {edited}"})
-    else:
-        flags += hidden_seed_flags(workspace, lab, impl, run, seeds, opts, workdir / lab)
     shutil.copyfile(run.log, logs / f"{lab}.log")
     return score(run, cfg), flags
 
 
-def grade_submission(submission: Path, repo: Path, labs: list[str],
-                     weights: dict[str, LabConfig], seeds: list[int], opts: RunOptions,
-                     env: dict, out: Path) -> dict:
+def grade_submission(job: Job, submission: Path, out: Path) -> dict:
     """Grade one submission; every failure of the grader itself lands in ``errors``."""
+    labs, weights = job.labs, job.weights
     grade = {"submission": submission.name, "path": str(submission), "total": 0.0,
              "max_total": sum(weights[lab].points for lab in labs), "marker_expr":
-             opts.marker_expr, "hidden_seeds": len(seeds), "environment": env,
-             "flags": [], "errors": [], "labs": []}
+             job.opts.marker_expr, "hidden_seeds": len(job.seeds), "sandbox":
+             job.sandbox_report(), "environment": job.env, "flags": [], "errors": [],
+             "labs": []}
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="phase11-grade-") as tmp:
         tmp = Path(tmp)
-        staged = stage(submission, labs, tmp / "submission")
+        staged = stage(submission, job.staged or labs, tmp / "submission")
         for lab in labs:
             grade["flags"] += [{**f, "lab": lab} for f in honesty.scan_file(
                 staged / lab / "starter.py") if (staged / lab / "starter.py").is_file()]
-            workspace = tree.make_workspace(repo, tmp / f"workspace-{lab}")
             try:
-                lab_grade, flags = grade_lab(workspace, lab, str(staged), weights[lab], seeds,
-                                             opts, tmp / "runs", logs)
+                workspace = tree.make_workspace(job.repo, tmp / f"workspace-{lab}",
+                                                sandboxed=job.box is not None)
+                lab_grade, flags = grade_lab(job, lab, str(staged), workspace, tmp / "runs",
+                                             logs)
             except Exception:  # noqa: BLE001 - the grader reports its own bugs, never dies
                 grade["errors"].append(f"{lab}: grader error: {traceback.format_exc(limit=3)}")
                 lab_grade, flags = {"lab": lab, "points": 0.0, "max_points": weights[lab].points,
-                                    "passed": 0, "graded": 0, "problems": [], "tests": []}, []
+                                    "passed": 0, "graded": 0, "problems": [], "sandbox": {},
+                                    "tests": []}, []
             grade["labs"].append(lab_grade)
             grade["flags"] += flags
     grade["total"] = sum(lab["points"] for lab in grade["labs"])
-    if not seeds:
+    if not job.seeds:
         grade["errors"].append("no hidden seeds configured: the hidden-seed check did not run")
     return grade
+
+
+def grade_and_report(job: Job, submission: Path, folder: Path) -> dict:
+    grade = grade_submission(job, submission, folder)
+    report.write_reports(grade, folder)
+    return grade
+
+
+def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dict]:
+    """Grade ``(submission, report folder)`` pairs, ``jobs`` at a time; grades in input order."""
+    grades: list[dict | None] = [None] * len(targets)
+
+    def done(i: int, grade: dict) -> None:
+        grades[i] = grade
+        kinds = sorted({f["kind"] for f in grade["flags"]})
+        print(f"{grade['submission']}: {report.fmt_points(grade['total'])} / "
+              f"{report.fmt_points(grade['max_total'])}"
+              f"{'  flags: ' + ', '.join(kinds) if kinds else ''}", flush=True)
+
+    if jobs <= 1 or len(targets) <= 1:
+        for i, (sub, folder) in enumerate(targets):
+            print(f"grading {sub.name} ...", flush=True)
+            done(i, grade_and_report(job, sub, folder))
+    else:
+        spawn = multiprocessing.get_context("spawn")  # no forked copies of the grader's state
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+            futures = {pool.submit(grade_and_report, job, sub, folder): i
+                       for i, (sub, folder) in enumerate(targets)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    return [g for g in grades if g is not None]
 
 
 def check_out(out: Path, forbidden: list[Path]) -> None:
@@ -132,7 +253,34 @@ def check_out(out: Path, forbidden: list[Path]) -> None:
             raise SystemExit(f"--out: must lie outside {root}, got {out}")
 
 
+def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, LabConfig]
+                 ) -> tuple[sandbox.Sandbox, list[str], dict[str, LabSandbox]]:
+    """The probed sandbox, the decoy paths (every secret file of every course repository the
+    run could find) and each lab's pass-through; raises ``SandboxUnavailable``/``ConfigError``."""
+    found = tree.course_repos(sandbox.python_paths(python, []))  # a venv inside a repository
+    hidden = list(dict.fromkeys([repo.resolve(), *found]))
+    box = sandbox.probe(python, hidden)
+    decoys = [str(f) for r in hidden for f in tree.secret_files(r)]
+    lab_sandboxes = {lab: lab_sandbox(weights[lab], hidden, dict(os.environ)) for lab in labs}
+    return box, decoys, lab_sandboxes
+
+
+def write_shard(out: Path, index: int, count: int, graded: list[Path], everyone: list[Path],
+                labs: list[str]) -> Path:
+    path = out / f"shard-{index}-of-{count}.json"
+    path.write_text(json.dumps({"shard": index, "shards": count, "labs": labs,
+                                "submissions": [p.name for p in graded],
+                                "all": sorted(p.name for p in everyone)}, indent=2) + "\n",
+                    encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        from grading import merge
+
+        return merge.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m grading.grade", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submission", type=Path, help="a submission folder, or a folder of them")
@@ -143,11 +291,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=TOOLING_ROOT,
                         help="the course repository whose tests grade (default: this one)")
     parser.add_argument("--weights", type=Path,
-                        help="points and time limits (default: <repo>/grading/weights.toml)")
+                        help="points and limits (default: <repo>/grading/weights.toml)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="submissions graded at a time (default 1)")
+    parser.add_argument("--shard", type=parse_shard,
+                        help="I/N: grade only the I-th of N slices (I from 0)")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="grade without the sandbox (reports say UNSANDBOXED)")
     args = parser.parse_args(argv)
 
     if not args.submission.is_dir():
         parser.error(f"SUBMISSION: expected a folder, got {args.submission}")
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive number, got {args.jobs}")
+    shard = args.shard
     all_labs = lab_names(args.repo)
     labs = [lab for lab in all_labs if not args.labs
             or any(lab == x or lab.startswith(x + "-") for x in args.labs)]
@@ -165,18 +322,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"SUBMISSION: no sub-folders to grade in {args.submission}")
 
     opts = RunOptions(marker_expr=args.marker_expr, guard=True)
-    env = report.environment(opts.python)
-    grades = []
-    for sub in submissions:
-        folder = out / slug(sub.name) if batch else out
-        print(f"grading {sub.name} ...", flush=True)
-        grade = grade_submission(sub, args.repo, labs, weights, seeds, opts, env, folder)
-        report.write_reports(grade, folder)
-        grades.append(grade)
-        kinds = sorted({f["kind"] for f in grade["flags"]})
-        print(f"  {report.fmt_points(grade['total'])} / {report.fmt_points(grade['max_total'])}"
-              f"{'  flags: ' + ', '.join(kinds) if kinds else ''}", flush=True)
-    if batch:
+    box, decoys, lab_sandboxes = None, [], {}
+    if args.no_sandbox:
+        print("grading UNSANDBOXED (--no-sandbox): submissions run with your rights, files and "
+              "network", flush=True)
+    else:
+        try:
+            box, decoys, lab_sandboxes = make_sandbox(args.repo, opts.python, labs, weights)
+        except sandbox.SandboxUnavailable as err:
+            print(f"grade: {err}", file=sys.stderr)
+            return 2
+        except ConfigError as err:
+            parser.error(str(err))
+    job = Job(repo=args.repo, labs=labs, weights=weights, seeds=seeds, opts=opts,
+              env=report.environment(opts.python), box=box, decoys=decoys,
+              lab_sandboxes=lab_sandboxes, staged=all_labs)
+    chosen = shard_of(submissions, *shard) if shard else submissions
+    targets = [(sub, out / slug(sub.name) if batch else out) for sub in chosen]
+    grades = grade_all(job, targets, args.jobs)
+    if shard:
+        manifest = write_shard(out, *shard, chosen, submissions, labs)
+        print(f"shard {shard[0]}/{shard[1]}: {len(chosen)} of {len(submissions)} submissions; "
+              f"{manifest.name} written; summary: python -m grading.grade merge OUT SHARD_OUT...")
+    elif batch:
         report.write_summary(grades, out)
     print(f"reports: {out}")
     return 0

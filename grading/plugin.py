@@ -13,8 +13,11 @@ the log file. Settings come from the environment so a subprocess needs no extra 
 - ``GRADING_EXCLUDE``: file of node ids already recorded (a resumed run skips them).
 - ``GRADING_ONLY_RANDOMIZED=1``: keep only tests that take ``LAB_SEED`` (hidden-seed pass).
 - ``GRADING_GUARD=1``: refuse and flag any open of a ``solution.py`` or of ``grading/``
-  instructor files, and flag test machinery (labkit, numpy, pytest, builtins, test modules)
-  replaced while a test ran.
+  instructor files, flag an open for writing of a file of the test tree, and flag test
+  machinery (labkit, numpy, pytest, builtins, test modules) replaced while a test ran.
+- ``GRADING_FRESH_AFTER_TIMEOUT=1`` (sandboxed runs): after a test that timed out, end the
+  process (status ``RESTART_EXIT``) so the lab resumes in a fresh sandbox and nothing the test
+  started (a fork bomb, a spinning thread) outlives it.
 
 This module must not import ``labkit``: the tree under test brings its own.
 """
@@ -32,6 +35,8 @@ from types import ModuleType
 import pytest
 
 KILLED_EXIT = 86  # the exit status when the plugin ends a test that would not stop
+RESTART_EXIT = 87  # the plugin ended the session after a timed-out test: resume in a fresh one
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 WATCHDOG_SUFFIX = ".watchdog"  # next to the event log: faulthandler's dump when it ends a test
 RANDOMIZED_FIXTURE = "seed"  # the conftest fixture that hands out LAB_SEED
 WATCHED_MODULES = ("builtins", "labkit", "labkit.asserts", "labkit.loader", "numpy",
@@ -85,12 +90,15 @@ def _skip_message(report: pytest.TestReport) -> str:
 
 class GradingPlugin:
     def __init__(self, log: EventLog, timeout_s: float, exclude: set[str],
-                 only_randomized: bool, guard: bool) -> None:
+                 only_randomized: bool, guard: bool, fresh_after_timeout: bool = False,
+                 rootdir: str = "") -> None:
         self.log = log
         self.timeout_s = timeout_s
         self.exclude = exclude
         self.only_randomized = only_randomized
         self.guard = guard
+        self.fresh_after_timeout = fresh_after_timeout
+        self.rootdir = rootdir.rstrip(os.sep) + os.sep if rootdir else ""
         self.current: str | None = None
         self.phases: dict[str, dict] = {}
         self.snapshot: dict[tuple[str, str], object] = {}
@@ -139,6 +147,9 @@ class GradingPlugin:
             self.current = None
         if self.guard:
             self._check_snapshot(item.nodeid)
+        if self.alarms and self.fresh_after_timeout:
+            self.log.write("restart", nodeid=item.nodeid)
+            os._exit(RESTART_EXIT)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -203,6 +214,12 @@ class GradingPlugin:
                 self.log.write("flag", kind="reads_solution", nodeid=self.current,
                                detail=f"opened {path}")
                 raise PermissionError(f"grading: {path} is off limits to a submission")
+            if self.rootdir and self.current and _writes(args):
+                full = os.path.abspath(path)
+                if full.startswith(self.rootdir) and full.endswith((".py", ".toml")):
+                    self.log.write("flag", kind="tampers_tests", nodeid=self.current,
+                                   detail=f"opened {full.removeprefix(self.rootdir)} of the "
+                                          f"test tree for writing")
 
     def _take_snapshot(self, session: pytest.Session) -> dict[tuple[str, str], object]:
         modules: dict[str, ModuleType] = {n: sys.modules[n] for n in WATCHED_MODULES
@@ -228,6 +245,14 @@ class GradingPlugin:
                 self.snapshot[(name, attr)] = current  # report each replacement once
 
 
+def _writes(args: tuple) -> bool:
+    """An ``open`` audit event (path, mode, flags) that may change the file."""
+    mode, flags = (list(args) + [None, None])[1:3]
+    if isinstance(mode, str) and any(c in mode for c in "wax+"):
+        return True
+    return isinstance(flags, int) and bool(flags & WRITE_FLAGS)
+
+
 def _read_exclude(path: str | None) -> set[str]:
     if not path:
         return set()
@@ -245,6 +270,8 @@ def pytest_configure(config: pytest.Config) -> None:
         exclude=_read_exclude(settings.get("GRADING_EXCLUDE")),
         only_randomized=settings.get("GRADING_ONLY_RANDOMIZED") == "1",
         guard=settings.get("GRADING_GUARD") == "1",
+        fresh_after_timeout=settings.get("GRADING_FRESH_AFTER_TIMEOUT") == "1",
+        rootdir=str(config.rootpath),
     )
     if plugin.guard:
         sys.addaudithook(plugin.audit)

@@ -47,6 +47,11 @@ def environment(python: str) -> dict:
         return {"python": None, "error": f"environment probe failed: {err}"}
 
 
+def slug(name: str) -> str:
+    """A submission's report folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+
+
 def clean(text: str, limit: int = 0) -> str:
     """Printable, XML-safe text; student output may hold anything."""
     text = NOT_XML.sub("?", str(text))
@@ -78,8 +83,24 @@ def lab_row(lab: dict) -> list:
             ", ".join(f"{r} ×{n}" for r, n in sorted(reasons.items())) or "-"]
 
 
+def sandbox_line(box: dict | None) -> str:
+    """One line on what the run was confined by: at the top of every report."""
+    if not box or box.get("kind") is None:
+        return "**UNSANDBOXED** (--no-sandbox): the submission ran with the grader's rights, " \
+               "files and network."
+    limits: dict[tuple, list[str]] = {}
+    for lab, lim in box.get("limits", {}).items():
+        limits.setdefault((lim["memory_mib"], lim["max_pids"]), []).append(lab[:len("lab-01")])
+    how = box.get("enforcement", {})
+    parts = [f"memory {m} MiB, {p} processes ({', '.join(labs)})"
+             for (m, p), labs in limits.items()]
+    return (f"**Sandboxed**: {box['kind']} {box['version']}; no repository, keys or network; "
+            f"own PID namespace. Limits: {'; '.join(parts) or 'none'}. Memory limit: "
+            f"{how.get('memory', '?')}; process limit: {how.get('pids', '?')}.")
+
+
 def markdown(grade: dict) -> str:
-    parts = [f"# Grade: {cell(grade['submission'])}", "",
+    parts = [f"# Grade: {cell(grade['submission'])}", "", sandbox_line(grade.get("sandbox")), "",
              f"**Total: {fmt_points(grade['total'])} / {fmt_points(grade['max_total'])}**"
              f" · marker expression `{grade['marker_expr']}`", "", "## Flags", ""]
     parts += [f"- **{f['kind']}** ({f.get('lab', '-')}): {cell(f['detail'], 300)}"
@@ -148,5 +169,9 @@ def write_summary(grades: list[dict], folder: Path) -> None:
                      *[points.get(lab, "") for lab in labs], flags, len(g["errors"])])
     with open(folder / "summary.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([header, *rows])
-    (folder / "summary.md").write_text("# Grading summary\n\n" + table(header, rows) + "\n",
-                                       encoding="utf-8")
+    boxes = {sandbox_line(g.get("sandbox")) for g in grades}
+    note = boxes.pop() if len(boxes) == 1 else "No submissions." if not grades else (
+        f"**Mixed**: {sum(not (g.get('sandbox') or {}).get('kind') for g in grades)} of "
+        f"{len(grades)} submissions were graded UNSANDBOXED (see each report).")
+    (folder / "summary.md").write_text(f"# Grading summary\n\n{note}\n\n" + table(header, rows)
+                                       + "\n", encoding="utf-8")

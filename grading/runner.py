@@ -7,7 +7,11 @@ bounds the whole thing; tests it never reached are ``not_run`` with reason ``tim
 
 Nothing is written to the repository or the submission: the working directory, the event logs,
 hypothesis' database and the output log all live in ``workdir``; bytecode is not written and
-pytest's cache provider is off.
+pytest's cache provider is off. The output log keeps the first ``LOG_LIMIT_BYTES``.
+
+With ``RunOptions.sandbox`` (``grading.sandbox``) each pytest process runs inside bubblewrap,
+``workdir`` its only writable directory, under the lab's memory and process limits; a test that
+times out ends its sandbox and the lab resumes in a fresh one, so nothing it started survives.
 """
 
 from __future__ import annotations
@@ -15,15 +19,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grading
-from grading.plugin import WATCHDOG_SUFFIX
+from grading.plugin import RESTART_EXIT, WATCHDOG_SUFFIX
+from grading.sandbox import Sandbox
 
 TOOLING_ROOT = Path(grading.__file__).resolve().parent.parent
 LABS_SUBDIR = Path("phase-11-multi-lora") / "labs"
@@ -31,6 +38,7 @@ LABS_SUBDIR = Path("phase-11-multi-lora") / "labs"
 # Outcomes: passed | failed (the test's assertion or student code raised) | error (setup or
 # teardown broke: a fixture, an import) | skipped | not_run (the lab's budget ran out first).
 IMPORT_ERROR = re.compile(r"^(Failed: )?lab-\d\d\S*: (syntax error in |importing |.* not found)")
+LOG_LIMIT_BYTES = 4 << 20  # pytest's console output kept per lab; the rest is dropped
 
 
 @dataclass
@@ -61,6 +69,7 @@ class LabRun:
     attempts: int = 0
     wall_s: float = 0.0
     log: str = ""  # path of pytest's console output
+    sandbox: dict = field(default_factory=dict)  # peaks and limit hits over every attempt
 
     def count(self, outcome: str) -> int:
         return sum(t.outcome == outcome for t in self.tests)
@@ -79,6 +88,7 @@ class RunOptions:
     only_randomized: bool = False
     exitfirst: bool = False
     python: str = sys.executable
+    sandbox: Sandbox | None = None  # None: pytest runs with the grader's rights
 
 
 def lab_names(repo: Path) -> list[str]:
@@ -138,26 +148,28 @@ def _read_events(path: Path) -> list[dict]:
     return events
 
 
-def _env(impl: str | None, events: Path, exclude: Path, workdir: Path, opts: RunOptions) -> dict:
-    env = dict(os.environ)
-    env.pop("LAB_IMPL", None)  # impl None: the tree's own default (a student release: starter)
-    if impl is not None:
-        env["LAB_IMPL"] = impl
-    env.update(
-        GRADING_EVENTS=str(events),
-        GRADING_EXCLUDE=str(exclude),
-        GRADING_TIMEOUT_S=str(opts.timeout_s),
-        GRADING_GUARD="1" if opts.guard else "0",
-        GRADING_ONLY_RANDOMIZED="1" if opts.only_randomized else "0",
-        PYTHONDONTWRITEBYTECODE="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(TOOLING_ROOT), env.get("PYTHONPATH")])),
-        HYPOTHESIS_STORAGE_DIRECTORY=str(workdir / "hypothesis"),
-        MPLBACKEND="Agg",
-    )
-    if opts.seed is None:
-        env.pop("LAB_SEED", None)
-    else:
-        env["LAB_SEED"] = str(opts.seed)
+def _env(repo: Path, impl: str | None, events: Path, exclude: Path, workdir: Path,
+         opts: RunOptions) -> dict:
+    settings = {
+        "GRADING_EVENTS": str(events),
+        "GRADING_EXCLUDE": str(exclude),
+        "GRADING_TIMEOUT_S": str(opts.timeout_s),
+        "GRADING_GUARD": "1" if opts.guard else "0",
+        "GRADING_ONLY_RANDOMIZED": "1" if opts.only_randomized else "0",
+        "GRADING_FRESH_AFTER_TIMEOUT": "1" if opts.sandbox is not None else "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HYPOTHESIS_STORAGE_DIRECTORY": str(workdir / "hypothesis"),
+        "MPLBACKEND": "Agg",
+    }
+    if impl is not None:  # None: the tree's own default (a student release: starter)
+        settings["LAB_IMPL"] = impl
+    if opts.seed is not None:
+        settings["LAB_SEED"] = str(opts.seed)
+    if opts.sandbox is not None:  # a clean environment; the plugin comes with the workspace
+        return opts.sandbox.environment({**settings, "PYTHONPATH": str(repo)}, workdir)
+    env = {k: v for k, v in os.environ.items() if k not in ("LAB_IMPL", "LAB_SEED")}
+    env.update(settings, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(TOOLING_ROOT), env.get("PYTHONPATH")])))
     return env
 
 
@@ -172,18 +184,65 @@ def _command(repo: Path, lab: str, opts: RunOptions) -> list[str]:
     return cmd
 
 
-def _run_pytest(cmd: list[str], env: dict, workdir: Path, log: Path,
-                timeout: float) -> int | None:
-    """The exit status, or None when the budget ran out and the process group was killed."""
+@dataclass
+class Attempt:
+    """One pytest process: its exit status (None when the budget ran out and it was killed)
+    and, sandboxed, what the sandbox saw (``Launch.stats``)."""
+
+    status: int | None
+    stats: dict = field(default_factory=dict)
+
+
+def _run_pytest(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float,
+                sandbox: Sandbox | None = None, name: str = "run") -> Attempt:
+    if sandbox is None:
+        return Attempt(_wait(cmd, env, workdir, log, timeout))
+    with sandbox.launch(name) as launch:
+        argv = sandbox.argv(cmd, cwd=workdir, scratch=workdir, decoy_binds=launch.decoy_binds)
+        status = _wait(argv, env, workdir, log, timeout, launch.preexec)
+    return Attempt(status, launch.stats)
+
+
+def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float,
+          preexec=None) -> int | None:
+    """Run ``cmd`` to its end or the timeout, its output appended to ``log`` up to
+    ``LOG_LIMIT_BYTES``. The exit status, or None when the process group was killed."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=preexec)
+        stop = threading.Event()
+        copier = threading.Thread(target=_copy_capped, args=(proc.stdout, out, stop), daemon=True)
+        copier.start()
         try:
-            return proc.wait(timeout=max(timeout, 1.0))
+            status = proc.wait(timeout=max(timeout, 1.0))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return None
+            status = None
+        stop.set()  # a daemon left outside a sandbox may hold the pipe open: stop reading
+        copier.join()
+        proc.stdout.close()
+        return status
+
+
+def _copy_capped(pipe, out, stop: threading.Event) -> None:
+    fd = pipe.fileno()
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            if stop.is_set():
+                return
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        room = LOG_LIMIT_BYTES - out.tell()
+        if room > 0:
+            out.write(chunk[:room])
+            if len(chunk) > room:
+                out.write(f"\n[grading: output cut at {LOG_LIMIT_BYTES >> 20} MiB]\n".encode())
+            out.flush()
 
 
 def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
@@ -201,20 +260,23 @@ def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
         run.attempts += 1
         events_path = workdir / f"events-{run.attempts}.jsonl"
         remaining = opts.budget_s - (time.monotonic() - start)
-        status = _run_pytest(_command(repo, lab, opts),
-                             _env(impl, events_path, exclude, workdir, opts),
-                             workdir, Path(run.log), remaining)
+        attempt = _run_pytest(_command(repo, lab, opts),
+                              _env(repo, impl, events_path, exclude, workdir, opts),
+                              workdir, Path(run.log), remaining, opts.sandbox,
+                              f"{os.getpid()}-{id(run):x}-{run.attempts}")
+        status = attempt.status
         events = _read_events(events_path)
         unfinished = _absorb(events, results, run)
+        _absorb_sandbox(attempt.stats, run, unfinished, opts.sandbox)
         if unfinished is not None:
-            died = _death_reason(events, unfinished, status, events_path)
+            died = _death_reason(events, unfinished, status, events_path, attempt.stats)
             results[unfinished].outcome = "failed"
             results[unfinished].reason, results[unfinished].message = died
         if status is None:
             _mark_not_run(results, "timeout", f"the lab's {opts.budget_s:g} s budget ran out")
             run.problems.append(f"stopped after the lab's {opts.budget_s:g} s budget")
             break
-        if unfinished is None:  # the session ended on its own
+        if unfinished is None and status != RESTART_EXIT:  # the session ended on its own
             if status == 5 and not results:
                 run.problems.append("no tests collected")
             elif status not in (0, 1, 5):
@@ -255,12 +317,38 @@ def _absorb(events: list[dict], results: dict[str, TestResult], run: LabRun) -> 
     return running
 
 
-def _death_reason(events: list[dict], nodeid: str, status: int | None,
-                  events_path: Path) -> tuple[str, str]:
+def _absorb_sandbox(stats: dict, run: LabRun, nodeid: str | None,
+                    sandbox: Sandbox | None) -> None:
+    """What the sandbox saw in one attempt: decoys opened (a flag), limits hit (problems)."""
+    if not stats or sandbox is None:
+        return
+    for target in stats.get("decoys_opened", []):
+        run.flags.append({"kind": "reads_solution", "nodeid": nodeid, "detail": (
+            f"a process in the sandbox opened {target}: the reference is not there, only a "
+            f"decoy, which is watched")})
+    limits = sandbox.limits
+    if stats.get("pid_limit_hits") and limits is not None:
+        run.problems.append(f"the sandbox's process limit ({limits.max_pids}) refused "
+                            f"{stats['pid_limit_hits']} forks")
+    if stats.get("oom_kills") and limits is not None:
+        run.problems.append(f"the sandbox's memory limit ({limits.memory_bytes >> 20} MiB) "
+                            f"ended {stats['oom_kills']} process(es)")
+    for key in ("peak_memory_bytes", "peak_pids"):
+        if key in stats:
+            run.sandbox[key] = max(run.sandbox.get(key, 0), stats[key])
+    for key in ("oom_kills", "pid_limit_hits", "leftover_processes"):
+        if key in stats:
+            run.sandbox[key] = run.sandbox.get(key, 0) + stats[key]
+
+
+def _death_reason(events: list[dict], nodeid: str, status: int | None, events_path: Path,
+                  stats: dict | None = None) -> tuple[str, str]:
     if any(ev["event"] in ("timeout", "killed") and ev.get("nodeid") == nodeid for ev in events):
         return "timeout", "ran past the per-test timeout and would not stop; the process was ended"
     if status is None:
         return "timeout", "still running when the lab's budget ran out"
+    if stats and stats.get("oom_kills"):  # the kernel ended the biggest process: this one
+        return "out_of_memory", "the sandbox's memory limit ended the interpreter during this test"
     watchdog = Path(str(events_path) + WATCHDOG_SUFFIX)
     if watchdog.exists() and "Timeout (" in watchdog.read_text(errors="replace"):
         # faulthandler's watchdog: the test ignored SIGALRM or was stuck in native code

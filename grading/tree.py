@@ -1,8 +1,8 @@
 """Which files make up the repository, and copies of parts of it.
 
 The release ships the repository's files as git sees them (tracked plus untracked-but-not-
-ignored); the grader's workspace is the test machinery and the lab folders as they are on disk,
-minus every ``solution.py``.
+ignored); the grader's workspace is the test machinery and the lab folders as they are on disk
+(git-ignored assets included), minus every ``solution.py``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from grading.runner import LABS_SUBDIR
+from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 WORKSPACE_ROOTS = ("conftest.py", "pyproject.toml", "labkit", str(LABS_SUBDIR))
+PLUGIN_FILES = (Path("grading") / "__init__.py", Path("grading") / "plugin.py")
 LINK_ABOVE_BYTES = 1 << 20  # larger files (model weights, captures) are linked, not copied
+SECRET_DIRS = ("grading/keys", "grading/mutants", "grading/alternatives")
 
 
 def walk(root: Path) -> list[Path]:
@@ -43,27 +46,71 @@ def repo_files(repo: Path) -> list[Path]:
     return sorted(p for p in files if (repo / p).is_file())  # ls-files lists deleted files too
 
 
-def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = False) -> None:
+def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = False,
+               binds: list[tuple[str, str]] | None = None) -> None:
+    """Copy ``files`` (relative to ``src``) to ``dst``. Large ones are symlinked with
+    ``link_large``; with ``binds``, each becomes an empty placeholder and ``(source, target)``
+    is appended, for the sandbox to bind the original read-only over it."""
     for rel in files:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         source = src / rel
-        if link_large and source.stat().st_size > LINK_ABOVE_BYTES:
+        large = source.stat().st_size > LINK_ABOVE_BYTES
+        if large and binds is not None:
+            target.touch()
+            binds.append((str(source.resolve()), str(target)))
+        elif large and link_large:
             target.symlink_to(source.resolve())
         else:
             shutil.copy2(source, target)
 
 
-def make_workspace(repo: Path, dst: Path) -> Path:
-    """The tree submissions are tested in: harness and lab folders, without any solution.py."""
+@dataclass
+class Workspace:
+    """The tree a submission is tested in; ``binds`` are the large files a sandbox binds in."""
+
+    root: Path
+    binds: list[tuple[str, str]] = field(default_factory=list)
+
+
+def make_workspace(repo: Path, dst: Path, sandboxed: bool = False) -> Workspace:
+    """The tree submissions are tested in: harness and lab folders, without any solution.py.
+
+    Sandboxed, the repository is out of reach, so large files are bound instead of linked and
+    the grader's pytest plugin is copied in (the run's ``PYTHONPATH`` is the workspace)."""
+    workspace = Workspace(dst)
+    binds = workspace.binds if sandboxed else None
     for name in WORKSPACE_ROOTS:
         root = repo / name
         if root.is_file():
             copy_files([Path(name)], repo, dst)
         elif root.is_dir():
             copy_files([Path(name) / p for p in walk(root) if p.name != "solution.py"],
-                       repo, dst, link_large=True)
-    return dst
+                       repo, dst, link_large=True, binds=binds)
+    if sandboxed:
+        copy_files(PLUGIN_FILES, TOOLING_ROOT, dst)
+    return workspace
+
+
+def secret_files(repo: Path) -> list[Path]:
+    """What a submission must never read: the reference solutions, keys, mutants and
+    alternatives of the course repository ``repo``."""
+    labs = repo / LABS_SUBDIR
+    found = sorted(labs.glob("*/solution.py")) if labs.is_dir() else []
+    for name in SECRET_DIRS:
+        found += [repo / name / p for p in walk(repo / name)] if (repo / name).is_dir() else []
+    return found
+
+
+def course_repos(paths: Iterable[str | Path]) -> list[Path]:
+    """The course repositories that hold any of ``paths`` (a virtual environment made by
+    ``make install`` lives in one): folders above them with a labs/ tree."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        for parent in Path(path).resolve().parents:
+            if (parent / LABS_SUBDIR).is_dir():
+                found[parent] = None
+    return list(found)
 
 
 def fingerprint(root: Path, suffixes: tuple[str, ...] = (".py", ".toml")) -> dict[str, str]:

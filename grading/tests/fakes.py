@@ -137,7 +137,7 @@ def test_double_uses_lab01(lab):
 WEIGHTS = """\
 [defaults]
 timeout_s = 3
-lab_budget_s = 60
+lab_budget_s = 120
 
 [labs.lab-01-alpha]
 points = 60
@@ -170,6 +170,21 @@ def make_repo(root: Path) -> Path:
         for name, text in zip(("solution.py", "starter.py", "test_lab.py"), files, strict=True):
             write(labs / lab / name, text)
     write(root / "grading" / "weights.toml", WEIGHTS)
+    return root
+
+
+def make_course(root: Path, labs: list[str], weights: str, seeds: str = "seeds = [1]\n") -> Path:
+    """A course repository at ``root`` holding the real harness and some of the real labs (their
+    folders as they are, solutions included), with its own weights and keys."""
+    for name in ("conftest.py", "pyproject.toml"):
+        shutil.copy2(REAL_REPO / name, root / name)
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis", ".pytest_cache")
+    shutil.copytree(REAL_REPO / "labkit", root / "labkit", ignore=ignore)
+    for lab in labs:
+        shutil.copytree(REAL_REPO / "phase-11-multi-lora" / "labs" / lab,
+                        root / "phase-11-multi-lora" / "labs" / lab, ignore=ignore)
+    write(root / "grading" / "weights.toml", weights)
+    write(root / "grading" / "keys" / "hidden_seeds.toml", seeds)
     return root
 
 

@@ -25,13 +25,15 @@ def tree_state(root: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory,
+           sandbox_or_not: list[str]) -> dict:
     subs = fakes.make_submissions(tmp_path_factory.mktemp("subs"), fake_repo)
     out = tmp_path_factory.mktemp("out")
     before = (tree_state(fake_repo), tree_state(subs))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_HIDDEN_SEEDS", "12345")
-        rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo)])
+        rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo),
+                         *sandbox_or_not])
     return {"rc": rc, "out": out, "before": before, "after": (tree_state(fake_repo),
                                                               tree_state(subs)),
             "reports": {p.parent.name: json.loads(p.read_text())
@@ -110,7 +112,10 @@ def test_monkeypatching_and_editing_tests_are_flagged(graded):
     details = [f["detail"] for f in graded["reports"]["cheat"]["flags"]
                if f["kind"] == "tampers_tests"]
     assert any("numpy.allclose was replaced" in d for d in details), details
-    assert any("test_lab.py" in d and "changed" in d for d in details), details
+    # unsandboxed the edit lands and the fingerprint sees it; sandboxed the tree is read-only
+    # and the audit hook sees the attempt
+    assert any("test_lab.py" in d and ("changed" in d or "for writing" in d)
+               for d in details), details
 
 
 def test_an_answer_hard_coded_to_the_visible_seed_fails_the_hidden_one(graded):

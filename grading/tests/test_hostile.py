@@ -1,0 +1,286 @@
+"""The hostile-submission battery: real lab-01 grading runs in the sandbox, each submission
+trying to get out (``hostile``), each escape asserted separately: its score, its flags, and that
+nothing reached the host (files in the repository, ``$HOME`` or the host's ``/tmp``, a
+connection to a listener on the host's loopback, a process still running).
+
+Three hostile submissions are graded in one batch (``--jobs 2``); the issue's submission is
+also graded unsandboxed once, to prove the battery is not vacuous: there it scores 30/30 with no
+flag and its files do appear. About three minutes on two busy cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from grading import grade
+from grading.runner import LOG_LIMIT_BYTES
+from grading.tests import fakes, hostile
+from grading.tests.test_grade import tree_state
+
+pytestmark = pytest.mark.slow
+
+LAB = hostile.LAB
+POINTS = 30
+WEIGHTS = f"""\
+[defaults]
+timeout_s = 10
+lab_budget_s = 400
+memory_mib = 768
+max_pids = 128
+env = ["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"]
+
+[labs.{LAB}]
+points = {POINTS}
+"""
+
+
+def marked_processes(marker: str) -> list[str]:
+    """Processes on this machine whose command line or name carries ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            comm = (proc / "comm").read_text().strip()
+            if marker in cmdline or marker[:15] == comm:
+                found.append(f"{proc.name}: {comm} {cmdline[:120]}")
+    return found
+
+
+def kill_marked(marker: str) -> None:
+    for line in marked_processes(marker):
+        with contextlib.suppress(OSError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+def accepted(listener: socket.socket) -> list[bytes]:
+    """What reached the listener: one entry per connection."""
+    got = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return got
+        with conn:
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                got.append(conn.recv(1024))
+
+
+def lab_tests(report: dict) -> dict[str, dict]:
+    (lab,) = report["labs"]
+    return {t["name"]: t for t in lab["tests"]}
+
+
+def escaped_files(paths: list[Path]) -> list[str]:
+    return [str(p) for p in paths if p.exists()]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory, sandbox_limits):
+    """One marker, one course, one listener, one fake $HOME; removed afterwards, escapes too."""
+    marker = "p11h" + uuid.uuid4().hex[:10]
+    course = fakes.make_course(tmp_path_factory.mktemp("course"), [LAB], WEIGHTS)
+    home = tmp_path_factory.mktemp("home")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    scene = {"marker": marker, "course": course, "home": home, "listener": listener,
+             "port": listener.getsockname()[1], "root": tmp_path_factory.mktemp("hostile")}
+    yield scene
+    listener.close()
+    kill_marked(marker)
+    for leftover in [*Path("/tmp").glob(f"{marker}*"), *Path.home().glob(f"{marker}*")]:
+        leftover.unlink()
+
+
+def targets(scene: dict, tag: str, real_home: bool) -> list[str]:
+    """Where an escape would write: the course repository, $HOME (the fake one, and the real
+    one inside the sandbox only), the host's /tmp."""
+    name = f"{scene['marker']}-{tag}"
+    found = [scene["course"] / f"{name}-repo", scene["home"] / f"{name}-home",
+             Path("/tmp") / f"{name}-tmp"]
+    if real_home:
+        found.append(Path.home() / f"{name}-home")
+    return [str(p) for p in found]
+
+
+def every_trace(scene: dict, tag: str, names: list[str]) -> list[Path]:
+    """Every file the submissions tagged ``tag`` would leave on the host if they got out."""
+    paths = []
+    for t in targets(scene, tag, real_home=True):
+        paths += [Path(t + suffix) for suffix in ("", ".libc", ".py-open")]
+    return paths + [Path("/tmp") / f"{scene['marker']}-{tag}-{n}-keys" for n in names]
+
+
+def run_grade(scene: dict, subs: Path, out: Path, *extra: str) -> dict:
+    before = tree_state(scene["course"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADING_HIDDEN_SEEDS", "")  # the battery is about the sandbox: no re-runs
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            mp.setenv(name, "1")
+        rc = grade.main([str(subs), "--out", str(out), "--repo", str(scene["course"]),
+                         "--labs", "lab-01", *extra])
+    reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/report.json")}
+    return {"rc": rc, "out": out, "reports": reports, "course_changed":
+            tree_state(scene["course"]) != before, "processes": marked_processes(scene["marker"]),
+            "connections": accepted(scene["listener"])}
+
+
+SUBMISSIONS = ("steals_via_child", "steals_in_process", "rogue")
+
+
+@pytest.fixture(scope="module")
+def sandboxed(scene: dict) -> dict:
+    root, course, marker = scene["root"], scene["course"], scene["marker"]
+    subs = root / "subs"
+    texts = {
+        "steals_via_child": hostile.steals_via_child(
+            course, targets(scene, "sb", True), f"/tmp/{marker}-sb-steals_via_child-keys",
+            scene["port"], marker),
+        "steals_in_process": hostile.steals_in_process(course, targets(scene, "sb", True),
+                                                       marker),
+        "rogue": hostile.rogue_solution(hostile.course_solution(course), course,
+                                        targets(scene, "sb", True), marker),
+    }
+    for name, text in texts.items():
+        fakes.write(subs / name / LAB / "starter.py", text)
+    result = run_grade(scene, subs, root / "out", "--jobs", "2")
+    result["escaped"] = escaped_files(every_trace(scene, "sb", list(SUBMISSIONS)))
+    return result
+
+
+@pytest.fixture(scope="module")
+def unsandboxed(scene: dict) -> dict:
+    """The issue's submission with the sandbox off: the control experiment."""
+    root, course, marker = scene["root"], scene["course"], scene["marker"]
+    sub = root / "control" / "steals_via_child"
+    fakes.write(sub / LAB / "starter.py", hostile.steals_via_child(
+        course, targets(scene, "ctl", False), f"/tmp/{marker}-ctl-steals_via_child-keys",
+        scene["port"], marker))
+    result = run_grade(scene, sub.parent, root / "out-control", "--no-sandbox")
+    result["escaped"] = escaped_files(every_trace(scene, "ctl", ["steals_via_child"]))
+    for path in result["escaped"]:
+        Path(path).unlink()
+    return result
+
+
+def kinds(report: dict) -> set[str]:
+    return {f["kind"] for f in report["flags"]}
+
+
+def details(report: dict, kind: str) -> list[str]:
+    return [f["detail"] for f in report["flags"] if f["kind"] == kind]
+
+
+def test_the_batch_is_graded_in_the_sandbox(sandboxed):
+    assert sandboxed["rc"] == 0
+    assert sorted(sandboxed["reports"]) == sorted(SUBMISSIONS)
+    for report in sandboxed["reports"].values():
+        assert report["sandbox"]["kind"] == "bubblewrap", report["sandbox"]
+
+
+def test_control_unsandboxed_the_childs_read_scores_full_marks_unflagged(unsandboxed, scene):
+    (report,) = unsandboxed["reports"].values()
+    assert report["total"] == POINTS, "the hostile code works: only the sandbox stops it"
+    assert report["flags"] == [], "the static and audit-hook checks do not see a child process"
+    assert report["sandbox"]["kind"] is None
+    assert len(unsandboxed["escaped"]) == 4, unsandboxed["escaped"]  # repo, home, tmp, keys
+    assert unsandboxed["connections"] == [scene["marker"].encode()]
+
+
+def test_reading_the_reference_through_a_child_process_scores_zero_and_is_flagged(sandboxed):
+    report = sandboxed["reports"]["steals_via_child"]
+    assert report["total"] == 0
+    assert kinds(report) == {"reads_solution"}
+    opened = details(report, "reads_solution")
+    assert any("solution.py" in d and "decoy" in d for d in opened), opened
+    assert {t["reason"] for t in lab_tests(report).values()
+            if not t["structural"]} == {"not_implemented"}, "it ran: the exec found nothing"
+
+
+def test_reading_the_keys_is_flagged_and_nothing_else_of_them_arrives(sandboxed):
+    for name in ("steals_via_child", "steals_in_process"):
+        opened = details(sandboxed["reports"][name], "reads_solution")
+        assert any("hidden_seeds.toml" in d for d in opened), (name, opened)
+    assert not [p for p in sandboxed["escaped"] if p.endswith("-keys")]
+
+
+def test_reading_the_reference_in_process_is_refused_and_through_ctypes_meets_a_decoy(sandboxed):
+    report = sandboxed["reports"]["steals_in_process"]
+    assert report["total"] == 0
+    assert kinds(report) == {"reads_solution"}
+    opened = details(report, "reads_solution")
+    assert any(d.startswith("opened ") and "solution.py" in d for d in opened), \
+        "open() is refused by the audit hook"
+    assert any("decoy" in d and "solution.py" in d for d in opened), \
+        "libc's open() is invisible to the hook; the decoy sees it"
+
+
+@pytest.mark.parametrize("where", ["repo", "home", "tmp"])
+def test_writes_into_the_repository_home_and_host_tmp_do_not_arrive(sandboxed, scene, where):
+    assert not [p for p in sandboxed["escaped"] if f"-{where}" in p], sandboxed["escaped"]
+    if where == "repo":
+        assert not sandboxed["course_changed"], "the course repository changed"
+
+
+def test_connecting_to_a_listener_on_the_hosts_loopback_is_refused(sandboxed):
+    assert sandboxed["connections"] == []
+
+
+def test_the_rogue_loses_exactly_the_tests_it_sabotaged(sandboxed):
+    report = sandboxed["reports"]["rogue"]
+    tests = lab_tests(report)
+    got = {name: (t["outcome"], t["reason"]) for name, t in tests.items()
+           if name in hostile.ROGUE_CASES or t["outcome"] != "passed"}
+    assert got == hostile.ROGUE_CASES
+    (lab,) = report["labs"]
+    lost = sum(outcome != "passed" for outcome, _ in hostile.ROGUE_CASES.values())
+    assert report["total"] == pytest.approx(POINTS * (lab["graded"] - lost) / lab["graded"])
+    assert kinds(report) == set(), report["flags"]
+
+
+def test_forking_without_bound_hits_the_process_limit_and_leaves_nothing(sandboxed):
+    (lab,) = sandboxed["reports"]["rogue"]["labs"]
+    assert any("process limit (128) refused" in p for p in lab["problems"]), lab["problems"]
+    assert lab["sandbox"]["pid_limit_hits"] > 0
+    assert lab["sandbox"]["peak_pids"] <= 128
+    assert lab["sandbox"]["leftover_processes"] == 0
+    assert sandboxed["processes"] == []
+
+
+def test_allocating_without_bound_meets_the_memory_limit(sandboxed):
+    (lab,) = sandboxed["reports"]["rogue"]["labs"]
+    assert any("memory limit (768 MiB) ended" in p for p in lab["problems"]), lab["problems"]
+    assert lab["sandbox"]["peak_memory_bytes"] <= 768 << 20
+
+
+def test_a_daemon_does_not_outlive_the_run(sandboxed):
+    tests = lab_tests(sandboxed["reports"]["rogue"])
+    assert tests["test_lora_overhead_below_one_percent_at_7b_shapes"]["outcome"] == "passed", \
+        "the daemon started (the test passes only then)"
+    assert sandboxed["processes"] == []
+
+
+def test_megabytes_of_output_are_cut_in_the_log_and_absent_from_the_report(sandboxed):
+    folder = sandboxed["out"] / "rogue"
+    log = folder / "logs" / f"{LAB}.log"
+    assert log.stat().st_size <= LOG_LIMIT_BYTES + 1024
+    assert "output cut" in log.read_text(errors="replace")
+    assert (folder / "report.md").stat().st_size < 200_000
+
+
+def test_exiting_the_interpreter_inside_a_test_fails_only_that_test(sandboxed):
+    tests = lab_tests(sandboxed["reports"]["rogue"])
+    assert tests["test_lora_overhead_refuses_non_positive_sizes[d_in]"]["reason"] == "crashed"
+    assert tests["test_lora_overhead_refuses_non_positive_sizes[d_out]"]["reason"] == "exited"
