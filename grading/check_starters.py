@@ -29,6 +29,7 @@ from grading import spec_check
 from grading.config import WEIGHTS_REL, ConfigError, LabConfig, load_weights
 from grading.report import table
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
+from labkit.loader import names_lab
 
 DEFAULT_MARKERS = "not gpu"
 MAX_STARTER_S = 10.0  # a starter test reaches its TODO in well under this, even on 2 busy cores
@@ -117,7 +118,7 @@ def print_checks(checks: list[LabCheck], marker_expr: str) -> None:
 def select_labs(repo: Path, wanted: list[str] | None) -> list[str]:
     labs = lab_names(repo)
     chosen = [lab for lab in labs
-              if not wanted or any(lab == w or lab.startswith(w + "-") for w in wanted)]
+              if not wanted or any(names_lab(w, lab) for w in wanted)]
     if not chosen:
         raise ConfigError(f"--labs: expected some of {labs}, got {wanted}")
     return chosen

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT, lab_names
+from labkit.loader import names_lab
 
 SPECS = Path("grading/mutants")  # <lab>.toml, inside the course repository
 ALTERNATIVES = Path("grading/alternatives")  # <lab>/<name>.py: whole-file alternatives
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the course repository (default: this one)")
     args = parser.parse_args(argv)
     labs = [lab for lab in lab_names(args.repo)
-            if not args.labs or any(lab == w or lab.startswith(w + "-") for w in args.labs)]
+            if not args.labs or any(names_lab(w, lab) for w in args.labs)]
     built, errors = build(args.repo, labs)
     if args.show:
         lab, _, name = args.show.partition("/")

@@ -31,9 +31,10 @@ from pathlib import Path
 import grading
 from grading.plugin import RESTART_EXIT, WATCHDOG_SUFFIX
 from grading.sandbox import Sandbox
+from labkit import loader
+from labkit.loader import LABS_SUBDIR
 
 TOOLING_ROOT = Path(grading.__file__).resolve().parent.parent
-LABS_SUBDIR = Path("phase-11-multi-lora") / "labs"
 
 # Outcomes: passed | failed (the test's assertion or student code raised) | error (setup or
 # teardown broke: a fixture, an import) | skipped | not_run (the lab's budget ran out first).
@@ -92,9 +93,8 @@ class RunOptions:
 
 
 def lab_names(repo: Path) -> list[str]:
-    """The lab folders of ``repo``, in directory order."""
-    labs = repo / LABS_SUBDIR
-    return sorted(p.name for p in labs.iterdir() if p.is_dir() and p.name.startswith("lab-"))
+    """The lab folders of ``repo``, in directory order (``labkit.loader.lab_names``)."""
+    return loader.lab_names(repo / LABS_SUBDIR)
 
 
 def classify(phases: dict) -> tuple[str, str, str, float]:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT, lab_names
+from labkit.loader import names_lab
 
 VALUE = "\x00"  # placeholder for a value the test computes; becomes \S+ in the docs' pattern
 DOC_VALUE = r"\S+"
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the course repository (default: this one)")
     args = parser.parse_args(argv)
     labs = [lab for lab in lab_names(args.repo)
-            if not args.labs or any(lab == w or lab.startswith(w + "-") for w in args.labs)]
+            if not args.labs or any(names_lab(w, lab) for w in args.labs)]
     if not labs:
         parser.error(f"--labs: expected some of {lab_names(args.repo)}, got {args.labs}")
     missing = 0

@@ -26,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LABS_DIR = REPO_ROOT / "phase-11-multi-lora" / "labs"
+LABS_SUBDIR = Path("phase-11-multi-lora") / "labs"  # in any checkout: the repo, a release, a grader's copy
+LABS_DIR = REPO_ROOT / LABS_SUBDIR
 LABS_DIR_ENV = "PHASE11_LABS_DIR"  # the harness's own tests point this at a fake labs/ tree
 DEFAULT_IMPL = "solution"
 NAMED_IMPLS = ("solution", "starter")
@@ -78,14 +79,20 @@ def labs_dir() -> Path:
     return Path(os.environ.get(LABS_DIR_ENV, LABS_DIR)).resolve()
 
 
-def lab_names() -> list[str]:
-    """The lab folder names, in directory order (lab-01, lab-02, ...)."""
-    return sorted(p.name for p in labs_dir().iterdir() if p.is_dir() and p.name.startswith("lab-"))
+def lab_names(labs: Path | None = None) -> list[str]:
+    """The lab folder names of ``labs`` (default: ``labs_dir()``), in directory order."""
+    labs = labs_dir() if labs is None else labs
+    return sorted(p.name for p in labs.iterdir() if p.is_dir() and p.name.startswith("lab-"))
+
+
+def names_lab(name: str, lab: str) -> bool:
+    """Whether ``name`` is the folder name ``lab`` or its prefix (``lab-03``)."""
+    return lab == name or lab.startswith(name + "-")
 
 
 def find_lab(name: str) -> str:
     """Accept a full folder name or its prefix (``lab-03``) and return the folder name."""
-    matches = [lab for lab in lab_names() if lab == name or lab.startswith(name + "-")]
+    matches = [lab for lab in lab_names() if names_lab(name, lab)]
     if len(matches) != 1:
         raise LabImplError(f"lab: expected one of {lab_names()}, got {name!r}")
     return matches[0]
