@@ -273,9 +273,10 @@ def check_out(out: Path, forbidden: list[Path]) -> None:
 def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, LabConfig]
                  ) -> tuple[sandbox.Sandbox, list[str], dict[str, LabSandbox]]:
     """The probed sandbox, the decoy paths (every secret file of every course repository the
-    run could find) and each lab's pass-through; raises ``SandboxUnavailable``/``ConfigError``."""
+    run could find: ``--repo``, the grader's own, the one the venv lives in) and each lab's
+    pass-through; raises ``SandboxUnavailable``/``ConfigError``."""
     found = tree.course_repos(sandbox.python_paths(python, []))  # a venv inside a repository
-    hidden = list(dict.fromkeys([repo.resolve(), *found]))
+    hidden = list(dict.fromkeys([repo.resolve(), TOOLING_ROOT, *found]))
     box = sandbox.probe(python, hidden)
     decoys = [str(f) for r in hidden for f in tree.secret_files(r)]
     lab_sandboxes = {lab: lab_sandbox(weights[lab], hidden, dict(os.environ)) for lab in labs}
