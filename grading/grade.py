@@ -42,6 +42,7 @@ from grading.report import slug
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
 
 DEFAULT_MARKERS = "not gpu"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
@@ -111,6 +112,7 @@ class Job:
     decoys: list[str] = field(default_factory=list)
     lab_sandboxes: dict[str, LabSandbox] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)  # every lab: lab 02 calls 01, 03 and 04
+    threads_env: dict[str, str] = field(default_factory=dict)  # --jobs N: cores / N each
 
     def sandbox_report(self) -> dict:
         if self.box is None:
@@ -165,7 +167,7 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
         readonly = [(str(workspace.root), str(workspace.root)), (impl, impl), *workspace.binds,
                     *extra.readonly]
         box = job.box.for_lab(sandbox.Limits(cfg.memory_bytes, cfg.max_pids), readonly,
-                              extra.env, job.decoys)
+                              {**job.threads_env, **extra.env}, job.decoys)
     opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
                          "budget_s": cfg.lab_budget_s, "sandbox": box})
     before = tree.fingerprint(workspace.root)
@@ -222,6 +224,20 @@ def grade_and_report(job: Job, submission: Path, folder: Path) -> dict:
     return grade
 
 
+def threads_per_job(jobs: int, environ: dict[str, str]) -> dict[str, str]:
+    """With ``jobs`` > 1, each run's BLAS and OpenMP threads: the cores shared out, unless the
+    environment says otherwise (numpy's thread pools, oversubscribed, spin against each other:
+    two jobs on two cores were slower than one)."""
+    if jobs <= 1:
+        return {}
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    return {name: share for name in THREAD_VARS if name not in environ}
+
+
+def _start_worker(threads_env: dict[str, str]) -> None:
+    os.environ.update(threads_env)  # unsandboxed runs inherit the worker's environment
+
+
 def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dict]:
     """Grade ``(submission, report folder)`` pairs, ``jobs`` at a time; grades in input order."""
     grades: list[dict | None] = [None] * len(targets)
@@ -239,7 +255,8 @@ def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dic
             done(i, grade_and_report(job, sub, folder))
     else:
         spawn = multiprocessing.get_context("spawn")  # no forked copies of the grader's state
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_start_worker,
+                                 initargs=(job.threads_env,)) as pool:
             futures = {pool.submit(grade_and_report, job, sub, folder): i
                        for i, (sub, folder) in enumerate(targets)}
             for future in as_completed(futures):
@@ -256,9 +273,10 @@ def check_out(out: Path, forbidden: list[Path]) -> None:
 def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, LabConfig]
                  ) -> tuple[sandbox.Sandbox, list[str], dict[str, LabSandbox]]:
     """The probed sandbox, the decoy paths (every secret file of every course repository the
-    run could find) and each lab's pass-through; raises ``SandboxUnavailable``/``ConfigError``."""
+    run could find: ``--repo``, the grader's own, the one the venv lives in) and each lab's
+    pass-through; raises ``SandboxUnavailable``/``ConfigError``."""
     found = tree.course_repos(sandbox.python_paths(python, []))  # a venv inside a repository
-    hidden = list(dict.fromkeys([repo.resolve(), *found]))
+    hidden = list(dict.fromkeys([repo.resolve(), TOOLING_ROOT, *found]))
     box = sandbox.probe(python, hidden)
     decoys = [str(f) for r in hidden for f in tree.secret_files(r)]
     lab_sandboxes = {lab: lab_sandbox(weights[lab], hidden, dict(os.environ)) for lab in labs}
@@ -336,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     job = Job(repo=args.repo, labs=labs, weights=weights, seeds=seeds, opts=opts,
               env=report.environment(opts.python), box=box, decoys=decoys,
-              lab_sandboxes=lab_sandboxes, staged=all_labs)
+              lab_sandboxes=lab_sandboxes, staged=all_labs,
+              threads_env=threads_per_job(args.jobs, dict(os.environ)))
     chosen = shard_of(submissions, *shard) if shard else submissions
     targets = [(sub, out / slug(sub.name) if batch else out) for sub in chosen]
     grades = grade_all(job, targets, args.jobs)

@@ -207,3 +207,11 @@ def test_a_process_inside_sees_no_repository_keys_network_or_host_tmp(sandbox_wo
     assert set(seen["tmp"]) <= allowed, "only the mount points of the scratch dir and the venv"
     assert seen["home"].startswith(str(tmp_path))
     assert seen["net"] != "open"
+
+
+def test_parallel_jobs_share_the_cores_out_unless_told_otherwise():
+    cores = len(os.sched_getaffinity(0))
+    assert grade.threads_per_job(1, {}) == {}
+    share = grade.threads_per_job(2, {"MKL_NUM_THREADS": "3"})
+    assert share == {"OMP_NUM_THREADS": str(max(1, cores // 2)),
+                     "OPENBLAS_NUM_THREADS": str(max(1, cores // 2))}
