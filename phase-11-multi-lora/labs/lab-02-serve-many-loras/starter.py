@@ -32,7 +32,9 @@ Tensor, read_safetensors_header = headers.Tensor, headers.read_safetensors_heade
 # runs them through vllm/lora/punica_wrapper/punica_cpu.py and vllm/lora/ops/torch_ops/lora_ops.py
 # (the gather `lora_b_weights[lora_indices_tensor]`, where a base row's index is -1).
 
-CPU_KV_CACHE_BYTES = 2**30  # 23,301 tokens of SmolLM2-135M in fp32; unset, the CPU build takes GiBs
+# 1 GiB: 23,296 tokens of SmolLM2-135M in fp32 (2**30 / 46,080 B = 23,301, in whole blocks of
+# CPU_KV_BLOCK_TOKENS = 128 tokens: 182 blocks); unset, the CPU build takes GiBs
+CPU_KV_CACHE_BYTES = 2**30
 CPU_MAX_MODEL_LEN = 256  # a lab prompt (at most 85 tokens) plus its answer, with room to spare
 CPU_DTYPE = "float32"  # the base is dequantized to fp32 and the adapters trained on it
 INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"  # "0": the engine core runs in this process
@@ -72,9 +74,12 @@ def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) ->
     ``prompts[i]`` runs on the base model when ``adapters[i]`` is None, and through that
     adapter when it is a ``LoRARequest``. Returns the generated texts in prompt order. A
     length mismatch (``ValueError``), a tag that is not a LoRARequest (``TypeError``) or a
-    missing local adapter folder (``FileNotFoundError``) raises before the engine sees the
-    batch; an adapter the engine rejects (rank above ``max_lora_rank``) raises ``ValueError``
-    carrying vLLM's own message.
+    missing local adapter folder (``FileNotFoundError``, its message naming the path) raises
+    before the engine sees the batch; an adapter the engine rejects (rank above
+    ``max_lora_rank``) raises ``ValueError`` carrying vLLM's own message (``LoRA rank R is
+    greater than max_lora_rank M``), whether you refuse it before the batch (vLLM's
+    ``PEFTHelper.validate_legal``) or let the engine reject it. Mind that on vLLM 0.32's CPU
+    build an engine whose step raised does not finish another batch.
     """
     raise NotImplementedError("TODO(lab-02): check the tags, then ONE llm.generate(..., "
                               "lora_request=adapters) call")
@@ -91,7 +96,9 @@ def parse_capture(text: str) -> Capture:
     ``Model loading took X GiB``, ``Explicitly set (X/Y) GiB for KV cache``, ``KV cache size:
     N tokens``, ``Using PunicaWrapper...``, the demo's ``row i  tag=T  -> 'text'`` lines and
     its ``LoRA slot buffers (...): N B in the engine's ...`` line. A figure the log does not
-    print is None. ``text`` that is not a str raises ``TypeError``.
+    print is None. Formats: ``vllm_version`` as ``0.32.0`` (no ``v``), ``dtype`` as
+    ``float16`` (no ``torch.``), ``device`` as ``cpu`` or ``cuda``. ``text`` that is not a str
+    raises ``TypeError``.
     """
     raise NotImplementedError("TODO(lab-02): pull each figure out of the log with a regex")
 
@@ -123,13 +130,18 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     safetensors header the exact bytes). checkpoint: the model folder, for an exact-bytes check
     of its safetensors against lab 03 (the engine only prints GiB to two decimals).
     Engine-logged figures agree at the precision printed; file figures agree exactly. Checks:
-    weights (GiB, lab 03 ``base_bytes``; plus ``lora_slot_bytes`` for the GPU line), KV cache
+    weights (GiB, lab 03 ``base_bytes``; plus ``lora_slot_bytes`` for the GPU line when the log
+    has LoRA on, nothing when it is off: Llama-2-7B in fp16 with LoRA off is 12.55 GiB), KV cache
     (GiB as passed, and tokens: whole ``CPU_KV_BLOCK_TOKENS``-token blocks of
     ``kv_bytes_per_token``), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta
     FLOPs / base FLOPs (lab 01 ``lora_overhead``), the LoRA slot buffers the demo measured
     (``lora_slot_bytes``), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
     when r > the capture's ``max_lora_rank``) and the demo batch in one scheduler step (lab 04
-    ``schedule_step``). Use ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture``
+    ``schedule_step``). Each ``Check.figure`` names its figure with the word a reader (and the
+    tests, case-insensitively) look for: "weight", "KV cache", "checkpoint", "adapter" (bytes),
+    "FLOPs", "step" and "rank" (the slot check), e.g. ``adapter rank <= max_lora_rank``; only
+    one figure contains "checkpoint". Use ``load_lab("lab-03")``. A ``capture`` that
+    is not a ``Capture``
     raises ``TypeError``; an adapter folder without ``adapter_config.json``,
     ``FileNotFoundError``.
     """

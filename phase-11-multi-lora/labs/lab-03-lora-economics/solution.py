@@ -108,7 +108,8 @@ class ModelShape:
         Uses hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
         vocab_size; num_key_value_heads (default: num_attention_heads, as transformers does),
         tie_word_embeddings (default False) and head_dim (default hidden // heads) when present.
-        Pass ``json.loads(path.read_text())`` or ``PretrainedConfig.to_dict()``.
+        A ``model_type`` other than llama or mistral raises ``ValueError``; a config without one
+        is read as Llama. Pass ``json.loads(path.read_text())`` or ``PretrainedConfig.to_dict()``.
         """
         if not isinstance(cfg, Mapping):
             raise TypeError(f"cfg: expected a config.json dict, got {type(cfg).__name__}")
@@ -340,7 +341,9 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     The closest reading from ``ratio_readings`` within relative tolerance ``rtol`` explains the
     claim; ``audit_ratio_claim(430)`` finds 13.48 GB / 0.03125 GiB = 431.3x (a unit mix) and
     states the consistent 401.6x. The sentence quotes the matched reading's ``division`` and,
-    unless the claim is the consistent one, the consistent ratio to one decimal.
+    unless the claim is the consistent one, the consistent ratio to one decimal. A claim no
+    reading explains gets ``reading`` None, and its sentence still states the consistent ratio
+    to one decimal (``401.6`` for the defaults).
     ``claimed`` must be a number (else ``TypeError``) above 0 (else ``ValueError``), each error
     naming ``claimed``.
     """
