@@ -1,4 +1,5 @@
-"""Every error-message fragment a test matches is written where the student reads it.
+"""Every error-message fragment a test matches, and every literal it compares a returned field
+with, is written where the student reads it.
 
     python -m grading.spec_check [--labs lab-01 ...] [--repo DIR]
 
@@ -31,6 +32,16 @@ The rule, precisely:
 4. **Skipped.** A pattern with no letter left outside placeholders, escapes and character
    classes (``match="9"``, ``rf"(?<![\\d-]){value}(?!\\d)"``) states no wording: it is counted as
    a value check, not looked up.
+5. **Literals a returned field is compared with.** The same reading applies to the strings a
+   test compares a field of a returned record with: ``cap.dtype == "float16"`` (also element
+   by element, ``(cap.device, cap.dtype) == ("cuda", "float16")``), ``"weight" in
+   c.figure.lower()``, ``topic in figures`` with ``topic`` looping over a tuple of strings and
+   ``figures`` bound to an expression that reads a field. A field is an attribute read that is
+   not a method called (``sql_text.upper()`` is not one). Each such literal (an f-string's
+   values become ``\\S+``) must occur in the starter or README, ignoring case (a test that
+   lower-cases a field names its words in any case); a literal with no letter or digit
+   (``""``) is skipped. This is how a format (``0.32.0``, not ``v0.32.0``) or a word a test
+   finds a record by (a ``Check.figure`` containing "rank") reaches the student.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ class Fragment:
     line: int
     source: str  # the pattern as the test writes it
     pattern: str | None  # None: only the test's own values, nothing to look up
+    kind: str = "message"  # "message": an error-message pattern; "field": a compared literal
 
     def where(self) -> str:
         return f"{self.file}:{self.line}"
@@ -277,6 +289,69 @@ def collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
+def _reads_field(expr: ast.expr, assigned: dict[str, list[ast.expr]], depth: int = 0) -> bool:
+    """``expr`` reads a field (an attribute that is not a method called), itself or through a
+    local name bound to such an expression."""
+    called = {id(n.func) for n in ast.walk(expr) if isinstance(n, ast.Call)}
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Attribute) and id(node) not in called:
+            return True
+        if (isinstance(node, ast.Name) and depth < MAX_DEPTH
+                and any(_reads_field(v, assigned, depth + 1) for v in assigned.get(node.id, []))):
+            return True
+    return False
+
+
+def _is_text(expr: ast.expr) -> bool:
+    return (isinstance(expr, ast.Constant) and isinstance(expr.value, str)) \
+        or isinstance(expr, ast.JoinedStr)
+
+
+def _loop_strings(func: ast.FunctionDef) -> dict[str, list[ast.expr]]:
+    """``for name in ("a", "b"):`` -> name: the string constants it takes."""
+    found: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(func):
+        if (isinstance(node, ast.For) and isinstance(node.target, ast.Name)
+                and isinstance(node.iter, ast.Tuple | ast.List)
+                and node.iter.elts and all(_is_text(e) for e in node.iter.elts)):
+            found.setdefault(node.target.id, []).extend(node.iter.elts)
+    return found
+
+
+def field_literals(func: ast.FunctionDef, consts: dict[str, list[ast.expr]]
+                   ) -> list[tuple[int, ast.expr]]:
+    """(line, literal) of every string a returned field is compared with in ``func`` (rule 5)."""
+    assigned, loops = _locals(func, consts), _loop_strings(func)
+    found = []
+    for node in ast.walk(func):
+        if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+            continue
+        left, op, right = node.left, node.ops[0], node.comparators[0]
+        if isinstance(op, ast.Eq | ast.NotEq):
+            pairs = [(left, right)]
+            if isinstance(left, ast.Tuple) and isinstance(right, ast.Tuple) \
+                    and len(left.elts) == len(right.elts):
+                pairs = list(zip(left.elts, right.elts, strict=True))
+            for a, b in pairs:
+                for lit, other in ((a, b), (b, a)):
+                    if _is_text(lit) and not _is_text(other) and _reads_field(other, assigned):
+                        found.append((node.lineno, lit))
+        elif isinstance(op, ast.In | ast.NotIn) and _reads_field(right, assigned):
+            lits = [left] if _is_text(left) else (
+                loops.get(left.id, []) if isinstance(left, ast.Name) else [])
+            found += [(node.lineno, lit) for lit in lits]
+    return found
+
+
+def literal_pattern(value: str) -> str | None:
+    """The regex the docs must match for a compared literal: the text itself, escaped, each of
+    the test's own values ``\\S+``; None when nothing but values and punctuation is left."""
+    parts = value.split(VALUE)
+    if not re.search(r"[A-Za-z0-9]", "".join(parts)):
+        return None
+    return DOC_VALUE.join(re.escape(collapse(p)) for p in parts)
+
+
 def lab_fragments(repo: Path, lab: str) -> list[Fragment]:
     """Every message pattern in ``lab``'s test files, resolved."""
     fragments = []
@@ -289,6 +364,12 @@ def lab_fragments(repo: Path, lab: str) -> list[Fragment]:
                 for value in resolve(expr, func, mod):
                     pattern = None if value is None else doc_pattern(value)
                     fragments.append(Fragment(lab, test_file.name, line, source, pattern))
+            for line, expr in field_literals(func, mod.consts):
+                source = ast.unparse(expr)
+                for value in resolve(expr, func, mod):
+                    pattern = None if value is None else literal_pattern(value)
+                    fragments.append(Fragment(lab, test_file.name, line, source, pattern,
+                                              "field"))
     return list(dict.fromkeys(fragments))
 
 
@@ -304,6 +385,13 @@ def lab_problems(repo: Path, lab: str) -> tuple[list[Fragment], list[str]]:
     problems = []
     for f in fragments:
         if f.pattern is None:
+            continue
+        if f.kind == "field":
+            if not re.search(f.pattern, text, re.IGNORECASE):
+                problems.append(f"{f.where()}: a test compares a returned field with "
+                                f"{f.source}, but neither starter.py nor README.md states it "
+                                f"(looked for r'{f.pattern}', any case); write it in the "
+                                f"starter's docstring")
             continue
         try:
             found = re.search(f.pattern, text)
@@ -338,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     for lab in labs:
         fragments, problems = lab_problems(args.repo, lab)
         values = sum(f.pattern is None for f in fragments)
-        print(f"{lab}: {len(fragments)} message patterns ({values} values only), "
-              f"{len(problems)} not stated in starter.py or README.md")
+        fields = sum(f.kind == "field" for f in fragments)
+        print(f"{lab}: {len(fragments) - fields} message patterns and {fields} compared literals "
+              f"({values} values only), {len(problems)} not stated in starter.py or README.md")
         for p in problems:
             print(f"  {p}")
         missing += len(problems)
-    print(f"\n{'FAIL' if missing else 'OK'}: {missing} undocumented message patterns")
+    print(f"\n{'FAIL' if missing else 'OK'}: {missing} undocumented patterns or literals")
     return 1 if missing else 0
 
 

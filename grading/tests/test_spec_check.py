@@ -135,3 +135,47 @@ def test_this_repositorys_labs_state_their_message_fragments():
                 "lab-04-adapter-slot-cache"):
         fragments, problems = spec_check.lab_problems(TOOLING_ROOT, lab)
         assert fragments and not problems, (lab, problems)
+
+
+FIELD_LAB = "lab-02-beta"
+FIELD_TESTS = r'''
+def test_fields(lab):
+    cap = lab.parse("log")
+    assert cap.dtype == "float16"
+    assert (cap.device, cap.version) == ("cuda", "0.32.0")
+    assert cap.kind != "secret_kind"
+    failed = [c.figure for c in lab.checks()]
+    assert "Rank" in failed[0].lower()
+    figures = " | ".join(c.figure.lower() for c in lab.checks())
+    for topic in ("kv cache", "hidden topic"):
+        assert topic in figures
+    text = lab.render()
+    assert "SELECT" in text.upper()  # a method's result, not a field: not looked up
+    assert cap.note == ""  # no letter or digit: nothing to state
+'''
+FIELD_STARTER = '''"""parse(log): dtype as float16, device cuda, version 0.32.0 (no v); a figure
+per check: the slot check's names its RANK, the cache's its KV cache."""
+'''
+
+
+@pytest.fixture(scope="module")
+def field_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fields")
+    lab = root / LABS_SUBDIR / FIELD_LAB
+    fakes.write(lab / "test_lab.py", FIELD_TESTS)
+    fakes.write(lab / "starter.py", FIELD_STARTER)
+    return root
+
+
+def test_finds_the_literals_a_returned_field_is_compared_with(field_repo):
+    fields = {f.pattern for f in spec_check.lab_fragments(field_repo, FIELD_LAB)
+              if f.kind == "field"}
+    assert fields == {"float16", "cuda", r"0\.32\.0", "secret_kind", "Rank", r"kv\ cache",
+                      r"hidden\ topic", None}, fields
+
+
+def test_reports_the_undocumented_literals_in_any_case(field_repo):
+    _, problems = spec_check.lab_problems(field_repo, FIELD_LAB)
+    assert len(problems) == 2, problems  # "Rank" matches RANK: a lower-cased field
+    assert any("'secret_kind'" in p and "returned field" in p for p in problems), problems
+    assert any("'hidden topic'" in p for p in problems), problems

@@ -96,7 +96,9 @@ def parse_capture(text: str) -> Capture:
     ``Model loading took X GiB``, ``Explicitly set (X/Y) GiB for KV cache``, ``KV cache size:
     N tokens``, ``Using PunicaWrapper...``, the demo's ``row i  tag=T  -> 'text'`` lines and
     its ``LoRA slot buffers (...): N B in the engine's ...`` line. A figure the log does not
-    print is None. Formats: ``vllm_version`` as ``0.32.0`` (no ``v``), ``dtype`` as
+    print is None. ``weights_kind`` is "checkpoint" for the CPU build's ``Checkpoint size``
+    line, "model_loading" for the GPU's ``Model loading took`` line. Formats: ``vllm_version``
+    as ``0.32.0`` (no ``v``), ``dtype`` as
     ``float16`` (no ``torch.``), ``device`` as ``cpu`` or ``cuda``. ``text`` that is not a str
     raises ``TypeError``.
     """
