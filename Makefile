@@ -25,7 +25,8 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
         bench-lab01 figures lint grade student-release clean sandbox-deps
 # /instructor-only
 # release-only
-# .PHONY: help install test test-fast demo bench-lab01 lint clean
+# .PHONY: help install test test-fast demo capture assets eval-assets latency bench-lab01 figures \
+#         lint clean
 # /release-only
 
 help: ## list the targets
@@ -82,7 +83,6 @@ check-spec: install ## every error-message fragment a test matches is stated in 
 demo: install ## the main job: one vLLM batch on CPU, base and two tenant adapters side by side
 	$(PY) $(LAB02)/demo.py
 
-# instructor-only
 capture: install ## re-record lab 02's annotated engine capture
 	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
 
@@ -95,15 +95,12 @@ eval-assets: install ## measure lab 02's tenants on all held-out rows through vL
 latency: install ## re-record lab 02's hot/cold latency trace on a real server, then redraw its figure
 	$(PY) $(LAB02)/record_latency.py
 	$(PY) $(LAB02)/figures.py
-# /instructor-only
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
 
-# instructor-only
 figures: install ## redraw every committed figure
 	@for f in $(LABS)/*/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done
-# /instructor-only
 
 lint: install ## ruff over everything
 	$(PY) -m ruff check .

@@ -10,15 +10,18 @@ tests), ``.ci/``, the harness's own ``tests/``, ``GRADING.md`` and ``docs/MUTANT
 Text that reads differently in the release is marked in the source, on lines of their own:
 
 - ``<!-- instructor-only -->`` ... ``<!-- /instructor-only -->`` in Markdown, ``# instructor-only``
-  ... ``# /instructor-only`` in the Makefile: dropped from the release;
+  ... ``# /instructor-only`` in the Makefile and ``pyproject.toml``: dropped from the release;
 - ``<!-- release-only`` ... ``release-only -->`` in Markdown (an HTML comment, so invisible in
-  the course repository) and ``# release-only`` ... ``# /release-only`` in the Makefile (each line
-  commented out with ``# ``): kept in the release, uncommented.
+  the course repository) and ``# release-only`` ... ``# /release-only`` in the Makefile and
+  ``pyproject.toml`` (each line commented out with ``# ``): kept in the release, uncommented.
 
 In the copy, ``LAB_IMPL`` defaults to ``starter`` (``labkit/loader.py``) and ``README.md`` opens
 with a note saying so. The release is then verified: no excluded path, no marker left over, no
-file equal to a reference file byte for byte, and no line unique to a solution (code that no
-other file of its lab folder has) anywhere in it. ``claims`` lists what would still tell a
+file equal to a reference file byte for byte, no line unique to a solution (code that no
+other file of its lab folder has) anywhere in it, and nothing named that the release lacks
+(``dangling``): every ``make X`` in a shipped file is a target of the shipped Makefile, no file
+holds an absolute path of the build machine (the checkout, its top folder, the home folder,
+the Python installation), and ``pyproject.toml``'s ``testpaths`` exist. ``claims`` lists what would still tell a
 student that ``solution.py`` exists or that ``LAB_IMPL`` defaults to ``solution``.
 """
 
@@ -38,7 +41,7 @@ REFERENCE_DIRS = ("grading/mutants", "grading/alternatives", "grading/keys")  # 
 # the instructor's tooling: grader, honesty rules and plugin, checks, CI, the harness's tests
 EXCLUDED_DIRS = ("grading", ".ci", "tests")
 EXCLUDED_FILES = ("docs/MUTANTS.md", "GRADING.md")
-MARKED = (".md", "Makefile")  # files whose instructor-only / release-only blocks are applied
+MARKED = (".md", "Makefile", "pyproject.toml")  # files whose marked blocks are applied
 MARKER = re.compile(r"^\s*(?:<!--\s*(?P<md>/?)(?P<md_kind>instructor-only|release-only)\s*(?:-->)?"
                     r"|#\s*(?P<mk>/?)(?P<mk_kind>instructor-only|release-only)"
                     r"|(?P<md_end>release-only)\s*-->)\s*$")
@@ -169,6 +172,61 @@ def claims(out: Path) -> list[str]:
     return found
 
 
+# `make X` as a command, not prose: at a line's start (a code block, a comment), after a
+# backtick or quote, after "or: ", or after an environment assignment (`LAB02_X=y make demo`)
+MAKE_REF = re.compile(r"(?:^[ \t#>]*|[`'\"]|\bor: |\b[A-Z][A-Z0-9_]*=\S+ )make ([a-z][a-z0-9-]*)",
+                      re.MULTILINE)
+MAKE_TARGET = re.compile(r"^([a-zA-Z0-9][a-zA-Z0-9_.-]*)\s*:(?!=)", re.MULTILINE)
+TEMP_ROOTS = ("/tmp", "/var", "/private", "/usr")  # a checkout there: only its own path counts
+TEXT_SUFFIXES = (".py", ".md", ".txt", ".toml", ".cfg", ".json", ".jsonl", ".log", ".sh", ".yml",
+                 ".yaml", ".ipynb")
+
+
+def build_machine_paths(repo: Path) -> list[str]:
+    """Path prefixes that exist only on the machine that built the release: the checkout, its
+    top folder (unless a temporary one), the home folder and the Python installation."""
+    root = repo.resolve()
+    found = {f"{root}/", f"{Path.home()}/", f"{Path(sys.prefix).resolve()}/",
+             f"{Path(sys.base_prefix).resolve()}/"}
+    top = f"/{root.parts[1]}" if len(root.parts) > 1 else None
+    if top and top not in TEMP_ROOTS:
+        found.add(f"{top}/")
+    return sorted((p for p in found if p != "//"), key=len, reverse=True)  # longest first
+
+
+def dangling(out: Path, repo: Path) -> list[str]:
+    """What a shipped file names that the release lacks: ``path:line: ...`` per problem."""
+    makefile = out / "Makefile"
+    targets = set(MAKE_TARGET.findall(makefile.read_text(encoding="utf-8"))) \
+        if makefile.is_file() else set()
+    prefixes = build_machine_paths(repo)
+    problems = []
+    for rel in walk(out):
+        path = out / rel
+        if path.suffix not in TEXT_SUFFIXES and path.name != "Makefile":
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            for m in MAKE_REF.finditer(line):
+                if m.group(1) not in targets:
+                    problems.append(f"{rel.as_posix()}:{number}: `make {m.group(1)}` is not a "
+                                    f"target of the release's Makefile")
+            prefix = next((p for p in prefixes if p in line), None)
+            if prefix is not None:
+                problems.append(f"{rel.as_posix()}:{number}: an absolute path of the build "
+                                f"machine ({prefix}...)")
+    pyproject = out / "pyproject.toml"
+    if pyproject.is_file():
+        import tomllib
+
+        options = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        paths = options.get("tool", {}).get("pytest", {}).get("ini_options", {}).get(
+            "testpaths", [])
+        problems += [f"pyproject.toml: testpaths names {p}, which the release lacks"
+                     for p in paths if not (out / p).exists()]
+    return problems
+
+
 def verify_release(out: Path, repo: Path) -> list[str]:
     """Problems found in the release at ``out``; empty means it holds no reference code."""
     problems = []
@@ -191,7 +249,7 @@ def verify_release(out: Path, repo: Path) -> list[str]:
     loader = out / LOADER
     if loader.is_file() and 'DEFAULT_IMPL = "starter"' not in loader.read_text(encoding="utf-8"):
         problems.append(f"{LOADER}: DEFAULT_IMPL is not 'starter'")
-    return problems
+    return problems + dangling(out, repo)
 
 
 def build_release(repo: Path, out: Path) -> list[Path]:

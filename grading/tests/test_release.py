@@ -41,6 +41,8 @@ check-suite: ## test the tests
 # /release-only
 lint: ## ruff
 \truff check .
+install: ## the real Makefile's target that the copied labkit and pyproject name
+\tpip install -e .
 """
 TOOLING = (".ci/run", "grading/honesty.py", "grading/plugin.py", "grading/grade.py",
            "tests/test_harness.py", "GRADING.md")
@@ -85,7 +87,8 @@ def test_release_applies_the_markers(fake_release):
     assert "only" not in readme.replace("only a", ""), readme
     makefile = (fake_release / "Makefile").read_text()
     assert makefile == "test: ## your starters\n\tpython -m pytest labs\nlint: ## ruff\n" \
-                       "\truff check .\n", makefile
+                       "\truff check .\n" + MARKED_MAKEFILE.partition("\truff check .\n")[2], \
+        makefile
 
 
 @pytest.mark.parametrize("text", [
@@ -121,6 +124,25 @@ def test_verify_finds_a_copied_solution_and_a_pasted_line(fake_repo, fake_releas
     assert any("pasted.py: holds solution code of lab-02-beta" in p for p in problems), problems
 
 
+def test_verify_finds_a_missing_make_target_and_a_build_machine_path(fake_repo, fake_release):
+    """The release names only what it has: a planted `make nonexistent` and a planted absolute
+    path of the checkout are both reported, the shipped `make test` and `make lint` are not."""
+    planted = {"notes/README.md": "Run `make nonexistent`, then `make test` and `make lint`.\n",
+               "notes/run.log": f"loading {fake_repo.resolve()}/model\n"}
+    for rel, text in planted.items():
+        fakes.write(fake_release / rel, text)
+    try:
+        problems = release.verify_release(fake_release, fake_repo)
+    finally:
+        for rel in planted:
+            (fake_release / rel).unlink()
+    assert [p for p in problems if p.startswith("notes/README.md")] == [
+        "notes/README.md:1: `make nonexistent` is not a target of the release's Makefile"], problems
+    assert [p.partition(" (")[0] for p in problems if p.startswith("notes/run.log")] == [
+        "notes/run.log:1: an absolute path of the build machine"], problems
+    assert release.verify_release(fake_release, fake_repo) == []
+
+
 def test_release_refuses_a_folder_inside_the_repository(fake_repo):
     with pytest.raises(SystemExit, match="outside the repository"):
         release.build_release(fake_repo, fake_repo / "release")
@@ -144,6 +166,15 @@ def test_the_release_holds_no_solution_no_grader_no_ci(real_release):
     assert re.search(r"^test: install", makefile, re.MULTILINE), "students keep `make test`"
     loader = (real_release / release.LOADER).read_text()
     assert 'DEFAULT_IMPL = "starter"' in loader and 'DEFAULT_IMPL = "solution"' not in loader
+    pyproject = (real_release / "pyproject.toml").read_text()
+    assert 'testpaths = ["phase-11-multi-lora/labs"]' in pyproject, pyproject
+    assert not re.search(r"grading/|\btests\b", pyproject), "pyproject names tooling it lacks"
+
+
+def test_the_release_names_only_what_it_has(real_release):
+    """Every `make X` a shipped file names is a target of the shipped Makefile, no shipped file
+    holds an absolute path of this machine (build_release refuses both; checked here too)."""
+    assert release.dangling(real_release, TOOLING_ROOT) == []
 
 
 def test_the_release_says_starter_everywhere(real_release):
