@@ -22,6 +22,8 @@ from hypothesis import Phase, settings
 from labkit.loader import LabImplError, labs_dir, load_impl, resolve_impl
 from labkit.skips import cuda_skip_reason, engine_skip_reason
 
+pytest_plugins = ["labkit.progress"]  # engine tests say what runs, also under -q
+
 DEFAULT_SEED = 1101  # randomized tests and hypothesis use LAB_SEED when the grader sets one
 
 HYPOTHESIS_PROFILE = "phase11"

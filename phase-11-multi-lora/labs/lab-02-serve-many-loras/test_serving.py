@@ -17,6 +17,7 @@ import http.server
 import json
 import math
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from labkit import load_lab, load_support
+from labkit import load_lab, load_support, progress
 
 bench = load_support("lab-02", "record_latency")
 sqldata = load_support("lab-02", "sqldata")
@@ -34,10 +35,13 @@ SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 NUM_SLOTS = 1  # max_loras: every switch between adapters is a miss
 NUM_TENANTS = 4  # tenant-0 stays hot; tenant-1..3 take turns and thrash the slot
 BLOCKS = 10  # interleaved hot and thrash blocks, so load drift on the machine hits both alike
-BLOCK_LEN = 4
+BLOCK_LEN = 4  # a block: BLOCK_LEN hot-tenant requests (the first cold), BLOCK_LEN thrash (cold)
+# A coin gives the cold side the higher median in >= 8 of 10 blocks with probability 5.5%.
+MIN_SLOWER_BLOCKS = 8
 SQL_ROWS = 4  # eval rows sent through the API to each of the adapter and the base model
 SQL_MAX_TOKENS = 32  # the longest gold query in eval.jsonl is 20 tokens of SmolLM2
 RUNTIME_NAME = "sql-runtime"
+SERVER_START_S = 40  # serve on 2 idle cores: two interpreters import vLLM, load the model
 
 
 def flag_values(argv: list[str], flag: str) -> list[str]:
@@ -284,10 +288,12 @@ def served(lab, tmp_path_factory):
     try:
         tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS)
         handle.tenants = list(tenants)
-        handle.server = handle.stack.enter_context(lab.serve(
-            base_model.base_model(), {"sql": bench.SQL_ADAPTER, **tenants},
-            max_loras=NUM_SLOTS, max_lora_rank=bench.SERVE_RANK, max_cpu_loras=NUM_SLOTS,
-            served_model_name=base_model.NAME, log_path=work / "vllm.log"))
+        with progress.slow_step(f"vLLM's OpenAI server ({NUM_SLOTS} slot, "
+                                f"{1 + len(tenants)} adapters)", SERVER_START_S):
+            handle.server = handle.stack.enter_context(lab.serve(
+                base_model.base_model(), {"sql": bench.SQL_ADAPTER, **tenants},
+                max_loras=NUM_SLOTS, max_lora_rank=bench.SERVE_RANK, max_cpu_loras=NUM_SLOTS,
+                served_model_name=base_model.NAME, log_path=work / "vllm.log"))
     except Exception as err:  # noqa: BLE001 - reported by each test through handle.get()
         handle.error = err
     yield handle
@@ -401,8 +407,23 @@ def test_an_adapter_above_max_lora_rank_is_refused_with_vllms_message(lab, serve
     assert isinstance(complete(client, "sql", "SELECT"), str)
 
 
+def block_medians(latencies: list[float], labels: tuple[str, ...]) -> list[tuple[float, float]]:
+    """(cold median, hot median) of each block of the cold/hot trace, in order."""
+    size = 2 * BLOCK_LEN
+    out = []
+    for start in range(0, len(latencies), size):
+        block = list(zip(latencies[start:start + size], labels[start:start + size], strict=True))
+        out.append(tuple(statistics.median(ms for ms, label in block if label == want)
+                         for want in ("cold", "hot")))
+    return out
+
+
 @pytest.mark.engine
 def test_cold_requests_are_slower_than_hot_ones(lab, served):
+    """A miss reloads the adapter, so cold requests are slower: compared block by block, each
+    block's cold requests against its hot ones, seconds apart. Load from other jobs slows both
+    sides of a block alike, so the comparison holds on a busy machine, where the run's overall
+    medians may not (the benchmark, ``record_latency.py``, reports those)."""
     server = served.get()
     hot, *thrash = served.tenants
     trace: list[str | None] = []
@@ -413,9 +434,16 @@ def test_cold_requests_are_slower_than_hot_ones(lab, served):
     sig = lab.cold_slot_signature(trace, latencies, NUM_SLOTS)
     assert sig.cold.count == BLOCKS * (BLOCK_LEN + 1), (
         f"each thrash request and each hot block's first request are cold: {sig.cold}")
-    assert sig.cold.p50_ms > sig.hot.p50_ms, (
-        f"a miss reloads a {bench.SERVE_RANK}-rank adapter from disk: cold p50 must exceed hot; "
-        f"cold {sig.cold}, hot {sig.hot}")
+    expected = tuple("cold" if miss else "hot" for miss in one_slot_misses(trace))
+    assert sig.labels == expected, f"one slot: labels {sig.labels}, expected {expected}"
+    pairs = block_medians(latencies, expected)
+    slower = sum(cold > hot for cold, hot in pairs)
+    assert slower >= MIN_SLOWER_BLOCKS, (
+        f"a miss reloads a {bench.SERVE_RANK}-rank adapter from disk: the cold median must "
+        f"exceed the hot median in at least {MIN_SLOWER_BLOCKS} of {BLOCKS} blocks, got "
+        f"{slower}; (cold, hot) ms per block: "
+        + ", ".join(f"({c:.0f}, {h:.0f})" for c, h in pairs)
+        + f"; overall cold {sig.cold}, hot {sig.hot}")
 
 
 def _live_pids_in_group(pgid: int) -> list[str]:
