@@ -210,3 +210,38 @@ def test_one_hypothesis_profile_for_every_test_file():
            if isinstance(node, ast.Call) and "settings" in (getattr(node.func, "id", None),
                                                              getattr(node.func, "attr", None))]
     assert not own, f"hypothesis settings of a test file's own: {own}"
+
+
+PROGRESS_TEST = '''
+import pytest
+from labkit import progress
+
+@pytest.fixture(scope="module")
+def engine():
+    with progress.slow_step("a pretend engine", 30):
+        return object()
+
+def test_fast():
+    pass
+
+@pytest.mark.engine
+def test_slow(engine):
+    pass
+'''
+
+
+def test_engine_tests_say_what_runs_also_under_q(fake_tree):
+    """labkit/progress.py, through the root conftest: under -q an engine test's start and its
+    fixture's slow step are each a line of their own, in order; a run without engine tests
+    prints none."""
+    (fake_tree / "labs" / "lab-01-alpha" / "test_progress.py").write_text(PROGRESS_TEST)
+    slow = run_pytest(fake_tree, "-q", "-k", "progress")
+    lines = slow.stdout.splitlines()
+    expected = ["[engine 1/1] test_progress.py::test_slow",
+                "[engine] starting: a pretend engine -- about 30 s on 2 idle cores, longer on a "
+                "busy machine",
+                "[engine] done after 0 s: a pretend engine"]
+    assert slow.returncode == 0 and [line for line in lines if line in expected] == expected, \
+        slow.stdout[-2000:]
+    fast = run_pytest(fake_tree, "-q", "-k", "progress and fast")
+    assert fast.returncode == 0 and "[engine" not in fast.stdout, fast.stdout[-2000:]
