@@ -243,3 +243,37 @@ def lora_overhead(d_in, d_out, r):
 
 def course_solution(course: Path) -> str:
     return (course / "phase-11-multi-lora" / "labs" / LAB / "solution.py").read_text()
+
+
+# --- staging: a starter.py that is not a plain file (git clone and unzip keep symlinks) ------
+
+STAGING_ATTACKS = ("link_reference", "link_classmate", "link_keys", "hard_link", "fifo")
+
+
+def plant_staging_attacks(subs: Path, course: Path, stash: Path) -> dict[str, str]:
+    """In ``subs``: an honest ``classmate`` (the reference) and one submission per entry of
+    ``STAGING_ATTACKS``, each with a starter.py that points at what it wants scored or printed:
+    the course's reference, the classmate's starter, the keys; a hard link to a copy of the
+    reference in ``stash`` (outside the cohort); a FIFO (a grader that would hang).
+    Returns what each one's starter would have read."""
+    import os
+
+    solution = course / "phase-11-multi-lora" / "labs" / LAB / "solution.py"
+    keys = course / "grading" / "keys" / "hidden_seeds.toml"
+    classmate = subs / "classmate" / LAB / "starter.py"
+    classmate.parent.mkdir(parents=True)
+    classmate.write_text(solution.read_text())
+    stash.mkdir(parents=True, exist_ok=True)
+    (stash / "solution.py").write_text(solution.read_text())
+    links = {"link_reference": solution, "link_classmate": classmate, "link_keys": keys}
+    for name in STAGING_ATTACKS:
+        (subs / name / LAB).mkdir(parents=True)
+        starter = subs / name / LAB / "starter.py"
+        if name in links:
+            starter.symlink_to(links[name])
+        elif name == "hard_link":
+            os.link(stash / "solution.py", starter)
+        else:
+            os.mkfifo(starter)
+    return {**{n: str(p) for n, p in links.items()}, "hard_link": str(stash / "solution.py"),
+            "fifo": ""}
