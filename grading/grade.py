@@ -50,6 +50,19 @@ STARTER_LIMIT = 4 << 20  # a starter.py larger than this is refused
 LOG_COPY_LIMIT = 8 << 20  # the copy of a run's console log in logs/
 UNSAFE = "unsafe_submission"
 HIDDEN_WORDING = "fails under a hidden seed"
+# Where the sandbox sees the workspace and the staged submission: neutral paths, so that its
+# /proc/self/mountinfo and /proc/1/cmdline name no host folder of the grader's temp files
+INSIDE_WORKSPACE = Path("/grading/workspace")
+INSIDE_SUBMISSION = Path("/grading/submission")
+
+
+def inside_binds(workspace: tree.Workspace, impl: str) -> list[tuple[str, str]]:
+    """The read-only binds of a sandboxed run: the workspace at ``INSIDE_WORKSPACE``, the
+    staged submission at ``INSIDE_SUBMISSION``, each large file bound over its placeholder."""
+    binds = [(str(workspace.root), str(INSIDE_WORKSPACE)), (impl, str(INSIDE_SUBMISSION))]
+    for src, dst in workspace.binds:
+        binds.append((src, str(INSIDE_WORKSPACE / Path(dst).relative_to(workspace.root))))
+    return binds
 
 
 def find_submissions(path: Path, labs: list[str]) -> tuple[list[Path], bool]:
@@ -242,25 +255,25 @@ def copy_log(run: LabRun, root: Path, dst: Path) -> list[str]:
 def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir: Path,
               logs: Path, deadline: float | None = None) -> tuple[dict, list[dict]]:
     cfg = job.weights[lab]
-    box = None
+    box, root, where = None, workspace.root, impl
     if job.box is not None:  # the workspace, then the large files bound over its placeholders
         extra = job.lab_sandboxes.get(lab, LabSandbox())
-        readonly = [(str(workspace.root), str(workspace.root)), (impl, impl), *workspace.binds,
-                    *extra.readonly]
+        readonly = [*inside_binds(workspace, impl), *extra.readonly]
         box = job.box.for_lab(sandbox.Limits(cfg.memory_bytes, cfg.max_pids), readonly,
                               {**job.threads_env, **extra.env}, job.decoys)
+        root, where = INSIDE_WORKSPACE, str(INSIDE_SUBMISSION)  # what the run sees
     budget = cfg.lab_budget_s
     if deadline is not None:
         budget = min(budget, max(deadline - time.monotonic(), 1.0))
     opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
                          "budget_s": budget, "sandbox": box})
     before = tree.fingerprint(workspace.root)
-    run = schema.check_run(job.run_lab(workspace.root, lab, impl, workdir / lab, opts), lab).run
+    run = schema.check_run(job.run_lab(root, lab, where, workdir / lab, opts), lab).run
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
                     if before.get(p) != h)
     hidden, problems = [], []
     if not edited:
-        hidden, problems = hidden_seed_flags(workspace.root, lab, impl, run, job.seeds, opts,
+        hidden, problems = hidden_seed_flags(root, lab, where, run, job.seeds, opts,
                                              workdir / lab, job.run_lab, deadline)
     flags = [{**f, "lab": lab} for f in run.flags] + hidden
     if edited:

@@ -49,13 +49,16 @@ def repo_files(repo: Path) -> list[Path]:
 def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = False,
                binds: list[tuple[str, str]] | None = None) -> None:
     """Copy ``files`` (relative to ``src``) to ``dst``. Large ones are symlinked with
-    ``link_large``; with ``binds``, each becomes an empty placeholder and ``(source, target)``
-    is appended, for the sandbox to bind the original read-only over it."""
+    ``link_large``; with ``binds`` (sandboxed), each is hard-linked, or where that fails becomes
+    an empty placeholder and ``(source, target)`` is appended, for the sandbox to bind the
+    original read-only over it."""
     for rel in files:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         source = src / rel
         large = source.stat().st_size > LINK_ABOVE_BYTES
+        if large and binds is not None and _hard_link(source.resolve(), target):
+            continue  # no bind from the repository: the sandbox's mountinfo never names it
         if large and binds is not None:
             target.touch()
             binds.append((str(source.resolve()), str(target)))
@@ -63,6 +66,16 @@ def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = F
             target.symlink_to(source.resolve())
         else:
             shutil.copy2(source, target)
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` at ``target`` (the same file, read-only in the sandbox); False where
+    the file system refuses (another device, no rights)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass

@@ -277,3 +277,36 @@ def plant_staging_attacks(subs: Path, course: Path, stash: Path) -> dict[str, st
             os.mkfifo(starter)
     return {**{n: str(p) for n, p in links.items()}, "hard_link": str(stash / "solution.py"),
             "fifo": ""}
+
+
+def shows_its_view(solution: str, forbidden: list[str]) -> str:
+    """The reference, except that ``group_by_adapter`` raises with what the sandbox's
+    /proc/self/mountinfo and /proc/1/cmdline show: which of ``forbidden`` (host paths) they
+    name, and whether the neutral workspace path is there (the check is not vacuous)."""
+    return solution + f'''
+
+import json as _json
+
+FORBIDDEN = {forbidden!r}
+NEUTRAL = "/grad" + "ing/workspace"
+
+
+def _view():
+    found = {{}}
+    for name in ("/proc/self/mountinfo", "/proc/1/cmdline"):
+        try:
+            with open(name, "rb") as f:
+                found[name] = f.read().replace(b"\\0", b" ").decode(errors="replace")
+        except OSError as err:
+            found[name] = f"unreadable: {{err}}"
+    return found
+
+
+def group_by_adapter(idx):
+    view = _view()
+    leaks = {{name: sorted(p for p in FORBIDDEN if p in text) for name, text in view.items()}}
+    lines = [ln for ln in view["/proc/self/mountinfo"].splitlines()
+             if any(p in ln for p in FORBIDDEN)][:3]
+    raise ValueError("VIEW " + _json.dumps({{"leaks": leaks, "neutral": NEUTRAL in
+                                            view["/proc/self/mountinfo"], "lines": lines}}))
+'''
