@@ -67,8 +67,23 @@ def cell(text: str, limit: int = 140) -> str:
     return escape.markdown(text, limit)
 
 
+def authored_cell(text: str, limit: int = 140) -> str:
+    """One line of Markdown written by the course's own tools (backticks and all kept)."""
+    return escape.cut(" ".join(escape.controls(" ".join(str(text).split())).split()),
+                      limit).replace("|", "\\|") or " "
+
+
 def table(header: list[str], rows: list[list], limit: int = 140) -> str:
-    """A Markdown table; each cell on one line, cut at ``limit`` characters (0: never)."""
+    """A Markdown table of text the course's own tools wrote (``check_suite``,
+    ``check_starters``): each cell on one line, cut at ``limit`` characters (0: never). Anything
+    a run reported goes through ``safe_table``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(authored_cell(c, limit) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def safe_table(header: list[str], rows: list[list], limit: int = 140) -> str:
+    """A Markdown table of untrusted text: every cell through ``escape.markdown``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c, limit) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -114,16 +129,16 @@ def markdown(grade: dict) -> str:
               f"{cell(f['detail'], 300)}" for f in grade["flags"]] or ["None."]
     if grade["errors"]:
         parts += ["", "## Grading problems", ""] + [f"- {cell(e, 400)}" for e in grade["errors"]]
-    parts += ["", "## Labs", "", table(
+    parts += ["", "## Labs", "", safe_table(
         ["lab", "points", "passed / graded", "failed", "skipped", "not run", "reasons"],
         [lab_row(lab) for lab in grade["labs"]])]
     env = grade["environment"]
-    parts += ["", "## Environment", "", table([label for _, label in ENV_KEYS],
+    parts += ["", "## Environment", "", safe_table([label for _, label in ENV_KEYS],
                                               [[env.get(k) or "none" for k, _ in ENV_KEYS]])]
     for lab in grade["labs"]:
         parts += ["", f"## {cell(lab['lab'])}", ""]
         parts += [f"- {cell(p, 400)}" for p in lab["problems"]]
-        parts += ["", table(["test", "outcome", "reason", "detail"],
+        parts += ["", safe_table(["test", "outcome", "reason", "detail"],
                             [[t["name"] + (" (structural)" if t["structural"] else ""),
                               t["outcome"], t["reason"] or "-", t["message"] or "-"]
                              for t in lab["tests"]])]
@@ -180,5 +195,5 @@ def write_summary(grades: list[dict], folder: Path) -> None:
     note = boxes.pop() if len(boxes) == 1 else "No submissions." if not grades else (
         f"**Mixed**: {sum(not (g.get('sandbox') or {}).get('kind') for g in grades)} of "
         f"{len(grades)} submissions were graded UNSANDBOXED (see each report).")
-    (folder / "summary.md").write_text(f"# Grading summary\n\n{note}\n\n" + table(header, rows)
+    (folder / "summary.md").write_text(f"# Grading summary\n\n{note}\n\n" + safe_table(header, rows)
                                        + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import safe
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
@@ -131,5 +132,14 @@ def fingerprint(root: Path, suffixes: tuple[str, ...] = (".py", ".toml")) -> dic
     return {str(p): sha256(root / p) for p in walk(root) if p.suffix in suffixes}
 
 
+FINGERPRINT_LIMIT = 64 << 20
+
+
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The file's sha256, read as ``grading.safe`` reads (an unsandboxed run can plant a FIFO or
+    a link in the workspace): what it is instead, when it is not a regular file."""
+    try:
+        data, cut = safe.read_bytes(path, FINGERPRINT_LIMIT)
+    except (safe.Unsafe, OSError) as err:
+        return f"unreadable: {err}"
+    return hashlib.sha256(data).hexdigest() + ("+" if cut else "")
