@@ -95,3 +95,19 @@ def hidden_seeds(path: Path = HIDDEN_SEEDS_FILE) -> list[int]:
     if not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"{path}: seeds must be a list of integers, got {seeds!r}")
     return seeds
+
+
+def submission_budget(path: Path = WEIGHTS_FILE) -> float | None:
+    """``[defaults] submission_budget_s``: the wall-clock seconds all of one submission's labs
+    get together (None: unlimited). When it runs out, the labs not yet run are not run."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the weights ({err})") from None
+    value = data.get("defaults", {}).get("submission_budget_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path}: [defaults] submission_budget_s must be a positive number of "
+                          f"seconds, got {value!r}")
+    return float(value)

@@ -28,15 +28,16 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grading import honesty, report, sandbox, tree
+from grading import config, escape, honesty, report, safe, sandbox, schema, tree
 from grading.config import WEIGHTS_REL, ConfigError, LabConfig, hidden_seeds, load_weights
 from grading.report import slug
 from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
@@ -44,6 +45,24 @@ from grading.runner import TOOLING_ROOT, LabRun, RunOptions, lab_names, run_lab
 DEFAULT_MARKERS = "not gpu"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SHARD = re.compile(r"^(\d+)/(\d+)$")
+LOADS = {"lab-02": ("lab-01", "lab-03", "lab-04")}  # lab 02's tests call these labs' starters
+STARTER_LIMIT = 4 << 20  # a starter.py larger than this is refused
+LOG_COPY_LIMIT = 8 << 20  # the copy of a run's console log in logs/
+UNSAFE = "unsafe_submission"
+HIDDEN_WORDING = "fails under a hidden seed"
+# Where the sandbox sees the workspace and the staged submission: neutral paths, so that its
+# /proc/self/mountinfo and /proc/1/cmdline name no host folder of the grader's temp files
+INSIDE_WORKSPACE = Path("/grading/workspace")
+INSIDE_SUBMISSION = Path("/grading/submission")
+
+
+def inside_binds(workspace: tree.Workspace, impl: str) -> list[tuple[str, str]]:
+    """The read-only binds of a sandboxed run: the workspace at ``INSIDE_WORKSPACE``, the
+    staged submission at ``INSIDE_SUBMISSION``, each large file bound over its placeholder."""
+    binds = [(str(workspace.root), str(INSIDE_WORKSPACE)), (impl, str(INSIDE_SUBMISSION))]
+    for src, dst in workspace.binds:
+        binds.append((src, str(INSIDE_WORKSPACE / Path(dst).relative_to(workspace.root))))
+    return binds
 
 
 def find_submissions(path: Path, labs: list[str]) -> tuple[list[Path], bool]:
@@ -67,17 +86,60 @@ def shard_of(submissions: list[Path], index: int, count: int) -> list[Path]:
     return sorted(submissions, key=lambda p: p.name)[index::count]
 
 
-def stage(submission: Path, labs: list[str], dst: Path) -> Path:
-    """Copy only the graded files, so nothing the tests do can touch the student's folder."""
+def _matches(lab: str, prefix: str) -> bool:
+    return lab == prefix or lab.startswith(prefix + "-")
+
+
+def staged_labs(graded: list[str], every: list[str]) -> list[str]:
+    """The labs whose starter is staged: the graded ones, and those a graded lab's tests load
+    (``LOADS``: lab 02 calls 01, 03 and 04); in ``every``'s order."""
+    wanted = set(graded)
+    for lab in graded:
+        for prefix, loads in LOADS.items():
+            if _matches(lab, prefix):
+                wanted |= {x for x in every if any(_matches(x, d) for d in loads)}
+    return [x for x in every if x in wanted]
+
+
+def unsafe_flag(lab: str, what: str) -> dict:
+    return {"kind": UNSAFE, "lab": lab, "detail": f"{escape.terminal(what, 300)}; not staged: "
+                                                  f"it scores as missing"}
+
+
+def stage(submission: Path, labs: list[str], dst: Path) -> tuple[Path, list[dict]]:
+    """Copy only the starters of ``labs``, so nothing the tests do can touch the student's
+    folder; each must be a plain file (not a symlink, a hard link, a FIFO, a socket or a
+    device, in a plain folder). A refused one is not staged (it scores as missing) and raises
+    an ``unsafe_submission`` flag. Never follows a link, never blocks."""
+    dst.mkdir(parents=True, exist_ok=True)
+    flags = []
     for lab in labs:
-        src = submission / lab / "starter.py"
-        if src.is_file():
-            (dst / lab).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst / lab / "starter.py")
-    return dst
+        rel = Path(lab) / "starter.py"
+        found = safe.what_is(submission / lab)
+        if found == "missing" or safe.what_is(submission / rel) == "missing":
+            continue
+        if found != "a folder":
+            flags.append(unsafe_flag(lab, f"{lab} is {found}"))
+            continue
+        (dst / lab).mkdir(parents=True, exist_ok=True)
+        try:
+            data, cut = safe.read_bytes(submission / rel, STARTER_LIMIT, root=submission,
+                                        single_link=True)
+        except safe.Unsafe as err:
+            flags.append(unsafe_flag(lab, f"{rel}: {str(err).rpartition(': ')[2]}"))
+            continue
+        except OSError as err:
+            flags.append(unsafe_flag(lab, f"{rel}: cannot be read ({err.strerror})"))
+            continue
+        if cut:
+            flags.append(unsafe_flag(lab, f"{rel}: larger than {STARTER_LIMIT >> 20} MiB"))
+            continue
+        (dst / rel).write_bytes(data)
+    return dst, flags
 
 
 def score(run: LabRun, cfg: LabConfig) -> dict:
+    """The lab's grade from a run that ``schema.check_run`` has checked."""
     graded = [t for t in run.tests if t.graded]
     passed = sum(t.outcome == "passed" for t in graded)
     points = cfg.points * passed / len(graded) if graded else 0.0
@@ -111,8 +173,10 @@ class Job:
     box: sandbox.Sandbox | None = None  # None: --no-sandbox
     decoys: list[str] = field(default_factory=list)
     lab_sandboxes: dict[str, LabSandbox] = field(default_factory=dict)
-    staged: list[str] = field(default_factory=list)  # every lab: lab 02 calls 01, 03 and 04
+    staged: list[str] = field(default_factory=list)  # staged_labs(): lab 02 calls 01, 03, 04
     threads_env: dict[str, str] = field(default_factory=dict)  # --jobs N: cores / N each
+    submission_budget_s: float | None = None  # every lab of one submission together
+    run_lab: Callable[..., LabRun] = run_lab  # where run data enters (tests pass a fake)
 
     def sandbox_report(self) -> dict:
         if self.box is None:
@@ -140,48 +204,89 @@ def lab_sandbox(cfg: LabConfig, hidden: list[Path], environ: dict[str, str]) -> 
 
 
 def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, seeds: list[int],
-                      opts: RunOptions, workdir: Path) -> list[dict]:
-    """Re-run the randomized tests that passed with the visible seed under each hidden seed."""
+                      opts: RunOptions, workdir: Path, run=run_lab,
+                      deadline: float | None = None) -> tuple[list[dict], list[str]]:
+    """(flags, problems): re-run the randomized tests that passed with the visible seed under
+    each hidden seed. A failure is one ``fails_hidden_seed`` flag for the lab, worded
+    ``HIDDEN_WORDING``: never which test or which seed (per-test, per-seed results would let
+    a submission encode the seeds and read them back); ``count`` (for the instructor's
+    report.json) is how many (test, seed) runs failed. The hidden runs keep their own flags."""
     passed = {t.nodeid for t in visible.tests if t.randomized and t.outcome == "passed"}
     if not passed:
-        return []
-    failing: dict[str, list[int]] = {}
+        return [], []
+    failures, flags, problems = 0, [], []
     for i, seed in enumerate(seeds, start=1):
-        hidden = run_lab(workspace, lab, impl, workdir / f"hidden-{i}",
-                         RunOptions(**{**vars(opts), "seed": seed, "only_randomized": True}))
-        for t in hidden.tests:
-            if t.nodeid in passed and t.outcome not in ("passed", "skipped"):
-                failing.setdefault(t.name, []).append(i)
-    return [{"kind": "fails_hidden_seed", "lab": lab,
-             "detail": f"{name} passes the visible seed but fails hidden seed "
-                       f"{', '.join(f'#{i}' for i in which)} of {len(seeds)}"}
-            for name, which in sorted(failing.items())]
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            problems.append("the hidden-seed check stopped: the submission's budget ran out")
+            break
+        budget = opts.budget_s if left is None else min(opts.budget_s, left)
+        checked = schema.check_run(run(workspace, lab, impl, workdir / f"hidden-{i}",
+                                       RunOptions(**{**vars(opts), "seed": seed,
+                                                     "only_randomized": True,
+                                                     "budget_s": budget})), lab)
+        hidden = checked.run
+        problems += [f"hidden-seed run: {p}" for p in checked.problems]
+        flags += [{**f, "lab": lab, "detail": f"under a hidden seed: {f['detail']}"}
+                  for f in hidden.flags]
+        failures += sum(t.nodeid in passed and t.outcome not in ("passed", "skipped")
+                        for t in hidden.tests)
+    if failures:
+        flags.insert(0, {"kind": "fails_hidden_seed", "lab": lab, "count": failures,
+                         "detail": f"passes the visible seed but {HIDDEN_WORDING}"})
+    return flags, problems
+
+
+def copy_log(run: LabRun, root: Path, dst: Path) -> list[str]:
+    """Copy a run's console log (a file the sandbox could reach) into the reports: kept raw,
+    read as ``grading.safe`` reads; problems of the submission when refused."""
+    if not run.log:
+        return []
+    try:
+        if safe.copy(Path(run.log), dst, LOG_COPY_LIMIT, root=root):
+            return [f"the console log was cut at {LOG_COPY_LIMIT >> 20} MiB"]
+    except safe.Unsafe as err:
+        return [str(err)]
+    except FileNotFoundError:
+        return []
+    return []
 
 
 def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir: Path,
-              logs: Path) -> tuple[dict, list[dict]]:
+              logs: Path, deadline: float | None = None) -> tuple[dict, list[dict]]:
     cfg = job.weights[lab]
-    box = None
+    box, root, where = None, workspace.root, impl
     if job.box is not None:  # the workspace, then the large files bound over its placeholders
         extra = job.lab_sandboxes.get(lab, LabSandbox())
-        readonly = [(str(workspace.root), str(workspace.root)), (impl, impl), *workspace.binds,
-                    *extra.readonly]
+        readonly = [*inside_binds(workspace, impl), *extra.readonly]
         box = job.box.for_lab(sandbox.Limits(cfg.memory_bytes, cfg.max_pids), readonly,
                               {**job.threads_env, **extra.env}, job.decoys)
+        root, where = INSIDE_WORKSPACE, str(INSIDE_SUBMISSION)  # what the run sees
+    budget = cfg.lab_budget_s
+    if deadline is not None:
+        budget = min(budget, max(deadline - time.monotonic(), 1.0))
     opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
-                         "budget_s": cfg.lab_budget_s, "sandbox": box})
+                         "budget_s": budget, "sandbox": box})
     before = tree.fingerprint(workspace.root)
-    run = run_lab(workspace.root, lab, impl, workdir / lab, opts)
+    run = schema.check_run(job.run_lab(root, lab, where, workdir / lab, opts), lab).run
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
                     if before.get(p) != h)
-    hidden = [] if edited else hidden_seed_flags(workspace.root, lab, impl, run, job.seeds,
-                                                 opts, workdir / lab)
+    hidden, problems = [], []
+    if not edited:
+        hidden, problems = hidden_seed_flags(root, lab, where, run, job.seeds, opts,
+                                             workdir / lab, job.run_lab, deadline)
     flags = [{**f, "lab": lab} for f in run.flags] + hidden
     if edited:
         flags.append({"kind": "tampers_tests", "lab": lab,
                       "detail": f"files of the test tree changed during the run: {edited}"})
-    shutil.copyfile(run.log, logs / f"{lab}.log")
+    run.problems += problems + copy_log(run, workdir.parent, logs / f"{lab}.log")
     return score(run, cfg), flags
+
+
+def empty_lab(lab: str, cfg: LabConfig, problem: str, status: str) -> dict:
+    """The grade of a lab that did not run (``status``: ``timeout``, ``error``)."""
+    return {"lab": lab, "points": 0.0, "max_points": cfg.points, "passed": 0, "graded": 0,
+            "problems": [problem], "wall_s": 0.0, "sandbox": {}, "tests": [], "status": status}
 
 
 def grade_submission(job: Job, submission: Path, out: Path) -> dict:
@@ -194,22 +299,27 @@ def grade_submission(job: Job, submission: Path, out: Path) -> dict:
              "labs": []}
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    budget = job.submission_budget_s
+    deadline = None if budget is None else time.monotonic() + budget
     with tempfile.TemporaryDirectory(prefix="phase11-grade-") as tmp:
         tmp = Path(tmp)
-        staged = stage(submission, job.staged or labs, tmp / "submission")
+        staged, grade["flags"] = stage(submission, job.staged or labs, tmp / "submission")
         for lab in labs:
             grade["flags"] += [{**f, "lab": lab} for f in honesty.scan_file(
                 staged / lab / "starter.py") if (staged / lab / "starter.py").is_file()]
+            if deadline is not None and time.monotonic() >= deadline:
+                grade["labs"].append(empty_lab(lab, weights[lab], (
+                    f"not run: the submission's {budget:g} s budget (submission_budget_s) ran "
+                    f"out"), "timeout"))
+                continue
             try:
                 workspace = tree.make_workspace(job.repo, tmp / f"workspace-{lab}",
                                                 sandboxed=job.box is not None)
                 lab_grade, flags = grade_lab(job, lab, str(staged), workspace, tmp / "runs",
-                                             logs)
+                                             logs, deadline)
             except Exception:  # noqa: BLE001 - the grader reports its own bugs, never dies
                 grade["errors"].append(f"{lab}: grader error: {traceback.format_exc(limit=3)}")
-                lab_grade, flags = {"lab": lab, "points": 0.0, "max_points": weights[lab].points,
-                                    "passed": 0, "graded": 0, "problems": [], "sandbox": {},
-                                    "tests": []}, []
+                lab_grade, flags = empty_lab(lab, weights[lab], "grader error", "error"), []
             grade["labs"].append(lab_grade)
             grade["flags"] += flags
     grade["total"] = sum(lab["points"] for lab in grade["labs"])
@@ -218,9 +328,24 @@ def grade_submission(job: Job, submission: Path, out: Path) -> dict:
     return grade
 
 
+def failed_grade(job: Job, submission: Path, error: str) -> dict:
+    """The grade of a submission the grader could not grade: 0, and why (never a crash of the
+    batch)."""
+    return {"submission": submission.name, "path": str(submission), "total": 0.0,
+            "max_total": sum(job.weights[lab].points for lab in job.labs),
+            "marker_expr": job.opts.marker_expr, "hidden_seeds": len(job.seeds),
+            "sandbox": job.sandbox_report(), "environment": job.env, "flags": [],
+            "errors": [error], "labs": [empty_lab(lab, job.weights[lab], "grader error", "error")
+                                        for lab in job.labs]}
+
+
 def grade_and_report(job: Job, submission: Path, folder: Path) -> dict:
-    grade = grade_submission(job, submission, folder)
-    report.write_reports(grade, folder)
+    try:
+        grade = grade_submission(job, submission, folder)
+        report.write_reports(grade, folder)
+    except Exception:  # noqa: BLE001 - one submission never stops the batch
+        grade = failed_grade(job, submission, f"grader error: {traceback.format_exc(limit=3)}")
+        report.write_reports(grade, folder)
     return grade
 
 
@@ -244,14 +369,14 @@ def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dic
 
     def done(i: int, grade: dict) -> None:
         grades[i] = grade
-        kinds = sorted({f["kind"] for f in grade["flags"]})
-        print(f"{grade['submission']}: {report.fmt_points(grade['total'])} / "
-              f"{report.fmt_points(grade['max_total'])}"
+        kinds = sorted({escape.terminal(f["kind"], 40) for f in grade["flags"]})
+        print(f"{escape.terminal(grade['submission'], 100)}: "
+              f"{report.fmt_points(grade['total'])} / {report.fmt_points(grade['max_total'])}"
               f"{'  flags: ' + ', '.join(kinds) if kinds else ''}", flush=True)
 
     if jobs <= 1 or len(targets) <= 1:
         for i, (sub, folder) in enumerate(targets):
-            print(f"grading {sub.name} ...", flush=True)
+            print(f"grading {escape.terminal(sub.name, 100)} ...", flush=True)
             done(i, grade_and_report(job, sub, folder))
     else:
         spawn = multiprocessing.get_context("spawn")  # no forked copies of the grader's state
@@ -260,7 +385,13 @@ def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dic
             futures = {pool.submit(grade_and_report, job, sub, folder): i
                        for i, (sub, folder) in enumerate(targets)}
             for future in as_completed(futures):
-                done(futures[future], future.result())
+                i = futures[future]
+                try:
+                    grade = future.result()
+                except Exception as err:  # noqa: BLE001 - a worker that died: that one is 0
+                    grade = failed_grade(job, targets[i][0], f"grader error: {err!r}")
+                    report.write_reports(grade, targets[i][1])
+                done(i, grade)
     return [g for g in grades if g is not None]
 
 
@@ -330,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--labs: expected some of {all_labs}, got {args.labs}")
     try:
         weights = load_weights(all_labs, args.weights or args.repo / WEIGHTS_REL)
+        budget = config.submission_budget(args.weights or args.repo / WEIGHTS_REL)
         seeds = hidden_seeds()
     except ConfigError as err:
         parser.error(str(err))
@@ -354,8 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     job = Job(repo=args.repo, labs=labs, weights=weights, seeds=seeds, opts=opts,
               env=report.environment(opts.python), box=box, decoys=decoys,
-              lab_sandboxes=lab_sandboxes, staged=all_labs,
-              threads_env=threads_per_job(args.jobs, dict(os.environ)))
+              lab_sandboxes=lab_sandboxes, staged=staged_labs(labs, all_labs),
+              threads_env=threads_per_job(args.jobs, dict(os.environ)),
+              submission_budget_s=budget)
     chosen = shard_of(submissions, *shard) if shard else submissions
     targets = [(sub, out / slug(sub.name) if batch else out) for sub in chosen]
     grades = grade_all(job, targets, args.jobs)

@@ -11,7 +11,10 @@ Each finding is a flag for an instructor to review, not a verdict: ``kind`` says
   ``numpy``, ``builtins``, ...), ``setattr`` on one, or writes ``sys.modules``;
 - ``inspects_tests``: walks the caller's frames (``sys._getframe``, ``inspect.stack``,
   ``f_locals``, ...), where a test's expected values live, or reads ``LAB_SEED``;
-- ``fails_hidden_seed`` (from ``grading.grade``): passes the visible seeds, fails hidden ones.
+- ``fails_hidden_seed`` (from ``grading.grade``): one per lab, passes the visible seed, fails
+  under a hidden one (never which test, never which seed);
+- ``unsafe_submission`` (from ``grading.grade.stage``): a starter that is not a plain file;
+- ``malformed_record`` (from ``grading.schema``): a flag whose fields do not have their types.
 """
 
 from __future__ import annotations

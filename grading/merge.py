@@ -66,7 +66,7 @@ def merge(out: Path, folders: list[Path]) -> list[dict]:
     for name in names:
         source = where[name] / slug(name)
         if where[name].resolve() != out.resolve():
-            shutil.copytree(source, out / slug(name), dirs_exist_ok=True)
+            shutil.copytree(source, out / slug(name), dirs_exist_ok=True, symlinks=True)
         grades.append(json.loads((source / "report.json").read_text(encoding="utf-8")))
     return grades
 

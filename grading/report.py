@@ -1,5 +1,9 @@
 """Grade reports: Markdown for people, JSON for scripts, JUnit XML for course platforms, and a
-CSV + Markdown summary for a folder of submissions."""
+CSV + Markdown summary for a folder of submissions.
+
+Every field a run reported is untrusted text: each goes through the escaper for its target
+(``grading.escape``: Markdown/HTML, CSV, XML); report.json keeps it as data (JSON escapes
+control characters)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+
+from grading import escape
 
 ENV_PROBE = r"""
 import importlib.metadata as md, json, platform
@@ -34,7 +40,6 @@ print(json.dumps(env))
 """
 ENV_KEYS = (("python", "Python"), ("numpy", "numpy"), ("torch", "torch"), ("vllm", "vLLM"),
             ("cuda_device", "CUDA device"))
-NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def environment(python: str) -> dict:
@@ -53,17 +58,32 @@ def slug(name: str) -> str:
 
 
 def clean(text: str, limit: int = 0) -> str:
-    """Printable, XML-safe text; student output may hold anything."""
-    text = NOT_XML.sub("?", str(text))
-    return text if not limit or len(text) <= limit else text[:limit] + " ..."
+    """XML-safe text (``escape.xml``); student output may hold anything."""
+    return escape.xml(text, limit)
 
 
 def cell(text: str, limit: int = 140) -> str:
-    return clean(" ".join(str(text).split()), limit).replace("|", "\\|") or " "
+    """One line of Markdown that shows ``text`` as it is (``escape.markdown``)."""
+    return escape.markdown(text, limit)
+
+
+def authored_cell(text: str, limit: int = 140) -> str:
+    """One line of Markdown written by the course's own tools (backticks and all kept)."""
+    return escape.cut(" ".join(escape.controls(" ".join(str(text).split())).split()),
+                      limit).replace("|", "\\|") or " "
 
 
 def table(header: list[str], rows: list[list], limit: int = 140) -> str:
-    """A Markdown table; each cell on one line, cut at ``limit`` characters (0: never)."""
+    """A Markdown table of text the course's own tools wrote (``check_suite``,
+    ``check_starters``): each cell on one line, cut at ``limit`` characters (0: never). Anything
+    a run reported goes through ``safe_table``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(authored_cell(c, limit) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def safe_table(header: list[str], rows: list[list], limit: int = 140) -> str:
+    """A Markdown table of untrusted text: every cell through ``escape.markdown``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c, limit) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -77,6 +97,8 @@ def lab_row(lab: dict) -> list:
     tests = lab["tests"]
     counts = Counter(t["outcome"] for t in tests)
     reasons = Counter(t["reason"] for t in tests if t["reason"])
+    if lab.get("status") in ("timeout", "error"):  # the lab did not run
+        reasons[f"lab not run: {lab['status']}"] += 1
     return [lab["lab"], f"{fmt_points(lab['points'])} / {fmt_points(lab['max_points'])}",
             f"{lab['passed']} / {lab['graded']}", counts["failed"] + counts["error"],
             counts["skipped"], counts["not_run"],
@@ -102,21 +124,21 @@ def sandbox_line(box: dict | None) -> str:
 def markdown(grade: dict) -> str:
     parts = [f"# Grade: {cell(grade['submission'])}", "", sandbox_line(grade.get("sandbox")), "",
              f"**Total: {fmt_points(grade['total'])} / {fmt_points(grade['max_total'])}**"
-             f" · marker expression `{grade['marker_expr']}`", "", "## Flags", ""]
-    parts += [f"- **{f['kind']}** ({f.get('lab', '-')}): {cell(f['detail'], 300)}"
-              for f in grade["flags"]] or ["None."]
+             f" · marker expression {cell(grade['marker_expr'])}", "", "## Flags", ""]
+    parts += [f"- **{cell(f['kind'], 40)}** ({cell(f.get('lab', '-'), 60)}): "
+              f"{cell(f['detail'], 300)}" for f in grade["flags"]] or ["None."]
     if grade["errors"]:
         parts += ["", "## Grading problems", ""] + [f"- {cell(e, 400)}" for e in grade["errors"]]
-    parts += ["", "## Labs", "", table(
+    parts += ["", "## Labs", "", safe_table(
         ["lab", "points", "passed / graded", "failed", "skipped", "not run", "reasons"],
         [lab_row(lab) for lab in grade["labs"]])]
     env = grade["environment"]
-    parts += ["", "## Environment", "", table([label for _, label in ENV_KEYS],
+    parts += ["", "## Environment", "", safe_table([label for _, label in ENV_KEYS],
                                               [[env.get(k) or "none" for k, _ in ENV_KEYS]])]
     for lab in grade["labs"]:
-        parts += ["", f"## {lab['lab']}", ""]
+        parts += ["", f"## {cell(lab['lab'])}", ""]
         parts += [f"- {cell(p, 400)}" for p in lab["problems"]]
-        parts += ["", table(["test", "outcome", "reason", "detail"],
+        parts += ["", safe_table(["test", "outcome", "reason", "detail"],
                             [[t["name"] + (" (structural)" if t["structural"] else ""),
                               t["outcome"], t["reason"] or "-", t["message"] or "-"]
                              for t in lab["tests"]])]
@@ -139,12 +161,12 @@ def junit(grade: dict) -> ET.ElementTree:
                                  time=f"{t['duration_s']:.3f}")
             message = clean(f"{t['reason']}: {t['message']}", 2000)
             if t["outcome"] == "failed":
-                ET.SubElement(case, "failure", type=t["reason"], message=message).text = message
+                ET.SubElement(case, "failure", type=clean(t["reason"]), message=message).text = message
             elif t["outcome"] in ("error", "not_run"):
-                ET.SubElement(case, "error", type=t["reason"] or t["outcome"],
+                ET.SubElement(case, "error", type=clean(t["reason"] or t["outcome"]),
                               message=message).text = message
             elif t["outcome"] == "skipped":
-                ET.SubElement(case, "skipped", type=t["reason"], message=message)
+                ET.SubElement(case, "skipped", type=clean(t["reason"]), message=message)
     return ET.ElementTree(suites)
 
 
@@ -168,10 +190,10 @@ def write_summary(grades: list[dict], folder: Path) -> None:
         rows.append([g["submission"], fmt_points(g["total"]), fmt_points(g["max_total"]),
                      *[points.get(lab, "") for lab in labs], flags, len(g["errors"])])
     with open(folder / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *rows])
+        csv.writer(f).writerows([[escape.csv_cell(c) for c in row] for row in [header, *rows]])
     boxes = {sandbox_line(g.get("sandbox")) for g in grades}
     note = boxes.pop() if len(boxes) == 1 else "No submissions." if not grades else (
         f"**Mixed**: {sum(not (g.get('sandbox') or {}).get('kind') for g in grades)} of "
         f"{len(grades)} submissions were graded UNSANDBOXED (see each report).")
-    (folder / "summary.md").write_text(f"# Grading summary\n\n{note}\n\n" + table(header, rows)
+    (folder / "summary.md").write_text(f"# Grading summary\n\n{note}\n\n" + safe_table(header, rows)
                                        + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import safe
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
@@ -49,13 +50,16 @@ def repo_files(repo: Path) -> list[Path]:
 def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = False,
                binds: list[tuple[str, str]] | None = None) -> None:
     """Copy ``files`` (relative to ``src``) to ``dst``. Large ones are symlinked with
-    ``link_large``; with ``binds``, each becomes an empty placeholder and ``(source, target)``
-    is appended, for the sandbox to bind the original read-only over it."""
+    ``link_large``; with ``binds`` (sandboxed), each is hard-linked, or where that fails becomes
+    an empty placeholder and ``(source, target)`` is appended, for the sandbox to bind the
+    original read-only over it."""
     for rel in files:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         source = src / rel
         large = source.stat().st_size > LINK_ABOVE_BYTES
+        if large and binds is not None and _hard_link(source.resolve(), target):
+            continue  # no bind from the repository: the sandbox's mountinfo never names it
         if large and binds is not None:
             target.touch()
             binds.append((str(source.resolve()), str(target)))
@@ -63,6 +67,16 @@ def copy_files(files: Iterable[Path], src: Path, dst: Path, link_large: bool = F
             target.symlink_to(source.resolve())
         else:
             shutil.copy2(source, target)
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` at ``target`` (the same file, read-only in the sandbox); False where
+    the file system refuses (another device, no rights)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -118,5 +132,14 @@ def fingerprint(root: Path, suffixes: tuple[str, ...] = (".py", ".toml")) -> dic
     return {str(p): sha256(root / p) for p in walk(root) if p.suffix in suffixes}
 
 
+FINGERPRINT_LIMIT = 64 << 20
+
+
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The file's sha256, read as ``grading.safe`` reads (an unsandboxed run can plant a FIFO or
+    a link in the workspace): what it is instead, when it is not a regular file."""
+    try:
+        data, cut = safe.read_bytes(path, FINGERPRINT_LIMIT)
+    except (safe.Unsafe, OSError) as err:
+        return f"unreadable: {err}"
+    return hashlib.sha256(data).hexdigest() + ("+" if cut else "")

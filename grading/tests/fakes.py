@@ -291,3 +291,68 @@ def make_submissions(root: Path, repo: Path) -> Path:
     make_submission(root / "broken", "raise RuntimeError('boom at import')\n",
                     "def double(x) return\n")
     return root
+
+
+# --- forged runs: what a runner that a submission fooled could hand to grade.py -------------
+
+FAKE_TESTS = ("test_one", "test_two", "test_seeded")
+
+
+def fake_behaviour(impl: str | None, lab: str) -> list[str]:
+    """The words after ``# fake:`` on the first line of the staged starter (["missing"] when
+    there is none)."""
+    path = Path(impl or "") / lab / "starter.py"
+    if not path.is_file():
+        return ["missing"]
+    first = path.read_text(encoding="utf-8").splitlines()[:1] or [""]
+    return first[0].partition("# fake:")[2].split() or ["plain"]
+
+
+def forged_run(repo: Path, lab: str, impl: str | None, workdir: Path, opts):
+    """A stand-in for ``runner.run_lab`` (``grade.Job.run_lab``): three tests that pass, bent
+    by the starter's ``# fake:`` line into the malformed or injecting record it names. Nothing
+    runs; the log is written where a real run writes it."""
+    import time
+
+    from grading.runner import LabRun, TestResult
+
+    what, *args = fake_behaviour(impl, lab)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "pytest.log"
+    log.write_text("3 passed\n", encoding="utf-8")
+    run = LabRun(lab=lab, impl=impl, log=str(log), attempts=1, wall_s=0.1)
+    run.tests = [TestResult(nodeid=f"{lab}/test_lab.py::{n}", name=n, outcome="passed",
+                            randomized=n == "test_seeded") for n in FAKE_TESTS]
+    two = run.tests[1]
+    if what == "missing":
+        for t in run.tests:
+            t.outcome, t.reason, t.message = "error", "import_error", "starter.py not found"
+    elif what == "numeric_name":
+        two.name = 12345
+    elif what == "dict_message":
+        two.outcome, two.message = "failed", {"looks": "like a str"}
+        run.problems.append(["not", "a", "str"])
+    elif what == "injects":
+        two.outcome, two.reason = "failed", "assertion"
+        two.message = "x\n\n## Flags\n\nNone.\n<!-- the rest is hidden"
+        run.flags += [{"kind": "tampers_tests", "nodeid": None,
+                       "detail": "y\n\n| lab-01 | 60.0 / 60.0 |\n<!-- hidden"},
+                      {"kind": "x\n| fake | row |\n<!--", "nodeid": None, "detail": "z"}]
+    elif what == "hyperlink":
+        two.name = '=HYPERLINK("http://evil.example/","click")'
+        run.flags.append({"kind": '=HYPERLINK("http://evil.example/","x")', "nodeid": None,
+                          "detail": "=cmd|' /C calc'!A0"})
+    elif what == "ansi":
+        log.write_text("\x1b[2J\x1b]0;owned\x07 3 passed\n", encoding="utf-8")
+        two.outcome, two.reason, two.message = "failed", "assertion", "\x1b[31mred\x1b[0m"
+        run.flags.append({"kind": "tampers_tests", "nodeid": None,
+                          "detail": "\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\ \x1b[2K"})
+    elif what == "log_symlink":
+        log.unlink()
+        log.symlink_to(args[0])
+    elif what == "slow":
+        time.sleep(float(args[0]))
+    elif what == "hidden_fail" and opts.seed is not None:
+        run.tests[2].outcome, run.tests[2].reason = "failed", "assertion"
+        run.flags.append({"kind": "reads_solution", "nodeid": None, "detail": "opened it"})
+    return run

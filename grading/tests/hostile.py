@@ -243,3 +243,68 @@ def lora_overhead(d_in, d_out, r):
 
 def course_solution(course: Path) -> str:
     return (course / "phase-11-multi-lora" / "labs" / LAB / "solution.py").read_text()
+
+
+# --- staging: a starter.py that is not a plain file (git clone and unzip keep symlinks) ------
+
+STAGING_ATTACKS = ("link_reference", "link_classmate", "link_keys", "hard_link", "fifo")
+
+
+def plant_staging_attacks(subs: Path, course: Path, stash: Path) -> dict[str, str]:
+    """In ``subs``: an honest ``classmate`` (the reference) and one submission per entry of
+    ``STAGING_ATTACKS``, each with a starter.py that points at what it wants scored or printed:
+    the course's reference, the classmate's starter, the keys; a hard link to a copy of the
+    reference in ``stash`` (outside the cohort); a FIFO (a grader that would hang).
+    Returns what each one's starter would have read."""
+    import os
+
+    solution = course / "phase-11-multi-lora" / "labs" / LAB / "solution.py"
+    keys = course / "grading" / "keys" / "hidden_seeds.toml"
+    classmate = subs / "classmate" / LAB / "starter.py"
+    classmate.parent.mkdir(parents=True)
+    classmate.write_text(solution.read_text())
+    stash.mkdir(parents=True, exist_ok=True)
+    (stash / "solution.py").write_text(solution.read_text())
+    links = {"link_reference": solution, "link_classmate": classmate, "link_keys": keys}
+    for name in STAGING_ATTACKS:
+        (subs / name / LAB).mkdir(parents=True)
+        starter = subs / name / LAB / "starter.py"
+        if name in links:
+            starter.symlink_to(links[name])
+        elif name == "hard_link":
+            os.link(stash / "solution.py", starter)
+        else:
+            os.mkfifo(starter)
+    return {**{n: str(p) for n, p in links.items()}, "hard_link": str(stash / "solution.py"),
+            "fifo": ""}
+
+
+def shows_its_view(solution: str, forbidden: list[str]) -> str:
+    """The reference, except that ``group_by_adapter`` raises with what the sandbox's
+    /proc/self/mountinfo and /proc/1/cmdline show: which of ``forbidden`` (host paths) they
+    name, and whether the neutral workspace path is there (the check is not vacuous)."""
+    return solution + f'''
+
+import json as _json
+
+FORBIDDEN = {forbidden!r}
+NEUTRAL = "/grad" + "ing/workspace"
+
+
+def _view():
+    found = {{}}
+    for name in ("/proc/self/mountinfo", "/proc/1/cmdline"):
+        try:
+            with open(name, "rb") as f:
+                found[name] = f.read().replace(b"\\0", b" ").decode(errors="replace")
+        except OSError as err:
+            found[name] = f"unreadable: {{err}}"
+    return found
+
+
+def group_by_adapter(idx):
+    view = _view()
+    leaks = {{name: sorted(p for p in FORBIDDEN if p in text) for name, text in view.items()}}
+    raise ValueError("VIEW " + _json.dumps({{"leaks": leaks, "neutral": NEUTRAL in
+                                            view["/proc/self/mountinfo"]}}))
+'''

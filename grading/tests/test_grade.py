@@ -121,8 +121,9 @@ def test_monkeypatching_and_editing_tests_are_flagged(graded):
 def test_an_answer_hard_coded_to_the_visible_seed_fails_the_hidden_one(graded):
     report = graded["reports"]["cheat"]
     assert lab_tests(report, fakes.LAB1)["test_total_of_a_seeded_draw"]["outcome"] == "passed"
-    hidden = [f["detail"] for f in report["flags"] if f["kind"] == "fails_hidden_seed"]
-    assert hidden and hidden[0].startswith("test_total_of_a_seeded_draw"), hidden
+    hidden = [f for f in report["flags"] if f["kind"] == "fails_hidden_seed"]
+    assert [(f["lab"], f["detail"]) for f in hidden] == [
+        (fakes.LAB1, "passes the visible seed but fails under a hidden seed")], hidden
     assert "12345" not in json.dumps(report), "a report never shows a hidden seed"
 
 
