@@ -115,10 +115,12 @@ class Job:
     threads_env: dict[str, str] = field(default_factory=dict)  # --jobs N: cores / N each
 
     def sandbox_report(self) -> dict:
+        mode = {"workers": self.opts.workers}  # student code only in worker processes
         if self.box is None:
-            return {"kind": None, "note": "UNSANDBOXED (--no-sandbox): the submission ran with "
-                                          "the grader's rights, files and network"}
-        return {**self.box.describe(), "limits": {
+            return {"kind": None, **mode, "note": "UNSANDBOXED (--no-sandbox): the submission "
+                                                  "ran with the grader's rights, files and "
+                                                  "network"}
+        return {**self.box.describe(), **mode, "limits": {
             lab: {"memory_mib": self.weights[lab].memory_mib,
                   "max_pids": self.weights[lab].max_pids} for lab in self.labs}}
 
@@ -146,13 +148,16 @@ def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, see
     if not passed:
         return []
     failing: dict[str, list[int]] = {}
+    kept: list[dict] = []  # each hidden run keeps all its flags (a read only under LAB_SEED)
     for i, seed in enumerate(seeds, start=1):
-        hidden = run_lab(workspace, lab, impl, workdir / f"hidden-{i}",
+        # a fresh sibling of the visible run's folder: run_lab fails if the name exists
+        hidden = run_lab(workspace, lab, impl, workdir / f"{lab}-hidden-{i}",
                          RunOptions(**{**vars(opts), "seed": seed, "only_randomized": True}))
         for t in hidden.tests:
             if t.nodeid in passed and t.outcome not in ("passed", "skipped"):
                 failing.setdefault(t.name, []).append(i)
-    return [{"kind": "fails_hidden_seed", "lab": lab,
+        kept += [{**f, "lab": lab} for f in hidden.flags if {**f, "lab": lab} not in kept]
+    return kept + [{"kind": "fails_hidden_seed", "lab": lab,
              "detail": f"{name} passes the visible seed but fails hidden seed "
                        f"{', '.join(f'#{i}' for i in which)} of {len(seeds)}"}
             for name, which in sorted(failing.items())]
@@ -175,8 +180,9 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
                     if before.get(p) != h)
     hidden = [] if edited else hidden_seed_flags(workspace.root, lab, impl, run, job.seeds,
-                                                 opts, workdir / lab)
-    flags = [{**f, "lab": lab} for f in run.flags] + hidden
+                                                 opts, workdir)
+    flags = [{**f, "lab": lab} for f in run.flags]
+    flags += [f for f in hidden if f not in flags]
     if edited:
         flags.append({"kind": "tampers_tests", "lab": lab,
                       "detail": f"files of the test tree changed during the run: {edited}"})
@@ -283,6 +289,11 @@ def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, La
     return box, decoys, lab_sandboxes
 
 
+def has_workers(repo: Path) -> bool:
+    """The repository's ``labkit`` runs student code in workers (``LAB_ISOLATE=1``)."""
+    return all((repo / "labkit" / f"{name}.py").is_file() for name in ("isolate", "worker"))
+
+
 def write_shard(out: Path, index: int, count: int, graded: list[Path], everyone: list[Path],
                 labs: list[str]) -> Path:
     path = out / f"shard-{index}-of-{count}.json"
@@ -316,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="I/N: grade only the I-th of N slices (I from 0)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="grade without the sandbox (reports say UNSANDBOXED)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="import student code in the tests' process, as before workers "
+                             "(for measuring; the default is workers where the repository's "
+                             "labkit has them)")
     args = parser.parse_args(argv)
 
     if not args.submission.is_dir():
@@ -339,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     if not submissions:
         parser.error(f"SUBMISSION: no sub-folders to grade in {args.submission}")
 
-    opts = RunOptions(marker_expr=args.marker_expr, guard=True)
+    opts = RunOptions(marker_expr=args.marker_expr, guard=True,
+                      workers=not args.in_process and has_workers(args.repo))
     box, decoys, lab_sandboxes = None, [], {}
     if args.no_sandbox:
         print("grading UNSANDBOXED (--no-sandbox): submissions run with your rights, files and "
