@@ -179,10 +179,12 @@ class Job:
     run_lab: Callable[..., LabRun] = run_lab  # where run data enters (tests pass a fake)
 
     def sandbox_report(self) -> dict:
+        mode = {"workers": self.opts.workers}  # student code only in worker processes
         if self.box is None:
-            return {"kind": None, "note": "UNSANDBOXED (--no-sandbox): the submission ran with "
-                                          "the grader's rights, files and network"}
-        return {**self.box.describe(), "limits": {
+            return {"kind": None, **mode, "note": "UNSANDBOXED (--no-sandbox): the submission "
+                                                  "ran with the grader's rights, files and "
+                                                  "network"}
+        return {**self.box.describe(), **mode, "limits": {
             lab: {"memory_mib": self.weights[lab].memory_mib,
                   "max_pids": self.weights[lab].max_pids} for lab in self.labs}}
 
@@ -221,7 +223,7 @@ def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, see
             problems.append("the hidden-seed check stopped: the submission's budget ran out")
             break
         budget = opts.budget_s if left is None else min(opts.budget_s, left)
-        checked = schema.check_run(run(workspace, lab, impl, workdir / f"hidden-{i}",
+        checked = schema.check_run(run(workspace, lab, impl, workdir / f"{lab}-hidden-{i}",
                                        RunOptions(**{**vars(opts), "seed": seed,
                                                      "only_randomized": True,
                                                      "budget_s": budget})), lab)
@@ -274,7 +276,7 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
     hidden, problems = [], []
     if not edited:
         hidden, problems = hidden_seed_flags(root, lab, where, run, job.seeds, opts,
-                                             workdir / lab, job.run_lab, deadline)
+                                             workdir, job.run_lab, deadline)
     flags = [{**f, "lab": lab} for f in run.flags] + hidden
     if edited:
         flags.append({"kind": "tampers_tests", "lab": lab,
@@ -414,6 +416,11 @@ def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, La
     return box, decoys, lab_sandboxes
 
 
+def has_workers(repo: Path) -> bool:
+    """The repository's ``labkit`` runs student code in workers (``LAB_ISOLATE=1``)."""
+    return all((repo / "labkit" / f"{name}.py").is_file() for name in ("isolate", "worker"))
+
+
 def write_shard(out: Path, index: int, count: int, graded: list[Path], everyone: list[Path],
                 labs: list[str]) -> Path:
     path = out / f"shard-{index}-of-{count}.json"
@@ -447,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="I/N: grade only the I-th of N slices (I from 0)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="grade without the sandbox (reports say UNSANDBOXED)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="import student code in the tests' process, as before workers "
+                             "(for measuring; the default is workers where the repository's "
+                             "labkit has them)")
     args = parser.parse_args(argv)
 
     if not args.submission.is_dir():
@@ -471,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     if not submissions:
         parser.error(f"SUBMISSION: no sub-folders to grade in {args.submission}")
 
-    opts = RunOptions(marker_expr=args.marker_expr, guard=True)
+    opts = RunOptions(marker_expr=args.marker_expr, guard=True,
+                      workers=not args.in_process and has_workers(args.repo))
     box, decoys, lab_sandboxes = None, [], {}
     if args.no_sandbox:
         print("grading UNSANDBOXED (--no-sandbox): submissions run with your rights, files and "

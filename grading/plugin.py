@@ -1,25 +1,33 @@
-"""pytest plugin for the grading tools: an event log that survives a dying interpreter, a
-per-test timeout, and the runtime half of the honesty checks.
+"""pytest plugin for the grading tools: an event channel that survives a dying interpreter, a
+per-test timeout, the worker spawner, and the runtime half of the honesty checks.
 
-Loaded with ``-p grading.plugin`` by ``grading.runner``; inert unless ``GRADING_EVENTS`` names
-the log file. Settings come from the environment so a subprocess needs no extra options:
+Loaded with ``-p grading.plugin`` by ``grading.runner``; inert unless ``GRADING_EVENTS_FD``
+names the event channel. Settings come from the environment (popped at configure time, so code
+in this process cannot find them) and inherited descriptors, never from files a sandbox writes:
 
-- ``GRADING_EVENTS``: JSON-lines log, one line per event, flushed as written. pytest's JUnit
-  XML is written at session end and is lost when student code calls ``os._exit`` or hangs; this
-  log keeps every finished test and names the one that was running.
+- ``GRADING_EVENTS_FD``: the write end of a pipe the runner reads; one JSON line per event,
+  flushed as written. pytest's JUnit XML is written at session end and is lost when the process
+  dies; this channel keeps every finished test and names the one that was running. faulthandler's
+  watchdog writes its dump there too (a line starting ``Timeout (``).
 - ``GRADING_TIMEOUT_S``: per-test budget (setup + call + teardown). Three layers: SIGALRM raises
   ``TestTimeout`` in the test; if the code swallows it, a second alarm ends the process; if the
-  interpreter is stuck in C, faulthandler's watchdog thread ends it.
-- ``GRADING_EXCLUDE``: file of node ids already recorded (a resumed run skips them).
+  interpreter is stuck in C, faulthandler's watchdog thread ends it. With workers the alarm
+  fires in this trusted process, and ``labkit.isolate`` kills the worker of the hung call.
+- ``GRADING_EXCLUDE_FD``: a memfd holding the node ids already recorded (a resumed run skips them).
+- ``GRADING_WORKERS_FD``: the runner's worker launcher (``grading.workers``): the plugin hands
+  ``labkit.isolate.set_spawner`` a spawner that asks the runner for each worker, and at session
+  end records the ``phase11_lab*`` modules this process holds (event ``modules``).
 - ``GRADING_ONLY_RANDOMIZED=1``: keep only tests that take ``LAB_SEED`` (hidden-seed pass).
 - ``GRADING_GUARD=1``: refuse and flag any open of a ``solution.py`` or of ``grading/``
   instructor files, flag an open for writing of a file of the test tree, and flag test
-  machinery (labkit, numpy, pytest, builtins, test modules) replaced while a test ran.
+  machinery (labkit, numpy, pytest, builtins, test modules) replaced while a test ran. Only a
+  tripwire against code in this process: in-process mode (``--in-process``, and students' own
+  runs) still has student code here; with workers it does not.
 - ``GRADING_FRESH_AFTER_TIMEOUT=1`` (sandboxed runs): after a test that timed out, end the
   process (status ``RESTART_EXIT``) so the lab resumes in a fresh sandbox and nothing the test
   started (a fork bomb, a spinning thread) outlives it.
 
-This module must not import ``labkit``: the tree under test brings its own.
+This module must not import ``labkit`` at import time: the tree under test brings its own.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ import pytest
 KILLED_EXIT = 86  # the exit status when the plugin ends a test that would not stop
 RESTART_EXIT = 87  # the plugin ended the session after a timed-out test: resume in a fresh one
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-WATCHDOG_SUFFIX = ".watchdog"  # next to the event log: faulthandler's dump when it ends a test
+WATCHDOG_MARK = "Timeout ("  # how faulthandler's dump starts when its watchdog ends a test
+STUDENT_MODULE_PREFIX = "phase11_lab"  # labkit.loader names the modules it loads so
 RANDOMIZED_FIXTURE = "seed"  # the conftest fixture that hands out LAB_SEED
 WATCHED_MODULES = ("builtins", "labkit", "labkit.asserts", "labkit.loader", "numpy",
                    "numpy.testing", "pytest")
@@ -65,10 +74,10 @@ def is_randomized(item: pytest.Item) -> bool:
 
 
 class EventLog:
-    def __init__(self, path: str) -> None:
-        # Both files live as long as the session.
-        self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self.watchdog = open(path + WATCHDOG_SUFFIX, "w")  # noqa: SIM115
+    def __init__(self, fd: int) -> None:
+        # Lives as long as the session; faulthandler's watchdog writes to it too.
+        self._file = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        self.watchdog = self._file
 
     def write(self, event: str, **fields: object) -> None:
         self._file.write(json.dumps({"event": event, **fields}, default=str) + "\n")
@@ -132,6 +141,10 @@ class GradingPlugin:
         ])
         if self.guard:
             self.snapshot = self._take_snapshot(session)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.log.write("modules", names=sorted(
+            n for n in sys.modules if n.startswith(STUDENT_MODULE_PREFIX)))
 
     # --- one test ----------------------------------------------------------------------------
 
@@ -253,21 +266,37 @@ def _writes(args: tuple) -> bool:
     return isinstance(flags, int) and bool(flags & WRITE_FLAGS)
 
 
-def _read_exclude(path: str | None) -> set[str]:
-    if not path:
+def _read_exclude(fd: str | None) -> set[str]:
+    """The node ids in the runner's memfd ``fd`` (read from its start, then closed)."""
+    if not fd:
         return set()
-    return {line for line in Path(path).read_text(encoding="utf-8").splitlines() if line}
+    chunks = []
+    with os.fdopen(int(fd), "rb") as f:
+        f.seek(0)
+        chunks.append(f.read())
+    return {line for line in b"".join(chunks).decode("utf-8").splitlines() if line}
+
+
+def _install_spawner(fd: str | None) -> None:
+    """Point ``labkit.isolate`` at the runner's worker launcher (``grading.workers``)."""
+    if not fd:
+        return
+    from grading.workers import WorkerClient
+    from labkit import isolate  # the tree's own labkit
+
+    isolate.set_spawner(WorkerClient(int(fd)))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     settings = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("GRADING_")}
-    events = settings.get("GRADING_EVENTS")  # popped: the code under test cannot find the log
+    events = settings.get("GRADING_EVENTS_FD")  # popped: nothing here can name the channel
     if not events or config.pluginmanager.has_plugin("grading-plugin"):
         return
+    _install_spawner(settings.get("GRADING_WORKERS_FD"))
     plugin = GradingPlugin(
-        EventLog(events),
+        EventLog(int(events)),
         timeout_s=float(settings.get("GRADING_TIMEOUT_S", "0")),
-        exclude=_read_exclude(settings.get("GRADING_EXCLUDE")),
+        exclude=_read_exclude(settings.get("GRADING_EXCLUDE_FD")),
         only_randomized=settings.get("GRADING_ONLY_RANDOMIZED") == "1",
         guard=settings.get("GRADING_GUARD") == "1",
         fresh_after_timeout=settings.get("GRADING_FRESH_AFTER_TIMEOUT") == "1",

@@ -16,6 +16,7 @@ times out ends its sandbox and the lab resumes in a fresh one, so nothing it sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,8 +30,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grading
-from grading.plugin import RESTART_EXIT, WATCHDOG_SUFFIX
+from grading.plugin import RESTART_EXIT, WATCHDOG_MARK
 from grading.sandbox import Sandbox
+from grading.workers import WorkerService
 from labkit import loader
 from labkit.loader import LABS_SUBDIR
 
@@ -40,6 +42,8 @@ TOOLING_ROOT = Path(grading.__file__).resolve().parent.parent
 # teardown broke: a fixture, an import) | skipped | not_run (the lab's budget ran out first).
 IMPORT_ERROR = re.compile(r"^(Failed: )?lab-\d\d\S*: (syntax error in |importing |.* not found)")
 LOG_LIMIT_BYTES = 4 << 20  # pytest's console output kept per lab; the rest is dropped
+EVENTS_LIMIT_BYTES = 16 << 20  # what one attempt's event channel may carry; the rest is dropped
+MAX_ATTEMPTS = 20  # pytest processes per lab run: a submission that kills each cannot loop
 
 
 @dataclass
@@ -71,6 +75,7 @@ class LabRun:
     wall_s: float = 0.0
     log: str = ""  # path of pytest's console output
     sandbox: dict = field(default_factory=dict)  # peaks and limit hits over every attempt
+    modules: list[str] = field(default_factory=list)  # phase11_lab* modules the tests' process held
 
     def count(self, outcome: str) -> int:
         return sum(t.outcome == outcome for t in self.tests)
@@ -90,6 +95,8 @@ class RunOptions:
     exitfirst: bool = False
     python: str = sys.executable
     sandbox: Sandbox | None = None  # None: pytest runs with the grader's rights
+    workers: bool = False  # LAB_ISOLATE=1: student code only in workers (grading.workers)
+    max_attempts: int = MAX_ATTEMPTS
 
 
 def lab_names(repo: Path) -> list[str]:
@@ -136,23 +143,75 @@ def failure_reason(exc: str, message: str) -> str:
     return "assertion" if exc == "AssertionError" else "error"
 
 
-def _read_events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+def parse_events(data: bytes) -> tuple[list[dict], bool]:
+    """The events in what the channel carried (complete JSON-object lines only: a line cut short
+    by a dying process or by the cap is dropped), and whether faulthandler's watchdog dumped."""
+    events, watchdog = [], False
+    for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # cut short
+        if line.startswith(WATCHDOG_MARK):
+            watchdog = True
+            continue
         try:
-            events.append(json.loads(line))
+            ev = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by a dying process
-    return events
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("event"), str):
+            events.append(ev)
+    return events, watchdog
 
 
-def _env(repo: Path, impl: str | None, events: Path, exclude: Path, workdir: Path,
+class PipeReader:
+    """Drains a pipe on a thread, keeping the first ``limit`` bytes (non-blocking reads: a
+    writer that never closes cannot hang the grader once ``stop`` is called)."""
+
+    def __init__(self, fd: int, limit: int = EVENTS_LIMIT_BYTES) -> None:
+        self.fd, self.limit = fd, limit
+        self.data = bytearray()
+        self.cut = False
+        self._stop = threading.Event()
+        os.set_blocking(fd, False)
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if not ready:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return
+            room = self.limit - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            self.cut = self.cut or len(chunk) > room
+
+    def finish(self) -> bytes:
+        self._stop.set()
+        self._thread.join()
+        os.close(self.fd)
+        return bytes(self.data)
+
+
+def _exclude_fd(names: list[str]) -> int:
+    """A memfd holding ``names``, one a line: the resumed run's exclude list, in no file."""
+    fd = os.memfd_create("grading-exclude", 0)
+    os.write(fd, "\n".join(names).encode("utf-8"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _env(repo: Path, impl: str | None, fds: dict[str, int], workdir: Path,
          opts: RunOptions) -> dict:
     settings = {
-        "GRADING_EVENTS": str(events),
-        "GRADING_EXCLUDE": str(exclude),
+        **{f"GRADING_{name}_FD": str(fd) for name, fd in fds.items()},
         "GRADING_TIMEOUT_S": str(opts.timeout_s),
         "GRADING_GUARD": "1" if opts.guard else "0",
         "GRADING_ONLY_RANDOMIZED": "1" if opts.only_randomized else "0",
@@ -161,13 +220,16 @@ def _env(repo: Path, impl: str | None, events: Path, exclude: Path, workdir: Pat
         "HYPOTHESIS_STORAGE_DIRECTORY": str(workdir / "hypothesis"),
         "MPLBACKEND": "Agg",
     }
+    if opts.workers:
+        settings["LAB_ISOLATE"] = "1"
     if impl is not None:  # None: the tree's own default (a student release: starter)
         settings["LAB_IMPL"] = impl
     if opts.seed is not None:
         settings["LAB_SEED"] = str(opts.seed)
     if opts.sandbox is not None:  # a clean environment; the plugin comes with the workspace
         return opts.sandbox.environment({**settings, "PYTHONPATH": str(repo)}, workdir)
-    env = {k: v for k, v in os.environ.items() if k not in ("LAB_IMPL", "LAB_SEED")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LAB_IMPL", "LAB_SEED", "LAB_ISOLATE") and not k.startswith("GRADING_")}
     env.update(settings, PYTHONPATH=os.pathsep.join(
         filter(None, [str(TOOLING_ROOT), env.get("PYTHONPATH")])))
     return env
@@ -186,33 +248,109 @@ def _command(repo: Path, lab: str, opts: RunOptions) -> list[str]:
 
 @dataclass
 class Attempt:
-    """One pytest process: its exit status (None when the budget ran out and it was killed)
-    and, sandboxed, what the sandbox saw (``Launch.stats``)."""
+    """One pytest process: its exit status (None when the budget ran out and it was killed),
+    what its event channel carried, and, sandboxed, what the sandbox saw (``Launch.stats``),
+    its own and each worker's."""
 
     status: int | None
+    events: list[dict] = field(default_factory=list)
+    watchdog: bool = False
     stats: dict = field(default_factory=dict)
+    worker_stats: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
-def _run_pytest(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float,
-                sandbox: Sandbox | None = None, name: str = "run") -> Attempt:
-    if sandbox is None:
-        return Attempt(_wait(cmd, env, workdir, log, timeout))
-    with sandbox.launch(name) as launch:
-        argv = sandbox.argv(cmd, cwd=workdir, scratch=workdir, decoy_binds=launch.decoy_binds)
-        status = _wait(argv, env, workdir, log, timeout, launch.preexec)
-    return Attempt(status, launch.stats)
+def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private: Path,
+                 log: Path, timeout: float, done: list[str], opts: RunOptions,
+                 name: str) -> Attempt:
+    """One pytest process in ``scratch`` (fresh, A's own), its workers' folders under
+    ``private`` (which A never sees), its channels inherited descriptors."""
+    events_r, events_w = os.pipe()
+    exclude = _exclude_fd(done)
+    fds = {"EVENTS": events_w, "EXCLUDE": exclude}
+    out_r, out_w = os.pipe()
+    info_r = info_w = None
+    service = None
+    if opts.workers:
+        info_r, info_w = os.pipe() if opts.sandbox is not None else (None, None)
+        service = WorkerService(
+            python=opts.python, workspace=repo, impl=impl, scratch_root=private,
+            sandbox=opts.sandbox, base_env=dict(os.environ), log_fd=out_w, name=name,
+            netns_pid=_child_pid(info_r) if info_r is not None else None)
+        fds["WORKERS"] = service.child_fd()
+    env = _env(repo, impl, fds, scratch, opts)
+    cmd = _command(repo, lab, opts)
+    reader = PipeReader(events_r)
+    inherited = sorted({*fds.values(), *([info_w] if info_w is not None else [])})
+    try:
+        if opts.sandbox is None:
+            status = _wait(cmd, env, scratch, log, timeout, out_r, out_w, inherited,
+                           service=service)
+            stats = {}
+        else:
+            with opts.sandbox.launch(name) as launch:
+                argv = opts.sandbox.argv(cmd, cwd=scratch, scratch=scratch,
+                                         decoy_binds=launch.decoy_binds, info_fd=info_w)
+                status = _wait(argv, env, scratch, log, timeout, out_r, out_w, inherited,
+                               launch.preexec, service)
+            stats = launch.stats
+    finally:
+        for fd in {events_w, exclude, info_w, *fds.values()} - {None}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if service is not None:
+            service.close()
+        if info_r is not None:
+            os.close(info_r)
+    events, watchdog = parse_events(reader.finish())
+    attempt = Attempt(status, events, watchdog, stats)
+    if service is not None:
+        attempt.worker_stats, attempt.problems = service.stats, service.problems
+    return attempt
 
 
-def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float,
-          preexec=None) -> int | None:
-    """Run ``cmd`` to its end or the timeout, its output appended to ``log`` up to
-    ``LOG_LIMIT_BYTES``. The exit status, or None when the process group was killed."""
+def _child_pid(info_r: int):
+    """A reader of bwrap's ``--info-fd`` JSON: the sandbox's PID 1, asked once, then kept."""
+    found: dict[str, int | None] = {}
+
+    def pid() -> int | None:
+        if "pid" not in found:
+            data = b""
+            deadline = time.monotonic() + 30
+            while b"}" not in data and time.monotonic() < deadline:
+                ready, _, _ = select.select([info_r], [], [], 0.5)
+                if ready:
+                    chunk = os.read(info_r, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            try:
+                found["pid"] = int(json.loads(data)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                found["pid"] = None
+        return found["pid"]
+
+    return pid
+
+
+def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float, out_r: int,
+          out_w: int, inherited: list[int], preexec=None, service=None) -> int | None:
+    """Run ``cmd`` to its end or the timeout, its output (and its workers') appended to ``log``
+    up to ``LOG_LIMIT_BYTES``. The exit status, or None when the process group was killed."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=preexec)
+        try:
+            proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out_w,
+                                    stderr=out_w, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=preexec,
+                                    pass_fds=tuple(inherited))
+        except BaseException:
+            os.close(out_r)
+            os.close(out_w)
+            raise
+        if service is not None:
+            service.started()
         stop = threading.Event()
-        copier = threading.Thread(target=_copy_capped, args=(proc.stdout, out, stop), daemon=True)
+        copier = threading.Thread(target=_copy_capped, args=(out_r, out, stop), daemon=True)
         copier.start()
         try:
             status = proc.wait(timeout=max(timeout, 1.0))
@@ -220,14 +358,16 @@ def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float,
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             status = None
+        if service is not None:
+            service.close()  # A's session is over: so is every worker it left
+        os.close(out_w)
         stop.set()  # a daemon left outside a sandbox may hold the pipe open: stop reading
         copier.join()
-        proc.stdout.close()
+        os.close(out_r)
         return status
 
 
-def _copy_capped(pipe, out, stop: threading.Event) -> None:
-    fd = pipe.fileno()
+def _copy_capped(fd: int, out, stop: threading.Event) -> None:
     while True:
         ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
@@ -248,28 +388,34 @@ def _copy_capped(pipe, out, stop: threading.Event) -> None:
 def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
             opts: RunOptions | None = None) -> LabRun:
     """Run ``lab``'s tests against ``impl`` (a LAB_IMPL value, or None for the tree's default);
-    never raises for trouble in the code under test."""
+    never raises for trouble in the code under test. ``workdir`` must not exist: it is made
+    fresh, holds the log, and each attempt's own scratch folder (the only one the pytest
+    process sees) and its workers' folders are made fresh under it."""
     opts = opts or RunOptions()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir()  # fresh: a name planted before the run fails here, never gets used
     run = LabRun(lab=lab, impl=impl, log=str(workdir / "pytest.log"))
     results: dict[str, TestResult] = {}
-    exclude = workdir / "exclude.txt"
-    exclude.write_text("", encoding="utf-8")
+    done: list[str] = []
     start = time.monotonic()
     while True:
         run.attempts += 1
-        events_path = workdir / f"events-{run.attempts}.jsonl"
+        scratch, private = workdir / f"attempt-{run.attempts}", workdir / f"workers-{run.attempts}"
+        scratch.mkdir()
+        private.mkdir()
         remaining = opts.budget_s - (time.monotonic() - start)
-        attempt = _run_pytest(_command(repo, lab, opts),
-                              _env(repo, impl, events_path, exclude, workdir, opts),
-                              workdir, Path(run.log), remaining, opts.sandbox,
-                              f"{os.getpid()}-{id(run):x}-{run.attempts}")
-        status = attempt.status
-        events = _read_events(events_path)
+        attempt = _run_attempt(repo, lab, impl, scratch, private, Path(run.log), remaining,
+                               done, opts, f"{os.getpid()}-{id(run):x}-{run.attempts}")
+        status, events = attempt.status, attempt.events
         unfinished = _absorb(events, results, run)
         _absorb_sandbox(attempt.stats, run, unfinished, opts.sandbox)
+        for stats in attempt.worker_stats:
+            _absorb_sandbox(stats, run, stats.get("nodeid") or unfinished, opts.sandbox)
+        run.problems += [p for p in attempt.problems if p not in run.problems]
+        run.modules += [n for ev in events if ev.get("event") == "modules"
+                        for n in ev.get("names", []) if isinstance(n, str)]
         if unfinished is not None:
-            died = _death_reason(events, unfinished, status, events_path, attempt.stats)
+            died = _death_reason(events, unfinished, status, attempt.watchdog, attempt.stats)
             results[unfinished].outcome = "failed"
             results[unfinished].reason, results[unfinished].message = died
         if status is None:
@@ -284,8 +430,12 @@ def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
             break
         if not _pending(results):
             break
-        exclude.write_text("\n".join(n for n, t in results.items() if t.outcome != "not_run"),
-                           encoding="utf-8")
+        if run.attempts >= opts.max_attempts:
+            run.problems.append(f"stopped after {opts.max_attempts} attempts: every one died")
+            _mark_not_run(results, "crashed", f"not reached: the lab stopped after "
+                                              f"{opts.max_attempts} attempts")
+            break
+        done = [n for n, t in results.items() if t.outcome != "not_run"]
     _mark_not_run(results, "crashed", "not reached: the session ended before this test")
     run.tests = list(results.values())
     run.wall_s = time.monotonic() - start
@@ -341,7 +491,7 @@ def _absorb_sandbox(stats: dict, run: LabRun, nodeid: str | None,
             run.sandbox[key] = run.sandbox.get(key, 0) + stats[key]
 
 
-def _death_reason(events: list[dict], nodeid: str, status: int | None, events_path: Path,
+def _death_reason(events: list[dict], nodeid: str, status: int | None, watchdog: bool,
                   stats: dict | None = None) -> tuple[str, str]:
     if any(ev["event"] in ("timeout", "killed") and ev.get("nodeid") == nodeid for ev in events):
         return "timeout", "ran past the per-test timeout and would not stop; the process was ended"
@@ -349,8 +499,7 @@ def _death_reason(events: list[dict], nodeid: str, status: int | None, events_pa
         return "timeout", "still running when the lab's budget ran out"
     if stats and stats.get("oom_kills"):  # the kernel ended the biggest process: this one
         return "out_of_memory", "the sandbox's memory limit ended the interpreter during this test"
-    watchdog = Path(str(events_path) + WATCHDOG_SUFFIX)
-    if watchdog.exists() and "Timeout (" in watchdog.read_text(errors="replace"):
+    if watchdog:
         # faulthandler's watchdog: the test ignored SIGALRM or was stuck in native code
         return "timeout", ("ran past the per-test timeout, deaf to the alarm (blocked or in native "
                            "code); the process was ended")

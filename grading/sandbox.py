@@ -350,11 +350,15 @@ class Sandbox:
         return {**env, **dict(self.env), **settings}
 
     def argv(self, cmd: list[str], cwd: Path, scratch: Path, decoy_binds: list[tuple[str, str]],
-             ) -> list[str]:
-        """The bwrap command line that runs ``cmd`` in ``cwd`` inside the sandbox."""
+             info_fd: int | None = None, own_net: bool = True) -> list[str]:
+        """The bwrap command line that runs ``cmd`` in ``cwd`` inside the sandbox. ``info_fd``:
+        bwrap writes the sandbox's PID 1 (as the host sees it) there; ``own_net=False``: no
+        network namespace of its own (a worker that joined its tests' one before exec)."""
         size = [] if self.limits is None else ["--size", str(self.limits.memory_bytes)]
-        args = [self.bwrap, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid",
-                str(SANDBOX_GID), "--disable-userns", "--unshare-pid", "--unshare-net",
+        info = [] if info_fd is None else ["--info-fd", str(info_fd)]
+        net = ["--unshare-net"] if own_net else []
+        args = [self.bwrap, *info, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid",
+                str(SANDBOX_GID), "--disable-userns", "--unshare-pid", *net,
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname",
                 "grading", "--die-with-parent", "--new-session", "--proc", "/proc", "--dev",
                 "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp"]

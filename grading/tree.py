@@ -20,7 +20,8 @@ from grading.runner import LABS_SUBDIR, TOOLING_ROOT
 
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 WORKSPACE_ROOTS = ("conftest.py", "pyproject.toml", "labkit", str(LABS_SUBDIR))
-PLUGIN_FILES = (Path("grading") / "__init__.py", Path("grading") / "plugin.py")
+PLUGIN_FILES = (Path("grading") / "__init__.py", Path("grading") / "plugin.py",
+                Path("grading") / "workers.py")
 LINK_ABOVE_BYTES = 1 << 20  # larger files (model weights, captures) are linked, not copied
 SECRET_DIRS = ("grading/keys", "grading/mutants", "grading/alternatives")
 

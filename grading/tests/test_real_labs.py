@@ -47,3 +47,47 @@ def test_pristine_starters_score_zero_in_the_sandbox(graded):
     reasons = {t["reason"] for lab in report["labs"] for t in lab["tests"]
                if not t["structural"] and t["outcome"] != "skipped"}
     assert reasons == {"not_implemented"}, reasons
+
+
+WORKERS = pytest.mark.skipif(not grade.has_workers(REAL_REPO), reason=(
+    "labkit.isolate and labkit.worker are not in this tree yet: worker mode cannot run"))
+
+
+def test_grading_runs_in_worker_mode_where_labkit_has_workers(graded):
+    assert graded["solved"]["sandbox"]["workers"] is grade.has_workers(REAL_REPO)
+
+
+@WORKERS
+@pytest.mark.parametrize("lab", ["lab-01", "lab-03", "lab-04"])
+def test_the_tests_process_imports_no_starter_in_worker_mode(lab, tmp_path, sandbox_limits):
+    from grading import tree
+    from grading.runner import RunOptions, run_lab
+    from labkit import loader
+
+    folder = loader.find_lab(lab)
+    ws = tree.make_workspace(REAL_REPO, tmp_path / "ws", sandboxed=False)
+    run = run_lab(ws.root, folder, "starter", tmp_path / "run",
+                  RunOptions(marker_expr="not gpu and not engine", workers=True))
+    graded = [t for t in run.tests if t.graded]
+    assert graded and not any(t.outcome == "passed" for t in graded)
+    assert not [n for n in run.modules if n.startswith("phase11_lab") and n[11:13].isdigit()]
+
+
+@WORKERS
+@pytest.mark.engine
+def test_lab_02_with_its_engine_tests_in_worker_mode(tmp_path_factory, sandbox_limits):
+    cohort = tmp_path_factory.mktemp("cohort-02")
+    for lab in lab_names(REAL_REPO):
+        for name, source in (("solved", "solution.py"), ("pristine", "starter.py")):
+            (cohort / name / lab).mkdir(parents=True)
+            shutil.copyfile(REAL_REPO / LABS_SUBDIR / lab / source,
+                            cohort / name / lab / "starter.py")
+    out = tmp_path_factory.mktemp("out-02")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADING_HIDDEN_SEEDS", "1")
+        assert grade.main([str(cohort), "--out", str(out), "-m", "not gpu", "--labs",
+                           "lab-02"]) == 0
+    reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/report.json")}
+    assert reports["solved"]["sandbox"]["workers"] is True
+    assert reports["solved"]["total"] == reports["solved"]["max_total"]
+    assert reports["pristine"]["total"] == 0
