@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, settings
 
-from labkit.loader import LabImplError, labs_dir, load_impl, resolve_impl
+from labkit.isolate import isolate_mode
+from labkit.loader import LabImplError, lab_of_path, labs_dir, load_impl, resolve_impl
 from labkit.skips import cuda_skip_reason, engine_skip_reason
 
 pytest_plugins = ["labkit.progress"]  # engine tests say what runs, also under -q
@@ -43,6 +44,7 @@ settings.load_profile(HYPOTHESIS_PROFILE)  # --hypothesis-profile=<name> still w
 def pytest_configure(config: pytest.Config) -> None:
     try:
         resolve_impl()
+        isolate_mode()
     except LabImplError as err:
         raise pytest.UsageError(str(err)) from None
     if getattr(config.option, "hypothesis_seed", None) is None:  # an explicit flag wins
@@ -60,7 +62,11 @@ def lab_folder(path: Path) -> str | None:
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest):
-    """The implementation of this test's lab selected by ``LAB_IMPL``."""
+    """The implementation of this test's lab selected by ``LAB_IMPL``.
+
+    With ``LAB_ISOLATE=1`` it is a proxy of the module, which runs in a worker process (one per
+    lab per session; see ``labkit/isolate.py``): the way the grader runs a submission.
+    """
     folder = lab_folder(Path(request.node.path))
     if folder is None:
         pytest.fail("the `lab` fixture is only for tests under phase-11-multi-lora/labs/",
@@ -97,9 +103,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _todo_line(excinfo: pytest.ExceptionInfo) -> str:
     """``NotImplementedError in lab-01 shrink(): TODO(lab-01): ...`` from the deepest lab frame."""
-    where = "student code"
-    for entry in reversed(excinfo.traceback):
-        folder = lab_folder(Path(str(entry.path)))
+    where = getattr(excinfo.value, "lab_where", None) or "student code"  # worker mode
+    for entry in reversed(excinfo.traceback if where == "student code" else []):
+        folder = lab_of_path(Path(str(entry.path)))
         if folder is not None and not Path(str(entry.path)).name.startswith("test_"):
             where = f"{folder[:len('lab-01')]} {entry.name}()"
             break
@@ -118,3 +124,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.outcome = "failed"
         report.longrepr = f"CI=true: an engine test may not skip ({reason})"
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Worker mode: stop the session's workers."""
+    from labkit import isolate
+
+    isolate.shutdown()

@@ -99,6 +99,42 @@ def find_lab(name: str) -> str:
 
 
 _CACHE: dict[str, ModuleType | LabImplError] = {}
+_SUPPORT: dict[str, ModuleType] = {}  # module name -> a support module load_support loaded
+IN_WORKER = False  # labkit.worker sets it: the one process where implementations may be exec'd
+
+
+def isolating() -> bool:
+    """Whether ``LAB_ISOLATE=1`` asks for worker mode here (never inside the worker itself)."""
+    if IN_WORKER:
+        return False
+    from labkit.isolate import isolate_mode
+
+    return isolate_mode()
+
+
+def lab_of_path(path: Path) -> str | None:
+    """The lab folder a file belongs to: under ``labs_dir()``, or under a ``LAB_IMPL`` folder."""
+    path = Path(path).resolve()
+    roots = [labs_dir()]
+    try:
+        impl = resolve_impl()
+        if impl.submission is not None:
+            roots.append(impl.submission)
+    except LabImplError:
+        pass
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts and rel.parts[0].startswith("lab-"):
+            return rel.parts[0]
+    return None
+
+
+def support_module(name: str) -> ModuleType | None:
+    """The trusted support module named ``name``, if ``load_support`` loaded it."""
+    return _SUPPORT.get(name)
 
 
 def load_impl(lab: str, impl: Impl | None = None) -> ModuleType:
@@ -109,6 +145,10 @@ def load_impl(lab: str, impl: Impl | None = None) -> ModuleType:
     not re-executed.
     """
     lab = find_lab(lab)
+    if isolating():  # LAB_ISOLATE=1: the module lives in a worker process; this is its proxy
+        from labkit.isolate import remote_lab
+
+        return remote_lab(lab, impl, owner=_calling_lab() or lab)
     impl = impl or resolve_impl()
     name = impl.module_name(lab)
     cached = _CACHE.get(name)
@@ -134,7 +174,20 @@ def load_lab(name: str) -> ModuleType:
     return load_impl(find_lab(name))
 
 
-def _exec_file(name: str, path: Path, lab: str) -> ModuleType:
+def _calling_lab() -> str | None:
+    """The lab of the nearest calling test file (lab 02's tests share lab 02's worker)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if Path(frame.f_code.co_filename).name.startswith("test_"):
+            return lab_of_path(Path(frame.f_code.co_filename))
+        frame = frame.f_back
+    return None
+
+
+def _exec_file(name: str, path: Path, lab: str, *, implementation: bool = True) -> ModuleType:
+    if implementation and isolating():
+        raise LabImplError(f"{lab}: refusing to import {path.name} in the trusted process "
+                           "(LAB_ISOLATE=1 runs implementations in a worker only)")
     if not path.is_file():
         raise LabImplError(f"{lab}: {path} not found (LAB_IMPL selects {path.name})")
     spec = importlib.util.spec_from_file_location(name, path)
@@ -164,4 +217,6 @@ def load_support(lab: str, module: str) -> ModuleType:
     name = f"phase11_{lab.replace('-', '_')}_{module}"
     if name in sys.modules:
         return sys.modules[name]
-    return _exec_file(name, labs_dir() / lab / f"{module}.py", lab)
+    mod = _exec_file(name, labs_dir() / lab / f"{module}.py", lab, implementation=False)
+    _SUPPORT[name] = mod
+    return mod

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import load_support
+from labkit import in_worker, load_support
 from labkit.loader import Impl, load_impl
 
 GiB, MiB, GB = 2**30, 2**20, 10**9  # the test's own units, independent of the student's
@@ -108,6 +108,11 @@ def test_gqa_sizes_k_and_v_by_kv_heads_llama3_8b(lab):
     assert lab.lora_params(shape, 16, ("k",)) == n * 16 * (h + kv), "a k_proj LoRA's B is (kv, r)"
 
 
+def untie(shape):
+    """``shape`` with untied embeddings (run where the lab's code runs: see ``in_worker``)."""
+    return dataclasses.replace(shape, tie_word_embeddings=False)
+
+
 def test_tied_lm_head_is_counted_once_llama32_1b(lab):
     shape = lab.ModelShape.from_hf_config(LLAMA32_1B_CONFIG)
     h, i, n, vocab, kv = 2048, 8192, 16, 128256, 8 * 64
@@ -116,7 +121,7 @@ def test_tied_lm_head_is_counted_once_llama32_1b(lab):
     got = lab.base_params(shape)
     assert got == expected, param_miss("base_params(Llama-3.2-1B, tied)", got, expected,
                                        {"tied lm_head (vocab x hidden)": vocab * h})
-    untied = dataclasses.replace(shape, tie_word_embeddings=False)
+    untied = in_worker(lab, untie, shape)
     assert lab.base_params(untied) - got == vocab * h, "untying adds exactly one vocab x hidden"
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labkit import assert_bitwise_equal, first_mismatch
+from labkit import assert_bitwise_equal, first_mismatch, in_worker
 
 D_IN, D_OUT, MAX_RANK = 6, 5, 4  # small slots: every value below is exact in float32
 
@@ -70,11 +70,16 @@ def test_buffers_are_allocated_once_with_fixed_shapes(lab):
     assert cache.resident == [None, None, None], "a new cache holds no adapter"
 
 
+def buffer_identities(cache) -> list:
+    """(id, shape, address) of the slot buffers, taken where the lab's code runs."""
+    return [(id(buf), buf.shape, buf.ctypes.data) for buf in (cache.A, cache.B)]
+
+
 def test_buffers_keep_identity_shape_and_address_across_loads(lab):
     cache = new_cache(lab, 2)
-    before = [(id(buf), buf.shape, buf.ctypes.data) for buf in (cache.A, cache.B)]
+    before = in_worker(lab, buffer_identities, cache)
     acquire_all(cache, [0, 1, 2, 0, 3, 1, 4], Loader({1: 1, 2: 2, 3: 3}))
-    after = [(id(buf), buf.shape, buf.ctypes.data) for buf in (cache.A, cache.B)]
+    after = in_worker(lab, buffer_identities, cache)
     assert after == before, (
         "a load must copy into the existing slot buffers: kernels and captured CUDA graphs hold "
         f"their shapes and addresses (before {before}, after {after})")

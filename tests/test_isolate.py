@@ -1,0 +1,74 @@
+"""The worker-mode decoder against hostile worker frames: each is a clean error, never code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import struct
+
+import numpy as np
+import pytest
+
+from labkit import isolate
+from labkit.isolate import Decoder, WorkerError, pack_data, unpack_data
+
+
+def decode(message, blobs=()):
+    payload = bytearray(pack_data(message, list(blobs)))
+    msg, raw = unpack_data(payload)
+    return Decoder(raw, lambda *a: ("handle", *a)).value(msg)
+
+
+def test_round_trip_of_the_allowed_data():
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got = decode({"$t": [1, 2.5, "s", None, {"$nd": ["<f4", [2, 3], 0]}]}, [arr.tobytes()])
+    assert got[:4] == (1, 2.5, "s", None)
+    assert np.array_equal(got[4], arr) and got[4].dtype == np.float32
+
+
+def test_pickle_bytes_are_a_malformed_frame():
+    with pytest.raises(WorkerError, match="malformed"):
+        unpack_data(bytearray(pickle.dumps(object())))
+
+
+@pytest.mark.parametrize("message", [
+    {"$pickle": "x"}, {"a": 1}, {"$t": 1, "$s": 2},
+    {"$nd": ["|O8", [1], 0]}, {"$nd": ["(O)", [1], 0]},
+    {"$r": ["os", "system", {"$d": []}]}, {"$r": ["builtins", "eval", {"$d": []}]},
+])
+def test_hostile_values_are_refused(message):
+    with pytest.raises(WorkerError):
+        decode(message, [b"\0" * 8])
+
+
+def test_deep_nesting_is_refused():
+    deep = [1]
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(WorkerError, match="nests|malformed"):
+        decode(deep)
+    text = ("[" * 100000 + "]" * 100000).encode()
+    with pytest.raises(WorkerError):
+        unpack_data(bytearray(struct.pack(">I", len(text)) + text))
+
+
+def test_a_huge_length_prefix_is_refused_before_reading():
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(struct.pack(">Q", 2**40))
+        with pytest.raises(WorkerError, match="cap"):
+            isolate.recv_frame(a)
+
+
+def test_an_exception_naming_nothing_allowed_is_a_worker_error():
+    exc = isolate.build_exception({"mro": ["evil.Thing", "os.system"], "message": "hi"})
+    assert isinstance(exc, WorkerError) and "not an allowed" in str(exc)
+    ok = isolate.build_exception({"mro": ["builtins.ValueError"], "message": "bad x"})
+    assert type(ok) is ValueError and str(ok) == "bad x"
+
+
+def test_garbage_json_is_a_malformed_frame():
+    text = json.dumps({"$t": [1]}).encode()[:-2]
+    with pytest.raises(WorkerError, match="malformed"):
+        unpack_data(bytearray(struct.pack(">I", len(text)) + text))
