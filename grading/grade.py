@@ -179,7 +179,8 @@ class Job:
     run_lab: Callable[..., LabRun] = run_lab  # where run data enters (tests pass a fake)
 
     def sandbox_report(self) -> dict:
-        mode = {"workers": self.opts.workers}  # student code only in worker processes
+        in_workers = [lab for lab in self.labs if self.opts.workers and self.weights[lab].workers]
+        mode = {"workers": in_workers == self.labs, "worker_labs": in_workers}
         if self.box is None:
             return {"kind": None, **mode, "note": "UNSANDBOXED (--no-sandbox): the submission "
                                                   "ran with the grader's rights, files and "
@@ -268,7 +269,8 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
     if deadline is not None:
         budget = min(budget, max(deadline - time.monotonic(), 1.0))
     opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
-                         "budget_s": budget, "sandbox": box})
+                         "budget_s": budget, "sandbox": box,
+                         "workers": job.opts.workers and cfg.workers})
     before = tree.fingerprint(workspace.root)
     run = schema.check_run(job.run_lab(root, lab, where, workdir / lab, opts), lab).run
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
