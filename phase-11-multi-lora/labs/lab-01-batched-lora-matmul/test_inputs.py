@@ -62,6 +62,7 @@ for fn, arrays in [("shrink", ["x", "A"]), ("expand", ["h", "B"]),
     # float arrays of mixed dtypes: numpy would silently upcast a float32 operand
     for arg in arrays[1:]:
         CASES.append((fn, arg, "float32-in-float64", _f32, TypeError))
+        CASES.append((fn, arg, "float64-in-float32", "f64-in-f32", TypeError))
 for fn in ["expand", "lora_delta_loop", "batched_lora_forward"]:
     CASES += [(fn, "scale", "str", lambda v: "2", TypeError),
               (fn, "scale", "bool", lambda v: True, TypeError),
@@ -70,9 +71,11 @@ for fn in ["lora_delta_loop", "group_by_adapter", "batched_lora_forward"]:
     CASES += [(fn, "idx", "float", lambda v: v.astype(F64), TypeError),
               (fn, "idx", "bool", lambda v: v > 0, TypeError),
               (fn, "idx", "2d", lambda v: v[None], ValueError),
+              (fn, "idx", "0d", lambda v: v[0], ValueError),
               (fn, "idx", "below-minus-one", lambda v: v - 2, ValueError)]
 for fn in ["lora_delta_loop", "batched_lora_forward"]:
     CASES.append((fn, "idx", "one-entry-short", lambda v: v[:-1], ValueError))
+    CASES.append((fn, "idx", "one-entry-long", lambda v: np.append(v, 0), ValueError))
     CASES.append((fn, "idx", "equal-to-L", lambda v: v + 2, ValueError))
 for arg in ["d_in", "d_out", "r"]:
     CASES += [("lora_overhead", arg, "float", float, TypeError),
@@ -86,8 +89,12 @@ for arg in ["d_in", "d_out", "r"]:
                          ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
 def test_bad_argument_is_refused_naming_it(lab, fn, arg, bad, breaks, error):
     kwargs = valid()[fn]
-    getattr(lab, fn)(**kwargs)  # the valid call goes through
-    kwargs[arg] = breaks(kwargs[arg])
+    if breaks == "f64-in-f32":  # a float32 call, one float64 array in it
+        kwargs = {k: (_f32(v) if isinstance(v, np.ndarray) and k not in ("idx", arg) else v)
+                  for k, v in kwargs.items()}
+    else:
+        getattr(lab, fn)(**kwargs)  # the valid call goes through
+        kwargs[arg] = breaks(kwargs[arg])
     with pytest.raises(error) as err:
         getattr(lab, fn)(**kwargs)
     assert re.search(rf"\b{arg}\b", str(err.value)), (

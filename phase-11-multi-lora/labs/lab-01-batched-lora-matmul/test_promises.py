@@ -1,7 +1,8 @@
 """Lab 01 spec, the promises a mutation tool found untested (``make mutation``).
 
 Each test states one documented sentence that the main spec (test_lab.py) left open: the
-default ``scale``, and a batch of any length (no small-size shortcut).
+default ``scale``, a batch of any length (no small-size shortcut), and which bad ``idx`` entry
+an error reports when there are several.
 """
 
 from __future__ import annotations
@@ -35,3 +36,14 @@ def test_long_batches_equal_the_loop(lab, T):
     want = x @ W.T + lab.lora_delta_loop(x, A_stack, B_stack, idx, scale=2.0)
     assert_close(lab.batched_lora_forward(x, W, A_stack, B_stack, idx, scale=2.0), want,
                  rtol=1e-12, atol=1e-12, why=f"a batch of {T} rows")
+
+
+def test_the_first_bad_idx_entry_is_reported(lab):
+    rng = np.random.default_rng(5)
+    x, W, A_stack, B_stack, _ = _arrays(rng, 6)
+    idx = np.array([0, 1, 9, -1, 7, -5])  # rows 2, 4 and 5 are out of range
+    with pytest.raises(ValueError) as err:
+        lab.batched_lora_forward(x, W, A_stack, B_stack, idx)
+    message = str(err.value)
+    assert "row 2" in message and "9" in message, (
+        f"three bad entries (rows 2, 4, 5): the first one, 9 at row 2, is reported, got: {message}")
