@@ -1,0 +1,92 @@
+"""Lab 04 spec, the promises a mutation tool found untested (``make mutation``).
+
+Each test states one documented sentence that the main spec (test_lab.py) left open.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+D_IN, D_OUT, MAX_RANK = 3, 5, 4
+
+
+def load(adapter_id, rank=2):
+    v = 1.0 + len(str(adapter_id))
+    return np.full((rank, D_IN), v), np.full((D_OUT, rank), -v)
+
+
+def cache_with(lab, num_slots, adapters):
+    cache = lab.SlotCache(num_slots, MAX_RANK, D_IN, D_OUT)
+    for a in adapters:
+        cache.acquire(a, load)
+    return cache
+
+
+def test_resident_is_a_copy(lab):
+    cache = cache_with(lab, 3, ["a", "b"])
+    view = cache.resident
+    view[0], view[2] = "zz", "zz"
+    assert cache.resident == ["a", "b", None], "resident is a copy: editing it changes nothing"
+    assert "zz" not in cache and cache.slot_of("zz") is None
+    assert cache.lru_order() == ["a", "b"]
+
+
+def test_slot_of_and_contains_leave_lru_order_alone(lab):
+    cache = cache_with(lab, 2, ["a", "b"])  # LRU order [a, b]: a miss evicts a
+    assert cache.slot_of("a") == 0 and "a" in cache and cache.pin_count("a") == 0
+    assert cache.lru_order() == ["a", "b"], "slot_of is a lookup: it does not refresh a"
+    cache.acquire("c", load)
+    assert cache.resident == ["c", "b"], "a was least recently used and is the one evicted"
+    assert cache.stats.lookups == 3, "slot_of and `in` are not lookups"
+
+
+def test_a_rank_zero_load_is_refused(lab):
+    cache = cache_with(lab, 2, ["a"])
+    with pytest.raises(ValueError, match=r"^load\('z'\)"):
+        cache.acquire("z", lambda a: load(a, rank=0))
+    assert cache.resident == ["a", None] and cache.stats.lookups == 1
+
+
+@pytest.mark.parametrize("n", [3, 8, 13, 18, 23])
+def test_the_hot_set_is_rounded_not_floored(lab, n):
+    # 0.2 * n = 0.6, 1.6, 2.6, 3.6, 4.6: round and floor differ
+    hot = max(1, round(0.2 * n))
+    w = lab.zipf_80_20_weights(n)
+    assert w[:hot].sum() == pytest.approx(0.8, abs=1e-9), (
+        f"n={n}: the hottest round(0.2 n) = {hot} adapters draw 80%, got {w[:hot].sum():.4f}")
+
+
+def test_the_trace_is_drawn_from_the_given_seed_only(lab):
+    w = lab.zipf_80_20_weights(16)
+    want = np.random.default_rng(7).choice(16, size=500, p=w).tolist()
+    np.random.seed(1)
+    first = lab.zipf_80_20_trace(16, 500, 7)
+    np.random.seed(2)
+    second = lab.zipf_80_20_trace(16, 500, 7)
+    assert first == second == want, "the trace is np.random.default_rng(seed).choice(n, size, p)"
+    assert all(type(a) is int for a in first), "Python ints"
+
+
+def test_size_slots_target_is_reached_at_equality(lab):
+    trace = [0, 1, 0, 1]  # 1 slot: 0% hits; 2 slots: exactly 50%
+    sizing = lab.size_slots(trace, 10, 100, 0.5)
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (True, 2, 0.5), sizing
+
+
+def test_a_cannot_answer_caps_num_slots_at_the_distinct_adapters(lab):
+    trace = [0, 1, 2, 0, 1, 2]  # 3 distinct adapters: 3 slots give the best rate, 50%
+    sizing = lab.size_slots(trace, 10, 1000, 0.9)  # the budget affords 100 slots
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (False, 3, 0.5), sizing
+    assert sizing.reserved_bytes == 30
+
+
+def test_a_running_base_request_holds_no_adapter(lab):
+    # the Engine passes None for a running base request: it counts towards nothing
+    scheduled, waiting = lab.schedule_step([lab.Request(1, "a")], [None], max_loras=1,
+                                           max_batch=2)
+    assert [r.rid for r in scheduled] == [1] and waiting == []
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 4, load)
+    records = engine.run([lab.Request(0, None, tokens=3), lab.Request(1, "a")], max_steps=5)
+    assert [rid for rid, _, _ in records[0].batch] == [0, 1], (
+        "a running base request leaves the one adapter seat free: both run in step 1")
