@@ -49,6 +49,9 @@ def _count_cases(fn, arg, minimum=1):
 
 CASES = [
     ("normalize_targets", "targets", "bare-string", lambda v: "q_proj", TypeError),
+    # bare strings that sort before "all-linear": only that exact string is the shorthand
+    ("normalize_targets", "targets", "bare-all", lambda v: "all", TypeError),
+    ("normalize_targets", "targets", "bare-empty", lambda v: "", TypeError),
     ("normalize_targets", "targets", "empty", lambda v: [], ValueError),
     ("normalize_targets", "targets", "unknown", lambda v: ["q", "qproj"], ValueError),
     ("normalize_targets", "targets", "repeated", lambda v: ["q", "q_proj"], ValueError),
