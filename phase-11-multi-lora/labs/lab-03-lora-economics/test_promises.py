@@ -72,7 +72,6 @@ def test_units_and_published_shapes(lab):
     assert llama3_8b == lab.LLAMA3_8B and llama2_7b == lab.LLAMA2_7B
 
 
-@pytest.mark.structural
 def test_readings_and_verdicts_are_frozen(lab):
     audit = lab.audit_ratio_claim(430)
     for record in (audit, audit.reading):
