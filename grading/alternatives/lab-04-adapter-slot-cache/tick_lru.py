@@ -82,7 +82,7 @@ class SlotCache:
         return sorted(self._where, key=self._stamp.__getitem__)
 
     def pin_count(self, adapter_id: AdapterId) -> int:
-        return self._pins[adapter_id] if adapter_id in self._pins else 0
+        return int(self._pins[adapter_id])  # a Counter: 0 for a missing key
 
     @property
     def stats(self) -> CacheStats:

@@ -110,3 +110,21 @@ def test_pin_and_unpin_name_the_adapter(lab):
         with pytest.raises(ValueError) as err:
             method("ghost")
         assert "ghost" in str(err.value), f"{method.__name__}: name the adapter, got {err.value}"
+
+
+# every minimum is itself valid: "at least its minimum", not "above it"
+BOUNDARY = [("SlotCache", arg, 1) for arg in ("num_slots", "max_rank", "d_in", "d_out")] + [
+    ("Engine", "max_loras", 1), ("Engine", "max_batch", 1),
+    ("schedule_step", "max_loras", 1), ("schedule_step", "max_batch", 0),
+    ("zipf_80_20_weights", "num_adapters", 1), ("zipf_80_20_trace", "num_adapters", 1),
+    ("zipf_80_20_trace", "num_requests", 0), ("zipf_80_20_trace", "seed", 0),
+    ("simulate", "num_slots", 1), ("replay", "num_slots", 1),
+    ("size_slots", "slot_bytes", 1), ("size_slots", "memory_budget_bytes", 0),
+    ("size_slots", "target_hit_rate", 1.0), ("size_slots", "target_hit_rate", 1),
+    ("size_slots", "target_hit_rate", 1e-9),
+]
+
+
+@pytest.mark.parametrize("fn, arg, value", BOUNDARY, ids=[f"{f}-{a}-{v}" for f, a, v in BOUNDARY])
+def test_the_minimum_itself_is_accepted(lab, fn, arg, value):
+    calls(lab)[fn](**{arg: value})

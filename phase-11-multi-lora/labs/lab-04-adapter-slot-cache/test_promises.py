@@ -90,3 +90,61 @@ def test_a_running_base_request_holds_no_adapter(lab):
     records = engine.run([lab.Request(0, None, tokens=3), lab.Request(1, "a")], max_steps=5)
     assert [rid for rid, _, _ in records[0].batch] == [0, 1], (
         "a running base request leaves the one adapter seat free: both run in step 1")
+
+
+def test_hit_rate_is_zero_before_the_first_lookup(lab):
+    assert lab.CacheStats(0, 0, 0, 0).hit_rate == 0.0
+    assert lab.simulate([], 2).hit_rate == 0.0 and lab.simulate([None, None], 1).hit_rate == 0.0
+
+
+def test_wide_slots_load_like_narrow_ones(lab):
+    # widths past 256: shapes are compared by value
+    cache = lab.SlotCache(1, 2, 300, 400)
+    A, B = np.ones((2, 300)), np.ones((400, 2))
+    assert cache.acquire("w", lambda _: (A, B)) == 0 and cache.ranks[0] == 2
+
+
+@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d"])
+def test_every_wrong_shape_is_refused_before_any_copy(lab, bad):
+    A, B = np.ones((2, D_IN)), np.ones((D_OUT, 2))
+    A, B = {"A-wider": (np.ones((2, D_IN + 1)), B), "A-3d": (A[..., None], B),
+            "B-taller": (A, np.ones((D_OUT + 1, 2))), "B-1d": (A, np.ones(D_OUT)),
+            "A-1d": (np.ones(D_IN), B)}[bad]
+    cache = cache_with(lab, 1, [])
+    with pytest.raises(ValueError, match=r"^load\(7\)"):
+        cache.acquire(7, lambda _: (A, B))
+    assert cache.resident == [None] and not cache.A.any()
+
+
+def test_two_adapters_hot_set_is_one(lab):
+    w = lab.zipf_80_20_weights(2)  # round(0.4) = 0, but the hot set holds at least one adapter
+    assert w[0] == pytest.approx(0.8, abs=1e-9) and w.sum() == pytest.approx(1.0)
+
+
+def test_an_empty_trace_can_be_drawn(lab):
+    assert lab.zipf_80_20_trace(4, 0, 0) == []
+
+
+def test_size_slots_answers_with_one_slot_when_one_suffices(lab):
+    sizing = lab.size_slots([0, 0, 0, 0], 10, 100, 0.5)  # 1 slot: 3 hits of 4
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (True, 1, 0.75), sizing
+
+
+def test_size_slots_is_the_smallest_count_for_every_target(lab):
+    trace = lab.zipf_80_20_trace(12, 600, 3)
+    rates = [lab.simulate(trace, n).hit_rate for n in range(1, 13)]
+    for target in np.linspace(0.05, max(rates), 23):
+        want = next(n for n, r in enumerate(rates, 1) if r >= target)
+        got = lab.size_slots(trace, 10, 10**6, float(target))
+        assert got.meets_target and got.num_slots == want, (
+            f"target {target:.3f}: the smallest count is {want}, got {got}")
+
+
+def test_not_one_slot_reserves_nothing(lab):
+    sizing = lab.size_slots([0, 1], 10, 9, 0.5)
+    assert (sizing.num_slots, sizing.reserved_bytes, sizing.meets_target) == (0, 0, False)
+
+
+def test_a_trace_of_base_requests_is_answered(lab):
+    sizing = lab.size_slots([None, None, None], 10, 100, 0.5)  # no lookups: hit rate 0.0
+    assert sizing.meets_target is False and sizing.num_slots >= 0
