@@ -13,7 +13,10 @@ each survivor is triaged in ``docs/MUTANTS.md`` (section "Machine-made mutants")
 - **Resumable.** The cosmic-ray session (``build/mutation/<lab>/session.sqlite``) records each
   result as it lands; an interrupted run picks up where it stopped. A changed ``solution.py``
   starts a new session (the mutants' positions moved); changed tests only re-run the
-  survivors (a test added since cannot un-kill a mutant). ``--fresh`` starts over.
+  survivors (a test added since cannot un-kill a mutant), once the session has finished: an
+  interrupted one goes on with the copy (and tests) it started with. ``--fresh`` starts over.
+- **Bounded.** Each test run has ``TIMEOUT_S`` and ``MEMORY_CAP`` (``prlimit --as``): a
+  mutant that loops or allocates without end is killed by the limit, and counts as killed.
 - **Two cores, niced.** Labs run side by side, ``--jobs`` at a time (2), under ``nice -n 15``.
 - **Operators.** Every cosmic-ray core operator except the replacements of ``+ - * / //`` by
   bitwise, shift, power and modulo operators and the other way round (they either crash at
@@ -45,7 +48,8 @@ from labkit.loader import LABS_SUBDIR, find_lab, lab_names
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "mutation"
 NICE = 15
-TIMEOUT_S = 90.0  # one mutant's test run; a mutant that loops forever counts as killed
+TIMEOUT_S = 45.0  # one mutant's test run; a mutant that loops forever counts as killed
+MEMORY_CAP = 6 * 2**30  # address space of one test run: a mutant that grows forever dies early
 BIG_ASSETS = {"lab-02-serve-many-loras": ["assets/SmolLM2-135M-Instruct"]}
 
 # operator-name regexes (cosmic-ray's `operators-filter`): see the module docstring
@@ -73,7 +77,8 @@ EXCLUDED: dict[str, dict[str, str]] = {
 def _pytest_cmd(lab: str) -> list[str]:
     # autoload off: the venv's third-party plugins (anyio, ...) cost a second per mutant;
     # hypothesis is the one the labs use
-    return ["env", "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1", "LAB_IMPL=solution",
+    return ["prlimit", f"--as={MEMORY_CAP}", "--",
+            "env", "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1", "LAB_IMPL=solution",
             sys.executable, "-m", "pytest", str(LABS_SUBDIR / lab), "-m",
             "not gpu and not engine", "-x", "-q", "--no-header", "-p", "no:cacheprovider",
             "-p", "hypothesis.extra.pytestplugin"]
@@ -177,7 +182,12 @@ def run_lab(lab: str, *, fresh: bool) -> Path:
     old = stamp.read_text().split() if stamp.exists() else ["", ""]
     if fresh or old[0] != mutated:
         session.unlink(missing_ok=True)
-    _copy_tree(lab, tree)
+    unfinished = session.exists() and tally(session)["pending"] > 0 and tree.exists()
+    if unfinished:  # an interrupted session goes on with the tests it started with
+        shutil.copy2(solution, tree / LABS_SUBDIR / lab / "solution.py")  # undo a live mutant
+        tests = old[1]
+    else:
+        _copy_tree(lab, tree)
     (out / "cosmic-ray.toml").write_text(_config(lab, tree))
     with open(out / "log.txt", "a") as log:
         env = dict(os.environ, PYTHONPATH=str(tree))
