@@ -70,6 +70,8 @@ def test_units_and_published_shapes(lab):
     llama2_7b = lab.ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32,
                                kv_heads=32, vocab=32000)  # meta-llama/Llama-2-7b-hf
     assert llama3_8b == lab.LLAMA3_8B and llama2_7b == lab.LLAMA2_7B
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        llama2_7b.hidden = 1  # a shape is a value: fixed once read from config.json
 
 
 def test_readings_and_verdicts_are_frozen(lab):
