@@ -78,6 +78,7 @@ CASES = [
     ("eval_diff", "rows_a", "output-not-str", [{**ROW, "output": 3}], ValueError),
     *[row for row in _count("cold_slot_signature", "num_slots")],
     ("cold_slot_signature", "latencies_ms", "one-short", [1.0, 2.0], ValueError),
+    ("cold_slot_signature", "latencies_ms", "2d", [[1.0], [2.0], [3.0]], ValueError),
     ("cold_slot_signature", "latencies_ms", "negative", [1.0, -2.0, 3.0], ValueError),
     ("cold_slot_signature", "latencies_ms", "inf", [1.0, math.inf, 3.0], ValueError),
     ("cold_slot_signature", "latencies_ms", "nan", [1.0, math.nan, 3.0], ValueError),

@@ -170,3 +170,61 @@ def test_generate_mixed_accepts_none_and_lora_requests(lab, fake_lora_request):
     out = lab.generate_mixed(llm, ["p0", "p1"], [None, FakeLoRARequest("sql", 1, str(SQL_LORA))],
                              None)
     assert out == ["x", "x"] and len(llm.calls) == 1
+
+
+# --- reconcile: file figures agree exactly; the demo batch is read tag by tag ----------------
+
+
+def test_a_checkpoint_with_extra_bytes_fails_the_exact_check(lab, tmp_path):
+    real = base_model.base_model_dir() / "model.safetensors"
+    with real.open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header.pop("__metadata__", None)
+    end = max(t["data_offsets"][1] for t in header.values())
+    header["extra.weight"] = {"dtype": "F32", "shape": [4], "data_offsets": [end, end + 16]}
+    raw = json.dumps(header).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), SQL_LORA,
+                        checkpoint=tmp_path)
+    (check,) = [c for c in rec.checks if "checkpoint" in c.figure.lower()]
+    assert check.observed == check.derived + 16 and not check.agrees, (
+        f"16 bytes more than lab 03 derives: file figures agree exactly, got {check}")
+
+
+def test_every_demo_tag_but_base_is_an_adapter(lab):
+    # adapters named to sort before "base": the one-step check must still see two adapters
+    text = (CAPTURE.read_text().replace("tag=sql-lora     ", "tag=alpha        ")
+            .replace("tag=question-lora", "tag=aardvark     ")
+            .replace("'max_loras': 3", "'max_loras': 1"))
+    cap = lab.parse_capture(text)
+    assert [t for t, _ in cap.outputs] == ["base", "alpha", "aardvark"]
+    rec = lab.reconcile(cap, base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    assert not check.agrees, (
+        f"two adapters (alpha, aardvark) with max_loras=1 do not fit one step: {check}")
+
+
+@pytest.mark.parametrize("printed", ["'dtype': torch.float32", "'cls': <class 'x.Y'>"],
+                         ids=["non-literal-value", "unparsable"])
+def test_a_non_literal_args_line_reads_as_defaults(lab, printed):
+    log = f"INFO [api_utils.py:286] non-default args: {{'max_loras': 3, {printed}}}\n"
+    cap = lab.parse_capture(log)  # vLLM printed an object: no knob can be trusted from it
+    assert cap.lora == {"max_loras": 1, "max_lora_rank": 16, "max_cpu_loras": 1}
+    assert cap.lora_enabled is False
+
+
+def test_eval_diff_pairs_rows_by_equal_ids_not_identical_objects(lab):
+    a = [{"id": "-".join(["row", str(i)]), "schema": SCHEMA, "output": "SELECT a FROM t"}
+         for i in range(3)]
+    b = [{**row, "id": "".join(["row-", str(i)])} for i, row in enumerate(a)]
+    assert lab.eval_diff(a, b).identical == 3
+
+
+@pytest.mark.parametrize("flag, key, value", [
+    ("--kv-cache-memory-bytes", "kv_cache_bytes", 2**29), ("--dtype", "dtype", "float32"),
+    ("--max-model-len", "max_model_len", 512)])
+def test_serve_argv_passes_an_optional_setting_only_when_given(lab, flag, key, value):
+    given = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {key: value})
+    assert given[given.index(flag) + 1] == str(value), f"{key}={value!r} must pass {flag}"
+    unset = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {key: None})
+    assert flag not in unset, f"{key}=None leaves vLLM's default: no {flag}"
