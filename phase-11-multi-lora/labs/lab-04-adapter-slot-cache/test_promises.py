@@ -148,3 +148,40 @@ def test_not_one_slot_reserves_nothing(lab):
 def test_a_trace_of_base_requests_is_answered(lab):
     sizing = lab.size_slots([None, None, None], 10, 100, 0.5)  # no lookups: hit rate 0.0
     assert sizing.meets_target is False and sizing.num_slots >= 0
+
+
+def test_a_large_cache_evicts_when_full(lab):
+    # more slots than small-int caching covers: "full" is a comparison of counts
+    cache = lab.SlotCache(300, 1, 1, 1)
+    for a in range(301):
+        cache.acquire(a, lambda _: (np.ones((1, 1)), np.ones((1, 1))))
+    assert 0 not in cache and cache.stats.evictions == 1 and cache.resident[0] == 300
+
+
+def test_the_hot_set_is_fitted_where_the_exponent_is_below_one(lab):
+    # n = 5000: the top 1000 adapters draw 80% at s < 1 (at s = 1 they draw less than 80%)
+    w = lab.zipf_80_20_weights(5000)
+    assert w[:1000].sum() == pytest.approx(0.8, abs=1e-9)
+    ranks = np.arange(1, 5001)
+    assert (1.0 / ranks)[:1000].sum() / (1.0 / ranks).sum() > 0.8  # so s < 1 here
+
+
+def test_a_single_adapter_cannot_use_a_second_slot(lab):
+    sizing = lab.size_slots([0, 0], 10, 100, 1.0)  # 1 slot: 50%, and a second cannot help
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (False, 1, 0.5), sizing
+
+
+def test_run_stops_at_max_steps_past_small_counts(lab):
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 1, load)
+    with pytest.raises(RuntimeError):  # "RuntimeError past max_steps"
+        engine.run([lab.Request(i, None) for i in range(300)], max_steps=299)
+
+
+@pytest.mark.structural
+def test_the_records_are_frozen(lab):
+    import dataclasses
+    for record, field in [(lab.Request(0, None), "tokens"), (lab.CacheStats(0, 0, 0, 0), "hits"),
+                          (lab.StepRecord((), (), ()), "finished"),
+                          (lab.SlotSizing(0, 0.0, 0, False, ""), "num_slots")]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, field, 1)
