@@ -22,7 +22,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 # instructor-only
 .PHONY: help install test test-fast test-starter check-starters check-suite check-spec starters demo capture \
         assets eval-assets latency \
-        bench-lab01 figures lint grade student-release clean sandbox-deps
+        bench-lab01 figures lint grade student-release clean sandbox-deps mutation
 # /instructor-only
 # release-only
 # .PHONY: help install test test-fast demo capture assets eval-assets latency bench-lab01 figures \
@@ -75,6 +75,9 @@ check-suite: install ## test the tests: starters, solutions, mutants, forced fai
 
 starters: install ## regenerate every starter.py from its solution's markers (grading/starters.py)
 	$(PY) -m grading.starters
+
+mutation: install ## cosmic-ray over every lab's solution vs its CPU tests (niced, resumable; ONLY=lab-0N)
+	nice -n 15 $(PY) -m grading.mutation $(if $(ONLY),--labs $(ONLY))
 
 check-spec: install ## every error-message fragment a test matches is stated in its starter/README
 	$(PY) -m grading.spec_check

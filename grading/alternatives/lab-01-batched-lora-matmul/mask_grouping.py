@@ -13,11 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def _floats(name: str, a, ndim: int, like: np.ndarray | None = None) -> np.ndarray:
+def _scale(scale) -> float:
+    if type(scale) is bool or not isinstance(scale, int | float | np.floating | np.integer):
+        raise TypeError(f"scale must be a real number (lora_alpha / r); got {scale!r}")
+    return float(scale)
+
+
+def _floats(name: str, a, ndim: int, like: np.ndarray | None = None,
+            like_name: str = "x") -> np.ndarray:
     if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point ndarray; got {getattr(a, 'dtype', a)!r}")
     if like is not None and a.dtype != like.dtype:
-        raise TypeError(f"{name} has dtype {a.dtype} but x has {like.dtype}")
+        raise TypeError(f"{name} has dtype {a.dtype} but {like_name} has {like.dtype}")
     if a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} axes; got shape {a.shape}")
     return a
@@ -57,9 +64,9 @@ def shrink(x: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 def expand(h: np.ndarray, B: np.ndarray, scale: float = 1.0) -> np.ndarray:
     _floats("h", h, 2)
-    _floats("B", B, 2, h)
+    _floats("B", B, 2, h, "h")
     _same("B rank", B.shape[1], "h rank", h.shape[1])
-    return np.matmul(h, B.T) * float(scale)
+    return np.matmul(h, B.T) * _scale(scale)
 
 
 def lora_delta_loop(x, A_stack, B_stack, idx, scale=1.0) -> np.ndarray:
@@ -69,7 +76,7 @@ def lora_delta_loop(x, A_stack, B_stack, idx, scale=1.0) -> np.ndarray:
     out = np.zeros((len(idx), B_stack.shape[1]), dtype=x.dtype)
     for row in np.flatnonzero(idx >= 0):
         a = idx[row]
-        out[row] = np.dot(np.dot(x[row], A_stack[a].T), B_stack[a].T) * float(scale)
+        out[row] = np.dot(np.dot(x[row], A_stack[a].T), B_stack[a].T) * _scale(scale)
     return out
 
 
@@ -101,6 +108,8 @@ def batched_lora_forward(x, W, A_stack, B_stack, idx, scale=1.0) -> np.ndarray:
 
 def lora_overhead(d_in: int, d_out: int, r: int) -> float:
     for name, v in {"d_in": d_in, "d_out": d_out, "r": r}.items():
-        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+        if not isinstance(v, int | np.integer) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an integer; got {v!r}")
+        if v < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
     return r / d_out + r / d_in

@@ -277,7 +277,7 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
                       rtol: float = AUDIT_RTOL) -> RatioAudit:
     if isinstance(claimed, bool) or not isinstance(claimed, int | float):
         raise TypeError(f"claimed: expected a number, got {claimed!r}")
-    if claimed <= 0:
+    if not claimed > 0:  # NaN too
         raise ValueError(f"claimed: expected a positive ratio, got {claimed!r}")
     readings = ratio_readings(shape, rank, targets)
     truth = readings[0]

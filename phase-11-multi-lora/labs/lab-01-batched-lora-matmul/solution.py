@@ -12,8 +12,8 @@ numpy array, a non-floating dtype, float arrays of mixed dtypes, a non-integer `
 non-real ``scale``, a non-int size), ``ValueError`` for a wrong value (shapes, ranks, adapter
 counts, idx entries, sizes <= 0). The message names the argument as the signature spells it
 (``x``, ``W``, ``A``, ``B``, ``h``, ``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the
-expectation and the offending value. An ``idx`` entry outside ``[-1, L)`` is reported with its
-value and its position, written ``row N``:
+expectation and the offending value. An ``idx`` entry outside ``[-1, L)`` is reported (the first
+one, when there are several) with its value and its position, written ``row N``:
 ``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
 """
 

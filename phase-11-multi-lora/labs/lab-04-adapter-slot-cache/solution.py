@@ -113,7 +113,10 @@ class SlotCache:
         # END SOLUTION
 
     def slot_of(self, adapter_id: AdapterId) -> int | None:
-        """The slot holding ``adapter_id``, or None when it is not resident."""
+        """The slot holding ``adapter_id``, or None when it is not resident.
+
+        A lookup only: unlike ``acquire`` it leaves ``lru_order()`` as it was.
+        """
         # BEGIN SOLUTION: TODO(lab-04): look the adapter up without touching LRU order
         return self._lru.get(adapter_id)
         # END SOLUTION
@@ -356,8 +359,9 @@ def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
 class SlotSizing:
     """The answer of ``size_slots``.
 
-    ``meets_target`` False is the "cannot" answer: ``num_slots`` is then the most the budget
-    affords (0 when not even one slot fits) and ``hit_rate`` the best rate it achieves.
+    ``meets_target`` False is the "cannot" answer: ``num_slots`` is then the most slots that can
+    help, those the budget affords capped at the trace's number of distinct adapters (0 when not
+    even one slot fits), and ``hit_rate`` the best rate they achieve.
     """
 
     num_slots: int
@@ -426,12 +430,12 @@ class Request:
     tokens: int = 1
 
 
-def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId],
+def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId | None],
                   max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
     """One walk over ``waiting`` in order: admit, defer, or stop when the batch is full.
 
     ``running_adapters``: adapters of requests already running (they count towards
-    ``max_loras``). ``max_batch``: seats left in the batch this step (>= 0). A base request is
+    ``max_loras``; a running base request's ``None`` counts for nothing). ``max_batch``: seats left in the batch this step (>= 0). A base request is
     always admissible; an adapter request is admitted if its adapter is already in the batch or
     the batch holds fewer than ``max_loras`` distinct adapters; otherwise it is deferred (keeps
     its place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both

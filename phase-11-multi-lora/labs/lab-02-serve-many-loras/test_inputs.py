@@ -1,0 +1,101 @@
+"""Lab 02 spec, input checks (CPU side): every documented refusal, one row per argument and
+bad value.
+
+The docstrings promise a ``TypeError`` for a wrong type (a non-int or bool count or port, a
+non-str log, a row that is not a dict) and a ``ValueError`` for a wrong value (a count below 1,
+``max_cpu_loras < max_loras``, a port outside [1, 65535], mismatched or empty inputs), each
+naming the argument. This table is that promise: the valid call, one argument replaced, the
+error, the name the message must carry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+SCHEMA = "CREATE TABLE t (a INTEGER)"
+KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)
+
+
+def calls(lab) -> dict:
+    def kwargs_(**kw):
+        return lab.engine_kwargs("m", **(KNOBS | {"cuda": False} | kw))
+
+    def argv(**kw):
+        args = dict(model="m", adapters={"a": "p"}, port=8123) | KNOBS | kw
+        return lab.serve_argv(**args)
+
+    def diff(**kw):
+        row = {"id": 0, "schema": SCHEMA, "output": "SELECT a FROM t"}
+        args = dict(rows_a=[row], rows_b=[dict(row)]) | kw
+        return lab.eval_diff(**args)
+
+    def signature(**kw):
+        args = dict(trace=["x", None, "y"], latencies_ms=[1.0, 2.0, 3.0], num_slots=1) | kw
+        return lab.cold_slot_signature(**args)
+
+    return {"engine_kwargs": kwargs_, "serve_argv": argv, "eval_diff": diff,
+            "cold_slot_signature": signature,
+            "parse_capture": lambda **kw: lab.parse_capture(**(dict(text="") | kw))}
+
+
+def _count(fn, arg):
+    return [(fn, arg, "float", 2.0, TypeError), (fn, arg, "bool", True, TypeError),
+            (fn, arg, "str", "2", TypeError), (fn, arg, "zero", 0, ValueError),
+            (fn, arg, "negative", -4, ValueError)]
+
+
+ROW = {"id": 0, "schema": SCHEMA, "output": "SELECT a FROM t"}
+CASES = [
+    *[row for fn in ("engine_kwargs", "serve_argv")
+      for arg in ("max_loras", "max_lora_rank", "max_cpu_loras") for row in _count(fn, arg)],
+    ("engine_kwargs", "max_cpu_loras", "below-max_loras", 1, ValueError),
+    ("serve_argv", "max_cpu_loras", "below-max_loras", 1, ValueError),
+    ("serve_argv", "max_lora_rank", "not-a-vllm-rank", 12, ValueError),
+    ("serve_argv", "port", "str", "8000", TypeError),
+    ("serve_argv", "port", "bool", True, TypeError),
+    ("serve_argv", "port", "float", 8000.0, TypeError),
+    ("serve_argv", "port", "zero", 0, ValueError),
+    ("serve_argv", "port", "above-65535", 65536, ValueError),
+    ("serve_argv", "kv_cache_bytes", "zero", 0, ValueError),
+    ("serve_argv", "kv_cache_bytes", "float", 2.0**30, TypeError),
+    ("serve_argv", "max_model_len", "zero", 0, ValueError),
+    ("serve_argv", "max_model_len", "bool", True, TypeError),
+    ("serve_argv", "host", "empty", "", ValueError),
+    ("serve_argv", "served_model_name", "blank", "my model", ValueError),
+    ("serve_argv", "adapters", "none", {}, ValueError),
+    ("serve_argv", "adapters", "the-base-name", {"m": "p"}, ValueError),
+    ("serve_argv", "adapters", "name-with-equals", {"a=b": "p"}, ValueError),
+    ("parse_capture", "text", "bytes", b"log", TypeError),
+    ("parse_capture", "text", "None", None, TypeError),
+    ("eval_diff", "rows_a", "not-a-dict", [("schema", "output")], TypeError),
+    ("eval_diff", "rows_b", "not-a-dict", ["SELECT a FROM t"], TypeError),
+    ("eval_diff", "rows_b", "one-row-short", [], ValueError),
+    ("eval_diff", "rows_b", "another-row", [{**ROW, "id": 1}], ValueError),
+    ("eval_diff", "rows_b", "schema-missing", [{"id": 0, "output": "x"}], ValueError),
+    ("eval_diff", "rows_a", "output-not-str", [{**ROW, "output": 3}], ValueError),
+    *[row for row in _count("cold_slot_signature", "num_slots")],
+    ("cold_slot_signature", "latencies_ms", "one-short", [1.0, 2.0], ValueError),
+    ("cold_slot_signature", "latencies_ms", "2d", [[1.0], [2.0], [3.0]], ValueError),
+    ("cold_slot_signature", "latencies_ms", "negative", [1.0, -2.0, 3.0], ValueError),
+    ("cold_slot_signature", "latencies_ms", "inf", [1.0, math.inf, 3.0], ValueError),
+    ("cold_slot_signature", "latencies_ms", "nan", [1.0, math.nan, 3.0], ValueError),
+]
+
+
+@pytest.mark.parametrize("fn, arg, bad, value, error", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def test_bad_argument_is_refused_naming_it(lab, fn, arg, bad, value, error):
+    call = calls(lab)[fn]
+    call()  # the valid call goes through
+    with pytest.raises(error) as err:
+        call(**{arg: value})
+    assert re.search(rf"\b{arg}\b", str(err.value)), (
+        f"{fn}: a {bad} {arg} must raise a {error.__name__} that names {arg}, got: {err.value}")
+
+
+def test_an_empty_trace_is_refused_naming_trace(lab):
+    with pytest.raises(ValueError, match="trace"):
+        lab.cold_slot_signature([], [], 1)
