@@ -434,6 +434,31 @@ def test_text_compares_case_insensitively_and_the_icao_row_scores():
     assert not sqldata.same_result(row, wrong)
 
 
+@pytest.mark.structural
+def test_sql_create_context_values_are_unquoted_in_the_question_and_lower_case_in_the_gold():
+    import random
+
+    rng = random.Random(0)
+    for split in sqldata.SPLITS:
+        for _ in range(200):
+            ex = sqldata.make_cc_example(rng, split)
+            assert ex["domain"] in sqldata.CC_DOMAINS[split], ex
+            for value in re.findall(r'"([^"]*)"', ex["sql"]):
+                assert value == value.lower() and value in ex["question"].lower(), (
+                    f"a gold value is the question's, lower-cased: {value!r} in {ex}")
+
+
+@pytest.mark.structural
+def test_a_capture_names_no_path_of_the_recording_machine():
+    repo = Path("/home/builder/checkout")
+    log = (f"[demo] base: {repo}/labs/assets/SmolLM2\n{repo}/.venv/lib/vllm/x.py:1: Warning\n"
+           "[demo] python 3.11.7, vllm 0.32.0, LAB_IMPL=solution\n")
+    out = demo.redact(log, repo)
+    assert str(repo) not in out and "LAB_IMPL=solution" not in out, out
+    assert "<repo>/labs/assets/SmolLM2" in out and "<venv>/lib/vllm/x.py" in out, out
+    assert "/work/" not in CAPTURE.read_text() and "LAB_IMPL=solution" not in CAPTURE.read_text()
+
+
 # --- the real engine (CPU build) -------------------------------------------------------------
 
 ENGINE_SLOTS = 3  # both tenants resident and one slot left empty (the README's -1 finding)
