@@ -15,6 +15,11 @@ shows it as it comes. ``--capture PATH`` writes the whole run, engine log and de
 interleaved, to PATH: that is how capture/demo.log is made (``make capture``). ``--adapter
 NAME=PATH`` adds a tenant of your own (for example one retrained with
 ``tools/train_adapters.py --out``) as a fourth row on the SQL prompt.
+
+A capture names no path of the machine that recorded it: ``redact`` writes the repository as
+``<repo>`` and the virtualenv as ``<venv>`` (``--redact PATH --repo DIR`` applies it to a log
+recorded elsewhere), and the version line says which lab code ran only when it is not the
+repository's default.
 """
 
 from __future__ import annotations
@@ -53,9 +58,21 @@ def versions() -> list[str]:
 
     from labkit import resolve_impl
 
+    impl = os.environ.get("LAB_IMPL")
+    chosen = f", lab code {resolve_impl().kind} (LAB_IMPL)" if impl else ""
     return [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
             f"python {platform.python_version()}, torch {torch.__version__}, "
-            f"vllm {vllm.__version__}, LAB_IMPL={resolve_impl().kind}"]
+            f"vllm {vllm.__version__}{chosen}"]
+
+
+def redact(text: str, repo: Path = REPO) -> str:
+    """``text`` with the recording machine's paths replaced: the repository's virtualenv (as
+    given and resolved) by ``<venv>``, then the repository by ``<repo>``."""
+    venvs = {str(repo / ".venv"), os.path.realpath(repo / ".venv"), os.path.realpath(sys.prefix)}
+    for venv in sorted(venvs, key=len, reverse=True):
+        text = text.replace(venv + "/", "<venv>/")
+    text = text.replace(str(repo) + "/", "<repo>/").replace(str(repo), "<repo>")
+    return text.replace(", LAB_IMPL=solution\n", "\n")  # the default, as older captures said it
 
 
 def _stacked_bytes(worker) -> int:
@@ -156,7 +173,14 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="show vLLM's log as it comes")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                         help="serve another PEFT adapter folder as an extra row")
+    parser.add_argument("--redact", type=Path, metavar="PATH",
+                        help="rewrite the log at PATH without machine paths, then exit")
+    parser.add_argument("--repo", type=Path, default=REPO,
+                        help="with --redact: the repository the log was recorded in")
     args = parser.parse_args()
+    if args.redact:
+        args.redact.write_text(redact(args.redact.read_text(), args.repo))
+        return
     extra = dict(item.split("=", 1) for item in args.adapter)
     if os.environ.get(CHILD_ENV):
         run_demo(extra)
@@ -166,6 +190,8 @@ def main() -> None:
           + ("" if args.verbose else " (--verbose shows it here)"), flush=True)
     passthrough = [f"--adapter={item}" for item in args.adapter]
     code = run_child(passthrough, log_path, args.verbose)
+    if args.capture:
+        log_path.write_text(redact(log_path.read_text(errors="replace")))
     if code:
         print(f"[demo] the run failed (exit {code}); the last lines of {log_path}:")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-15:]))

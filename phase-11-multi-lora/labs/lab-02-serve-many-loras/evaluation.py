@@ -25,6 +25,9 @@ LAB = Path(__file__).resolve().parent
 ASSETS = LAB / "assets"
 QUALITY = ASSETS / "quality.json"
 PARAPHRASE_PATH = ASSETS / "paraphrase.jsonl"
+CC_PATH = ASSETS / "sqlcc.jsonl"  # sql-create-context style, held-out domains
+VLLM_PATH = ASSETS / "vllm_rows.jsonl"  # vLLM's own four tests/lora rows
+SQL_ONLY_SPLITS = ("paraphrase", "sqlcc", "vllm")  # rows asked of sql-lora alone
 MAX_TOKENS = 32  # the longest gold answer is 20 tokens of SmolLM2; base rows run to this limit
 SQL, QUESTION = "sql-lora", "question-lora"
 TENANT_IDS = {SQL: 1, QUESTION: 2}  # LoRARequest's lora_int_id: unique per adapter
@@ -34,7 +37,7 @@ TENANT_IDS = {SQL: 1, QUESTION: 2}  # LoRARequest's lora_int_id: unique per adap
 class Row:
     """One request of the evaluation batch: which row, which side, which prompt."""
 
-    split: str  # "eval" | "paraphrase"
+    split: str  # "eval" | "paraphrase" | "sqlcc" | "vllm"
     row: dict
     tag: str | None  # None: the base model
     prompt: str
@@ -48,15 +51,24 @@ def load_paraphrase() -> list[dict]:
     return sqldata.load_eval(PARAPHRASE_PATH)
 
 
-def batch(eval_rows: Sequence[dict], paraphrase_rows: Sequence[dict] = ()) -> list[Row]:
+def load_cc() -> list[dict]:
+    return sqldata.load_eval(CC_PATH)
+
+
+def load_vllm() -> list[dict]:
+    return sqldata.load_eval(VLLM_PATH)
+
+
+def batch(eval_rows: Sequence[dict], paraphrase_rows: Sequence[dict] = (),
+          cc_rows: Sequence[dict] = (), vllm_rows: Sequence[dict] = ()) -> list[Row]:
     """The evaluation batch for these rows, in a fixed order."""
     out = []
     for r in eval_rows:
         sql_prompt = sqldata.sql_prompt(r["schema"], r["question"])
         out += [Row("eval", r, None, sql_prompt), Row("eval", r, SQL, sql_prompt),
                 Row("eval", r, QUESTION, sqldata.question_prompt(r["schema"], r["gold_sql"]))]
-    out += [Row("paraphrase", r, SQL, sqldata.sql_prompt(r["schema"], r["question"]))
-            for r in paraphrase_rows]
+    for split, rows in zip(SQL_ONLY_SPLITS, (paraphrase_rows, cc_rows, vllm_rows), strict=True):
+        out += [Row(split, r, SQL, sqldata.sql_prompt(r["schema"], r["question"])) for r in rows]
     return out
 
 
@@ -116,6 +128,9 @@ def quality(rows: list[Row], texts: list[str], vllm_version: str) -> dict:
         "question_exact": count("eval", "question_exact"),
         "paraphrase_rows": len(per_row.get("paraphrase", {})),
         "paraphrase_same_result": count("paraphrase", "adapter_same_result"),
+        **{f"{split}_{key}": count(split, f"adapter_{key}") for split in ("sqlcc", "vllm")
+           for key in ("sql", "executes", "same_result")},
+        **{f"{split}_rows": len(per_row.get(split, {})) for split in ("sqlcc", "vllm")},
         "per_row": {split: {str(i): v for i, v in rows_.items()}
                     for split, rows_ in per_row.items()},
     }

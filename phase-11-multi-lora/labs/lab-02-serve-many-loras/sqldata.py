@@ -169,7 +169,7 @@ def execute(schema: str, inserts: list[str], sql: str) -> list[tuple]:
     if not sql.strip():
         raise sqlite3.OperationalError("sql: empty statement")
     with sqlite3.connect(":memory:") as db:
-        db.execute(schema)
+        db.execute(nocase(schema))
         for statement in inserts:
             db.execute(statement)
         cursor = db.execute(sql)
@@ -177,6 +177,20 @@ def execute(schema: str, inserts: list[str], sql: str) -> list[tuple]:
         if cursor.description is None:
             raise sqlite3.OperationalError("sql: not a query (no result set)")
         return rows
+
+
+def nocase(schema: str) -> str:
+    """The schema with every VARCHAR column ``COLLATE NOCASE``: text compares case-insensitively.
+
+    sql-create-context's golds are lower-cased ("lilongwe international airport") while a
+    table (and a person) writes "Lilongwe International Airport"; the lab's own template
+    values are lower-case already, so their verdicts are the same either way.
+    """
+    return re.sub(r"\bVARCHAR\b", "VARCHAR COLLATE NOCASE", schema)
+
+
+def _folded(rows: list[tuple]) -> Counter:
+    return Counter(tuple(v.casefold() if isinstance(v, str) else v for v in r) for r in rows)
 
 
 def executes(row: dict, sql: str) -> bool:
@@ -192,13 +206,14 @@ def same_result(row: dict, sql: str) -> bool:
     """True when `sql` executes on the row's table and returns the gold query's rows.
 
     Rows compare as a multiset: neither query has ORDER BY, so order is not part of the answer.
+    Text compares case-insensitively, in the table (``nocase``) and in the rows (case-folded).
     """
-    gold = Counter(execute(row["schema"], row["inserts"], row["gold_sql"]))
+    gold = _folded(execute(row["schema"], row["inserts"], row["gold_sql"]))
     try:
         got = execute(row["schema"], row["inserts"], sql)
     except (sqlite3.Error, sqlite3.Warning):
         return False
-    return Counter(got) == gold
+    return _folded(got) == gold
 
 
 def side_counts(rows: list[dict], texts: list[str]) -> dict[str, int]:
@@ -324,3 +339,351 @@ def make_example(
         "canonical": canonical,
         "sql": sql,
     }
+
+
+# --------------------------------------------------------------------------- sql-create-context
+#
+# The second style: questions as sql-create-context (the WikiSQL-derived dataset of vLLM's SQL
+# LoRA examples and tests) writes them. A `table_name_NN` table whose schema lists only the
+# columns the query uses (as that dataset does; sometimes one more), real-world snake_case
+# columns, a value unquoted and in any case in the question, lower-case and double-quoted in
+# the gold; columns named by paraphrase ("from X" -> college, "after week 10" -> week > 10),
+# aggregates by their words ("largest", "earliest", "total", "average", "how many").
+#
+# Held out by DOMAIN: the domains of `CC_DOMAINS["eval"]` share no column and no value with
+# training's (`cc_overlap` checks it). Scored by execution: text columns are created
+# `COLLATE NOCASE` and text in results compares case-folded (`execute`, `same_result`), so
+# "Lilongwe International Airport" in the table matches "lilongwe international airport" in
+# the gold, as sql-create-context's lower-cased golds intend.
+
+# A column: (words naming it, kind, values) where kind is "text" or "int" and values is a
+# tuple of strings or an inclusive (low, high) range. Optional 4th item: the condition
+# phrases that name the column by paraphrase ("from {v}"), used instead of its words.
+def _c(words, kind, values, phrases=()):
+    return (words, kind, values, phrases)
+
+
+_NAMES = ("John Smith", "Mario Rossi", "Anna Berg", "Luis Ortega", "Kim Lee", "Omar Haddad",
+          "Sara Novak", "Tom Brady", "Ken Sato", "Ivan Petrov")
+CC_DOMAINS = {
+    "train": {
+        "nfl_draft": {
+            "player": _c("player", "text", _NAMES),
+            "position": _c("position", "text", ("Quarterback", "Linebacker", "Tight End",
+                                                "Cornerback", "Wide Receiver", "Guard")),
+            "college": _c("college", "text", ("Ohio State", "Notre Dame", "Alabama", "Texas A&M",
+                                              "Michigan", "Stanford"), ("from {v}",)),
+            "round": _c("round", "int", (1, 12)),
+            "overall": _c("overall", "int", (1, 320)),
+        },
+        "nfl_schedule": {
+            "week": _c("week", "int", (1, 17), ("after week {n}:>", "before week {n}:<",
+                                                 "in week {n}:=")),
+            "opponent": _c("opponent", "text", ("Chicago Bears", "Dallas Cowboys", "Miami Dolphins",
+                                                "Detroit Lions", "New York Jets"),
+                           ("against {v}", "against the {v}")),
+            "result": _c("result", "text", ("W 24-17", "L 10-13", "W 31-7", "L 3-20", "T 14-14")),
+            "attendance": _c("attendance", "int", (20000, 80000)),
+        },
+        "football_matches": {
+            "home_team": _c("home team", "text", ("Carlton", "Essendon", "Geelong", "Hawthorn",
+                                                  "Collingwood", "Fitzroy")),
+            "away_team": _c("away team", "text", ("Richmond", "Melbourne", "St Kilda", "Footscray",
+                                                  "South Melbourne", "North Melbourne")),
+            "venue": _c("venue", "text", ("Princes Park", "Windy Hill", "Kardinia Park", "Mcg",
+                                          "Victoria Park", "Lake Oval"), ("at {v}", "played at {v}")),
+            "crowd": _c("crowd", "int", (5000, 60000)),
+        },
+        "films": {
+            "title": _c("title", "text", ("The Long Road", "Night Train", "Blue Harbor",
+                                          "Silent Hills", "Paper Moon", "Iron Sky"), ("titled {v}",)),
+            "director": _c("director", "text", _NAMES, ("directed by {v}",)),
+            "studio": _c("studio", "text", ("Paramount", "Universal", "Columbia", "Mgm", "Pixar")),
+            "year": _c("year", "int", (1950, 2020), ("after {n}:>", "before {n}:<", "in {n}:=")),
+        },
+        "tv_episodes": {
+            "episode_title": _c("episode title", "text", ("Pilot", "The Return", "Lost Souls",
+                                                          "Homecoming", "Endgame"), ("titled {v}",)),
+            "written_by": _c("writer", "text", _NAMES, ("written by {v}",)),
+            "season": _c("season", "int", (1, 12)),
+            "us_viewers": _c("us viewers", "int", (1, 30)),
+        },
+        "elections": {
+            "district": _c("district", "text", ("Ohio 1", "Texas 4", "Iowa 2", "Utah 3", "Maine 1")),
+            "incumbent": _c("incumbent", "text", _NAMES),
+            "party": _c("party", "text", ("Democratic", "Republican", "Whig", "Independent")),
+            "first_elected": _c("first elected", "int", (1950, 2010)),
+        },
+        "golf": {
+            "player": _c("player", "text", _NAMES),
+            "country": _c("country", "text", ("United States", "Scotland", "South Africa", "Spain",
+                                              "Australia", "Japan"), ("from {v}",)),
+            "score": _c("score", "int", (260, 300)),
+            "money": _c("money", "int", (1000, 900000)),
+        },
+        "formula_one": {
+            "driver": _c("driver", "text", _NAMES, ("driven by {v}",)),
+            "constructor": _c("constructor", "text", ("Ferrari", "Williams", "Lotus", "Brabham",
+                                                      "Tyrrell", "Mclaren")),
+            "laps": _c("laps", "int", (10, 80)),
+            "grid": _c("grid", "int", (1, 26)),
+        },
+        "medals": {
+            "nation": _c("nation", "text", ("Norway", "Kenya", "Brazil", "Canada", "Poland", "Chile")),
+            "gold": _c("gold medals", "int", (0, 40)),
+            "silver": _c("silver medals", "int", (0, 40)),
+            "bronze": _c("bronze medals", "int", (0, 40)),
+        },
+        "universities": {
+            "institution": _c("institution", "text", ("Lake College", "Hill University",
+                                                      "Bay Institute", "Rivers College")),
+            "location": _c("location", "text", ("Springfield", "Riverside", "Fairview", "Georgetown",
+                                                "Salem"), ("located in {v}", "in {v}")),
+            "nickname": _c("nickname", "text", ("Tigers", "Eagles", "Bulldogs", "Wildcats", "Owls")),
+            "enrollment": _c("enrollment", "int", (500, 40000)),
+            "founded": _c("founded", "int", (1800, 1990), ("founded after {n}:>",
+                                                           "founded before {n}:<")),
+        },
+        "songs": {
+            "song": _c("song", "text", ("Blue Sky", "Hold On", "River Song", "Wild Heart",
+                                        "Golden Days"), ("titled {v}",)),
+            "artist": _c("artist", "text", ("The Rovers", "Mia Grey", "Echo Park", "Red Lane"),
+                         ("by {v}",)),
+            "album": _c("album", "text", ("First Light", "Northbound", "Open Road", "Neon")),
+            "peak_position": _c("peak position", "int", (1, 100)),
+        },
+        "players_roster": {
+            "player": _c("player", "text", _NAMES),
+            "nationality_code": _c("country code", "text", ("Usa", "Can", "Fra", "Ger", "Ita")),
+            "school_club_team": _c("school/club team", "text", ("Duke", "Kansas", "Ucla", "Syracuse",
+                                                                "Kentucky"), ("who played for {v}",)),
+            "years_in_toronto": _c("years in toronto", "text", ("1995-96", "2001-03", "1999", "2010")),
+            "jersey_number": _c("jersey number", "int", (1, 55)),
+        },
+        "buildings": {
+            "building": _c("building", "text", ("Tower One", "City Hall", "Grand Plaza", "Bank House")),
+            "city": _c("city", "text", ("Chicago", "Houston", "Toronto", "Sydney", "Dubai"),
+                       ("in {v}",)),
+            "floors": _c("floors", "int", (5, 120)),
+            "height_m": _c("height", "int", (20, 800)),
+        },
+    },
+    "eval": {
+        "airports": {
+            "airport": _c("airport", "text", ("Lilongwe International Airport", "Kamuzu Airport",
+                                              "Entebbe Airport", "Harare Airport", "Lusaka Airport")),
+            "icao": _c("ICAO", "text", ("FWKI", "HUEN", "FVHA", "FLKK", "FWCL")),
+            "iata": _c("IATA", "text", ("LLW", "EBB", "HRE", "LUN", "BLZ")),
+            "passengers": _c("passengers", "int", (1000, 900000)),
+        },
+        "conclaves": {
+            "elector": _c("elector", "text", ("Anchero Pantaleone", "Guido Fulcodi", "Simon Paltineri",
+                                              "Odo Tusculum", "Riccardo Annibaldi")),
+            "nationality": _c("nationality", "text", ("French", "Roman", "Milanese", "Neapolitan")),
+            "faction": _c("faction", "text", ("Guelph", "Ghibelline", "Angevin")),
+            "elevated": _c("elevated", "int", (1200, 1300), ("elevated after {n}:>",
+                                                             "elevated before {n}:<")),
+        },
+        "wnba_draft": {
+            "pick": _c("pick", "int", (1, 40)),
+            "former_wnba_team": _c("former WNBA team", "text", ("Minnesota Lynx", "Seattle Storm",
+                                                                "Phoenix Mercury", "Atlanta Dream"),
+                                   ("that previously played for the {v}",)),
+            "college_hometown": _c("college/hometown", "text", ("Baylor", "Uconn", "Rutgers", "Tulane")),
+        },
+        "table_tennis": {
+            "mens_singles": _c("men's singles", "text", ("Werner Schlager", "Jan Ove Waldner",
+                                                         "Ma Lin", "Timo Boll")),
+            "womens_doubles": _c("women's doubles", "text", ("Li Ju Wang Nan", "Tie Ya Na Zhang Yi",
+                                                             "Guo Yue Li Xiaoxia")),
+            "edition": _c("edition", "int", (1, 60)),
+        },
+        "ships": {
+            "ship": _c("ship", "text", ("Hms Victory", "Uss Maine", "Ss Atlantic", "Rms Celtic"),
+                       ("named {v}",)),
+            "builder": _c("builder", "text", ("Harland And Wolff", "John Brown", "Vickers", "Cammell"),
+                          ("built by {v}",)),
+            "launched": _c("launched", "int", (1850, 1950), ("launched after {n}:>",
+                                                              "launched before {n}:<")),
+            "tonnage": _c("tonnage", "int", (500, 50000)),
+        },
+    },
+}
+# Aggregates by their words: (word, SQL function, only for these columns or None: any int).
+CC_AGGS = (("largest", "MAX", None), ("highest", "MAX", None), ("most", "MAX", None),
+           ("smallest", "MIN", None), ("lowest", "MIN", None), ("fewest", "MIN", None),
+           ("earliest", "MIN", ("round", "year", "week", "season", "founded", "first_elected",
+                                "elevated", "launched", "edition", "pick", "overall")),
+           ("latest", "MAX", ("year", "week", "season", "founded", "first_elected", "elevated",
+                              "launched", "edition")),
+           ("total", "SUM", None), ("average", "AVG", None))
+CC_ASK = ("What is the {t} {conds}?", "Name the {t} {conds}", "Which {t} is listed {conds}?",
+          "Tell me the {t} {conds}", "What {t} is there {conds}?")
+CC_ASK_AGG = ("What is the {agg} {t} {conds}?", "Name the {agg} {t} {conds}",
+              "Tell me the {agg} {t} {conds}")
+CC_ASK_COUNT = ("How many {t} have {conds}?", "What is the total number of {t} {conds}?",
+                "How many {t} are there {conds}?")
+
+
+def cc_overlap() -> dict[str, set]:
+    """Columns and text values shared by the training and held-out domains (empty: held out)."""
+    def pools(split):
+        cols = {c for d in CC_DOMAINS[split].values() for c in d}
+        vals = {v.lower() for d in CC_DOMAINS[split].values() for spec in d.values()
+                if spec[1] == "text" for v in spec[2]}
+        return cols, vals
+    (tc, tv), (ec, ev) = pools("train"), pools("eval")
+    return {"columns": tc & ec, "values": tv & ev}
+
+
+def _cc_case(rng: random.Random, value: str) -> str:
+    """The value as a person might type it: as stored, lower case, or capitalised."""
+    return rng.choice((value, value.lower(), value.lower(), value.title()))
+
+
+def _cc_condition(rng, col, spec, value, cmp_ok, lone):
+    """(question phrase, SQL condition) for one condition on ``col`` about ``value``."""
+    words, kind, _, phrases = spec
+    if kind == "text":
+        shown, gold = _cc_case(rng, value), value.lower()
+        forms = [p.format(v=shown) for p in phrases]
+        forms += [f"when the {words} is {shown}", f"with a {words} of {shown}",
+                  f"when {shown} was the {words}", f"with {words} {shown}"]
+        if lone:
+            forms.append(f"for {shown}")  # the value alone names the only other column
+        return rng.choice(forms), f'{col} = "{gold}"'
+    forms = [(f"with a {words} of {{n}}", "="), (f"when the {words} is {{n}}", "=")]
+    if cmp_ok:
+        forms += [(f"with a {words} larger than {{n}}", ">"),
+                  (f"with a {words} smaller than {{n}}", "<"),
+                  (f"with more than {{n}} {words}", ">"), (f"with less than {{n}} {words}", "<")]
+        forms += [tuple(p.split(":")) for p in phrases]
+    else:
+        forms += [tuple(p.split(":")) for p in phrases if p.endswith(":=")]
+    form, op = rng.choice(forms)
+    return form.format(n=value), f"{col} {op} {value}"
+
+
+def make_cc_example(rng: random.Random, split: str, domain: str | None = None) -> dict:
+    """One sql-create-context style example whose gold result is not empty (nor 0, nor NULL):
+    drafts from ``_cc_draft`` until one is (``_cc_draft`` explains the keys)."""
+    while True:
+        ex = _cc_draft(rng, split, domain)
+        got = execute(ex["schema"], ex["inserts"], ex["sql"])
+        if got and got not in ([(0,)], [(None,)]):
+            return ex
+
+
+def _cc_draft(rng: random.Random, split: str, domain: str | None = None) -> dict:
+    """One sql-create-context style example from a domain of ``CC_DOMAINS[split]``.
+
+    Keys as ``make_example``'s (``kind``, ``schema``, ``inserts``, ``question``, ``sql``) plus
+    ``domain`` and ``style`` ("sql-create-context"); ``canonical`` is the question itself.
+    At least one table row satisfies an equality condition; a comparison threshold splits
+    the rows, so no gold result is vacuous by construction.
+    """
+    _check_split(split)
+    domains = CC_DOMAINS[split]
+    domain = domain or rng.choice(sorted(domains))
+    if domain not in domains:
+        raise ValueError(f"domain: expected one of {sorted(domains)}, got {domain!r}")
+    cols = domains[domain]
+    ints = [c for c, s in cols.items() if s[1] == "int"]
+    kind = rng.choice(("eq", "eq", "eq", "and", "agg", "count"))
+    if kind == "agg" and not ints:
+        kind = "eq"
+    target = rng.choice(ints) if kind == "agg" else rng.choice(sorted(cols))
+    others = [c for c in cols if c != target]
+    n_cond = 2 if kind == "and" or (kind != "eq" and rng.random() < 0.3) else 1
+    n_cond = min(n_cond, len(others))
+    conds = rng.sample(others, n_cond)
+    used = [target, *conds]
+    extra = [c for c in cols if c not in used]
+    if extra and rng.random() < 0.25:
+        used.append(rng.choice(extra))
+    rng.shuffle(used)
+
+    def value(col):
+        spec = cols[col]
+        return rng.randint(*spec[2]) if spec[1] == "int" else rng.choice(spec[2])
+
+    rows = [{c: value(c) for c in used} for _ in range(rng.randint(4, 7))]
+    match = rng.choice(rows)
+    phrases, wheres = [], []
+    for i, c in enumerate(conds):
+        v = match[c]
+        cmp_ok = cols[c][1] == "int" and i == len(conds) - 1
+        phrase, where = _cc_condition(rng, c, cols[c], v, cmp_ok, lone=len(used) == 2)
+        if " > " in where or " < " in where:  # a threshold strictly inside the column's values
+            vals = sorted(r[c] for r in rows)
+            n = rng.randint(vals[0], vals[-1] - 1) if vals[0] < vals[-1] else vals[0]
+            phrase = phrase.replace(str(v), str(n), 1)
+            where = where.rsplit(" ", 1)[0] + f" {n}"
+        phrases.append(phrase)
+        wheres.append(where)
+    t_words = cols[target][0]
+    if kind == "agg":
+        word, fn, only = rng.choice([a for a in CC_AGGS if a[2] is None or target in a[2]])
+        ask = rng.choice(CC_ASK_AGG).format(agg=word, t=t_words, conds=" and ".join(phrases))
+        what = f"{fn}({target})"
+    elif kind == "count":
+        ask = rng.choice(CC_ASK_COUNT).format(t=t_words, conds=" and ".join(phrases))
+        what = f"COUNT({target})"
+    else:
+        ask = rng.choice(CC_ASK).format(t=t_words, conds=" and ".join(phrases))
+        what = target
+    ask = ask[0].upper() + ask[1:]
+    table = f"table_name_{rng.randint(1, 99)}"
+    types = ", ".join(f"{c} {'INTEGER' if cols[c][1] == 'int' else 'VARCHAR'}" for c in used)
+
+    def lit(v):
+        return str(v) if isinstance(v, int) else "'" + v.replace("'", "''") + "'"
+
+    return {
+        "kind": kind, "style": "sql-create-context", "domain": domain,
+        "schema": f"CREATE TABLE {table} ({types})",
+        "inserts": [f"INSERT INTO {table} VALUES ({', '.join(lit(r[c]) for c in used)})"
+                    for r in rows],
+        "question": ask, "canonical": ask,
+        "sql": f"SELECT {what} FROM {table} WHERE {' AND '.join(wheres)}",
+    }
+
+
+# vLLM's own SQL-LoRA rows (tests/lora/test_llama_tp.py, the single-table ones; their expected
+# outputs there are yard1/llama-2-7b-sql-lora-test's), given a populated table here so they
+# score by execution. Golds in sql-create-context's form: lower-case, double-quoted.
+VLLM_ROWS = (
+    ("CREATE TABLE table_name_74 (icao VARCHAR, airport VARCHAR)",
+     "Name the ICAO for lilongwe international airport",
+     'SELECT icao FROM table_name_74 WHERE airport = "lilongwe international airport"',
+     [("FWKI", "Lilongwe International Airport"), ("FWCL", "Chileka International Airport"),
+      ("FVHA", "Harare International Airport")]),
+    ("CREATE TABLE table_name_11 (nationality VARCHAR, elector VARCHAR)",
+     "When Anchero Pantaleone was the elector what is under nationality?",
+     'SELECT nationality FROM table_name_11 WHERE elector = "anchero pantaleone"',
+     [("French", "Guy de Bourgogne"), ("Roman", "Anchero Pantaleone"),
+      ("Milanese", "Ottobono Fieschi")]),
+    ("CREATE TABLE table_name_60 (pick INTEGER, former_wnba_team VARCHAR)",
+     "What pick was a player that previously played for the Minnesota Lynx?",
+     'SELECT pick FROM table_name_60 WHERE former_wnba_team = "minnesota lynx"',
+     [(3, "Minnesota Lynx"), (7, "Seattle Storm"), (12, "Phoenix Mercury")]),
+    ("CREATE TABLE table_28138035_4 (womens_doubles VARCHAR, mens_singles VARCHAR)",
+     "Name the women's doubles for werner schlager",
+     'SELECT womens_doubles FROM table_28138035_4 WHERE mens_singles = "werner schlager"',
+     [("Li Ju Wang Nan", "Werner Schlager"), ("Guo Yue Li Xiaoxia", "Wang Liqin"),
+      ("Tie Ya Na Zhang Yi", "Ma Lin")]),
+)
+
+
+def vllm_rows() -> list[dict]:
+    """vLLM's four single-table test rows as held-out rows (``id``, ``gold_sql``, ...)."""
+    out = []
+    for i, (schema, question, gold, values) in enumerate(VLLM_ROWS):
+        table = schema.split()[2]
+        inserts = [f"INSERT INTO {table} VALUES ("
+                   + ", ".join(str(v) if isinstance(v, int) else "'" + v.replace("'", "''") + "'"
+                               for v in row) + ")" for row in values]
+        out.append({"id": i, "kind": "eq", "style": "vllm", "domain": "vllm-tests-lora",
+                    "schema": schema, "inserts": inserts, "question": question,
+                    "canonical": question, "gold_sql": gold})
+    return out

@@ -401,6 +401,63 @@ def test_eval_diff_rejects_rows_that_do_not_pair_up(lab):
         lab.eval_diff(a, list(reversed(a)))
 
 
+# --- the sql-create-context style held-out sets (support data, not the student's code) ------
+
+
+@pytest.mark.structural
+def test_sql_create_context_domains_are_held_out_whole():
+    assert sqldata.cc_overlap() == {"columns": set(), "values": set()}, (
+        "the held-out domains must share no column and no value with training's")
+    rows = evaluation.load_cc()
+    assert {r["domain"] for r in rows} == set(sqldata.CC_DOMAINS["eval"]), (
+        "sqlcc.jsonl must cover every held-out domain and only those")
+
+
+@pytest.mark.structural
+def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
+    for r in evaluation.load_cc() + evaluation.load_vllm():
+        assert re.match(r"CREATE TABLE table_(name_)?\d+", r["schema"]), r["schema"]
+        assert "'" not in r["gold_sql"] and '"' not in r["question"], (
+            f"values are double-quoted in the gold and unquoted in the question: {r}")
+        got = sqldata.execute(r["schema"], r["inserts"], r["gold_sql"])
+        assert got and got not in ([(0,)], [(None,)]), f"vacuous gold result {got} for {r}"
+
+
+@pytest.mark.structural
+def test_text_compares_case_insensitively_and_the_icao_row_scores():
+    row = evaluation.load_vllm()[0]
+    assert row["question"] == "Name the ICAO for lilongwe international airport"
+    right = "SELECT icao FROM table_name_74 WHERE airport = 'Lilongwe International Airport'"
+    wrong = "SELECT airport FROM table_name_74 WHERE icao = 'lilongwe international airport'"
+    assert sqldata.same_result(row, right) and sqldata.same_result(row, right.upper())
+    assert not sqldata.same_result(row, wrong)
+
+
+@pytest.mark.structural
+def test_sql_create_context_values_are_unquoted_in_the_question_and_lower_case_in_the_gold():
+    import random
+
+    rng = random.Random(0)
+    for split in sqldata.SPLITS:
+        for _ in range(200):
+            ex = sqldata.make_cc_example(rng, split)
+            assert ex["domain"] in sqldata.CC_DOMAINS[split], ex
+            for value in re.findall(r'"([^"]*)"', ex["sql"]):
+                assert value == value.lower() and value in ex["question"].lower(), (
+                    f"a gold value is the question's, lower-cased: {value!r} in {ex}")
+
+
+@pytest.mark.structural
+def test_a_capture_names_no_path_of_the_recording_machine():
+    repo = Path("/home/builder/checkout")
+    log = (f"[demo] base: {repo}/labs/assets/SmolLM2\n{repo}/.venv/lib/vllm/x.py:1: Warning\n"
+           "[demo] python 3.11.7, vllm 0.32.0, LAB_IMPL=solution\n")
+    out = demo.redact(log, repo)
+    assert str(repo) not in out and "LAB_IMPL=solution" not in out, out
+    assert "<repo>/labs/assets/SmolLM2" in out and "<venv>/lib/vllm/x.py" in out, out
+    assert "/work/" not in CAPTURE.read_text() and "LAB_IMPL=solution" not in CAPTURE.read_text()
+
+
 # --- the real engine (CPU build) -------------------------------------------------------------
 
 ENGINE_SLOTS = 3  # both tenants resident and one slot left empty (the README's -1 finding)

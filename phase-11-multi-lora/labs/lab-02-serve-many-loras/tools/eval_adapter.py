@@ -37,7 +37,8 @@ def measure() -> tuple[list, list[str], float, str]:
     lab = load_lab("lab-02")
     llm = lab.build_llm(base_model.base_model(), max_loras=MAX_LORAS, max_lora_rank=16,
                         max_cpu_loras=MAX_LORAS)
-    rows = evaluation.batch(sqldata.load_eval(), evaluation.load_paraphrase())
+    rows = evaluation.batch(sqldata.load_eval(), evaluation.load_paraphrase(),
+                            evaluation.load_cc(), evaluation.load_vllm())
     t0 = time.monotonic()
     texts = evaluation.run(lab.generate_mixed, llm, rows)
     return rows, texts, time.monotonic() - t0, vllm.__version__
@@ -62,6 +63,13 @@ def report(q: dict, seconds: float, rows: list, texts: list[str]) -> str:
         f" | {pct(q['adapter_same_result'], n)} | |",
         f"| eval.jsonl | question-lora (query -> question) | | | | {pct(q['question_exact'], n)} |",
         f"| paraphrase.jsonl | sql-lora | | | {pct(q['paraphrase_same_result'], p)} | |",
+        *(f"| {name} | sql-lora | {pct(q[f'{s}_sql'], q[f'{s}_rows'])} | "
+          f"{pct(q[f'{s}_executes'], q[f'{s}_rows'])} | {pct(q[f'{s}_same_result'], q[f'{s}_rows'])}"
+          " | |" for s, name in (("sqlcc", "sqlcc.jsonl (held-out domains)"),
+                                 ("vllm", "vllm_rows.jsonl (vLLM's tests/lora)"))),
+        "",
+        *(f"- vLLM row {r.row['id']}: `{r.row['question']}` -> `{t}` (gold `{r.row['gold_sql']}`)"
+          for r, t in zip(rows, texts, strict=True) if r.split == "vllm"),
         "",
         f"Row 0: `{row0['question']}`",
         f"- base: `{first[('eval', None)]}`",

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +44,8 @@ import base_model  # noqa: E402
 import sqldata  # noqa: E402
 
 SEED = 20240611
-N_EVAL, N_PARAPHRASE, N_DEV = 60, 30, 16
+N_EVAL, N_PARAPHRASE, N_DEV, N_CC = 60, 30, 16, 40
+CC_SHARE = 0.5  # of sql-lora's training rows, the share in the sql-create-context style
 RANK, ALPHA, TARGETS = 16, 32, ("q_proj", "k_proj", "v_proj", "o_proj")
 BATCH, LR = 8, 1e-3
 MAX_NEW_TOKENS = 48
@@ -60,13 +62,15 @@ class Tenant:
     answer: Callable[[dict], str]
     check: Callable[[dict, str], bool]
     what: str
+    cc_share: float = 0.0  # share of training rows in the sql-create-context style
 
 
 TENANTS = {
     "sql-lora": Tenant(
         "sql-lora", 60, lambda r: sqldata.sql_prompt(r["schema"], r["question"]),
         lambda r: r["sql"], sqldata.same_result,
-        "the SQL prompt -> the gold query (checked: same result as gold in sqlite3)"),
+        "the SQL prompt -> the gold query (checked: same result as gold in sqlite3); "
+        f"{CC_SHARE:.0%} of its rows in the sql-create-context style", CC_SHARE),
     "question-lora": Tenant(
         "question-lora", 60, lambda r: sqldata.question_prompt(r["schema"], r["sql"]),
         lambda r: r["canonical"], sqldata.same_question,
@@ -85,15 +89,28 @@ def held_out(n: int, seed: int, phrasing: str) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
+def held_out_cc(n: int, seed: int) -> list[dict]:
+    """``n`` sql-create-context style rows from the held-out domains, cycling through them."""
+    rng = random.Random(seed)
+    domains = sorted(sqldata.CC_DOMAINS["eval"])
+    rows = [sqldata.make_cc_example(rng, "eval", domains[i % len(domains)]) for i in range(n)]
+    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
+            for i, r in enumerate(rows)]
+
+
 def column_set(example: dict) -> frozenset[str]:
     body = example["schema"].split("(", 1)[1].rstrip(")")
     return frozenset(part.split()[0] for part in body.split(", "))
 
 
-def train_stream(seed: int, banned: set[frozenset[str]]) -> Iterator[dict]:
-    """Endless training rows, in any training phrasing, never with a held-out column set."""
+def train_stream(seed: int, banned: set[frozenset[str]], cc_share: float = 0.0) -> Iterator[dict]:
+    """Endless training rows, in any training phrasing, never with a held-out column set;
+    a ``cc_share`` of them in the sql-create-context style, from the training domains only."""
     rng = random.Random(seed)
     while True:
+        if cc_share and rng.random() < cc_share:
+            yield sqldata.make_cc_example(rng, "train")
+            continue
         ex = sqldata.make_example(rng, "train", phrasing="train")
         if column_set(ex) not in banned:
             yield ex
@@ -205,6 +222,9 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         "`inserts`, `question`, `canonical`, `gold_sql` |",
         f"| `paraphrase.jsonl` | {N_PARAPHRASE} held-out rows asked in phrasings (and words: "
         "'above', 'highest', ...) that training never uses |",
+        f"| `sqlcc.jsonl` | {N_CC} held-out rows in the sql-create-context style, from the "
+        "held-out domains (`sqldata.CC_DOMAINS[\"eval\"]`) |",
+        "| `vllm_rows.jsonl` | vLLM's four single-table `tests/lora` rows, tables populated here |",
         "| `quality.json` | the counts `tools/eval_adapter.py` measured through vLLM |", "",
         "## Held-out, and how it is enforced", "",
         "- table names, string values: `sqldata.TABLES[\"eval\"]`, `sqldata.STRINGS[\"eval\"]`, "
@@ -213,7 +233,14 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         "- column sets: a training row is rejected when its set of columns equals a held-out "
         "row's;",
         "- phrasings: `paraphrase.jsonl` asks with `sqldata.QUESTIONS[\"heldout\"]`, which "
-        "training never draws.", "",
+        "training never draws;",
+        "- sql-create-context style: whole domains held out (`sqldata.CC_DOMAINS[\"eval\"]`), "
+        "sharing no column and no value with training's (`sqldata.cc_overlap()` is empty); "
+        "scored by execution with text compared case-insensitively (`sqldata.nocase`).", "",
+        "## End of the answer", "",
+        "Each training answer is followed by the tokenizer's EOS (`<|im_end|>`, id 2, the "
+        "base's `eos_token_id`) and the loss covers it (`encode`), so the tenant learns to stop "
+        "after the query; vLLM stops on that id.", "",
         "## Run", "",
         f"- machine: {machine()}",
         f"- date: {time.strftime('%Y-%m-%d', time.gmtime())}; wall time {wall_s / 60:.1f} min",
@@ -228,9 +255,24 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
                   f"greedy, {r['dev_rows']} rows): {r['dev_right']} right",
                   f"- learning curve (step: loss): {points}",
                   f"- dev example: `{r['example']}`"]
+    lines += kept_sections(out, {r["name"] for r in records})
     lines += ["", "## Quality through vLLM", "", "<!-- vllm-quality -->",
               "(not measured yet: run `make eval-assets`)", "<!-- /vllm-quality -->", ""]
     (out / "MANIFEST.md").write_text("\n".join(lines))
+
+
+def kept_sections(out: Path, trained: set[str]) -> list[str]:
+    """The previous MANIFEST's sections of the tenants this run did not retrain (``--tenants``)."""
+    path = out / "MANIFEST.md"
+    if not path.exists():
+        return []
+    text = path.read_text().split("## Quality through vLLM")[0]
+    kept = []
+    for name in sorted(set(TENANTS) - trained):
+        m = re.search(rf"^### {re.escape(name)}\n.*?(?=^### |\Z)", text, re.M | re.S)
+        if m:
+            kept += ["", *m.group(0).rstrip().splitlines(), "- (not retrained by the run above)"]
+    return kept
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -255,13 +297,15 @@ def main() -> None:
     paraphrase = held_out(N_PARAPHRASE, args.seed + 3, "heldout")
     write_jsonl(args.out / "eval.jsonl", evals)
     write_jsonl(args.out / "paraphrase.jsonl", paraphrase)
+    write_jsonl(args.out / "sqlcc.jsonl", held_out_cc(N_CC, args.seed + 4))
+    write_jsonl(args.out / "vllm_rows.jsonl", sqldata.vllm_rows())
     banned = {column_set({"schema": r["schema"]}) for r in evals + dev + paraphrase}
     records = []
     for i, name in enumerate(args.tenants):
         tenant = TENANTS[name]
         if args.steps:
             tenant = Tenant(**{**vars(tenant), "steps": args.steps})
-        stream = train_stream(args.seed + 10 + i, banned)
+        stream = train_stream(args.seed + 10 + i, banned, tenant.cc_share)
         records.append(train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i))
     write_manifest(args.out, records, args, time.monotonic() - t0)
     print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
