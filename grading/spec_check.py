@@ -40,7 +40,9 @@ The rule, precisely:
    not a method called (``sql_text.upper()`` is not one). Each such literal (an f-string's
    values become ``\\S+``) must occur in the starter or README, ignoring case (a test that
    lower-cases a field names its words in any case); a literal with no letter or digit
-   (``""``) is skipped. This is how a format (``0.32.0``, not ``v0.32.0``) or a word a test
+   (``""``) is skipped, and so are a literal the test itself passes to a call (an echo of its
+   own input, ``pin("ghost")`` then ``"ghost" in message``) and a text that must be absent
+   (``"None" not in message``). This is how a format (``0.32.0``, not ``v0.32.0``) or a word a test
    finds a record by (a ``Check.figure`` containing "rank") reaches the student.
 """
 
@@ -322,6 +324,7 @@ def field_literals(func: ast.FunctionDef, consts: dict[str, list[ast.expr]]
                    ) -> list[tuple[int, ast.expr]]:
     """(line, literal) of every string a returned field is compared with in ``func`` (rule 5)."""
     assigned, loops = _locals(func, consts), _loop_strings(func)
+    echoed = _passed_strings(func)
     found = []
     for node in ast.walk(func):
         if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
@@ -336,11 +339,20 @@ def field_literals(func: ast.FunctionDef, consts: dict[str, list[ast.expr]]
                 for lit, other in ((a, b), (b, a)):
                     if _is_text(lit) and not _is_text(other) and _reads_field(other, assigned):
                         found.append((node.lineno, lit))
-        elif isinstance(op, ast.In | ast.NotIn) and _reads_field(right, assigned):
+        elif isinstance(op, ast.In) and _reads_field(right, assigned):
             lits = [left] if _is_text(left) else (
                 loops.get(left.id, []) if isinstance(left, ast.Name) else [])
             found += [(node.lineno, lit) for lit in lits]
-    return found
+    return [(line, lit) for line, lit in found
+            if not (isinstance(lit, ast.Constant) and lit.value in echoed)]
+
+
+def _passed_strings(func: ast.FunctionDef) -> set[str]:
+    """Strings the test itself passes to a call: finding one back in a field is an echo of the
+    test's own input, not a wording the docs must state."""
+    return {arg.value for node in ast.walk(func) if isinstance(node, ast.Call)
+            for arg in [*node.args, *(k.value for k in node.keywords)]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
 
 
 def literal_pattern(value: str) -> str | None:

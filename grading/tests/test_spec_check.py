@@ -3,6 +3,7 @@ or the README. Static and fast: a fake lab folder in a temp dir, then this repos
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,13 @@ def test_reports_the_undocumented_literals_in_any_case(field_repo):
     assert len(problems) == 2, problems  # "Rank" matches RANK: a lower-cased field
     assert any("'secret_kind'" in p and "returned field" in p for p in problems), problems
     assert any("'hidden topic'" in p for p in problems), problems
+
+
+def test_an_echo_of_the_tests_own_input_and_an_absent_text_need_no_docs():
+    func = ast.parse(
+        "def test_x(lab):\n"
+        "    err = lab.pin('ghost')\n"
+        "    assert 'ghost' in err.value\n"
+        "    assert 'None' not in err.value\n"
+        "    assert 'stated' in err.value\n").body[0]
+    assert [lit.value for _, lit in spec_check.field_literals(func, {})] == ["stated"]
