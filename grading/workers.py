@@ -51,7 +51,8 @@ CLONE_NEWNET = 0x40000000
 WORKER_MODULE = "labkit.worker"
 # What a worker may take from the environment its tests asked for: the lab's own switches,
 # never the grader's settings, the hidden seed, or where code is loaded from.
-REFUSED_FROM_TESTS = ("LAB_SEED", "LAB_IMPL", "PYTHONPATH")
+# (LAB_ISOLATE: the worker is the side that imports in-process)
+REFUSED_FROM_TESTS = ("LAB_SEED", "LAB_IMPL", "LAB_ISOLATE", "PYTHONPATH")
 KILL_WAIT_S = 5.0
 
 

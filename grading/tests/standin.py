@@ -24,6 +24,16 @@ def set_spawner(fn):
     _spawner = fn
 
 
+def isolate_mode(value=None):  # the real loader asks; in the stand-in's worker: in-process
+    import os
+
+    return (os.environ.get("LAB_ISOLATE", "") if value is None else value) == "1"
+
+
+def in_worker(lab, func, *args):  # labkit exports it; the stand-in runs it where it is
+    return func(*args)
+
+
 class Remote:
     def __init__(self, lab):
         self._lab = lab

@@ -1,4 +1,4 @@
-"""Lab 03 spec, the promises a mutation tool found untested (``make mutation``).
+"""Lab 03 spec, the promises a mutation tool found untested (the course's mutation sweep).
 
 Each test states one documented sentence that the main spec (test_lab.py) left open.
 """
