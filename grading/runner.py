@@ -134,6 +134,8 @@ def failure_reason(exc: str, message: str) -> str:
         return "timeout"
     if exc == "NotImplementedError" or message.startswith("NotImplementedError"):
         return "not_implemented"
+    if exc == "WorkerCrashed":  # the submission's worker died during the call
+        return "crashed"
     if exc == "SystemExit":
         return "exited"
     if IMPORT_ERROR.match(message):

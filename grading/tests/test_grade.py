@@ -33,7 +33,7 @@ def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory,
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_HIDDEN_SEEDS", "12345")
         rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo),
-                         *sandbox_or_not])
+                         "--in-process", *sandbox_or_not])  # the guards of in-process grading
     return {"rc": rc, "out": out, "before": before, "after": (tree_state(fake_repo),
                                                               tree_state(subs)),
             "reports": {p.parent.name: json.loads(p.read_text())
