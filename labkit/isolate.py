@@ -23,7 +23,7 @@ Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-ch
   side's own class), ``$h`` handle [id, type name, kind]. Anything else fails the call with
   ``WorkerValueError``. Exceptions come back as MRO names + message + traceback text + the
   innermost lab frame; the first allow-listed class in the MRO is raised (builtin exceptions,
-  ``labkit.LabImplError``, exception classes of trusted support modules), with the remote
+  ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``, exception classes of trusted support modules), with the remote
   traceback as a note.
 
 Spawner protocol (stable; the grader plugs in its sandboxed launcher here)
@@ -62,6 +62,8 @@ MAX_FRAME = 512 * 2**20
 MAX_DEPTH = 64
 MAX_MESSAGE = 4000  # characters of an exception message kept
 ALLOWED_DTYPE_KINDS = "biufc"
+# exceptions of the standard library a lab's contract names (a frozen record refuses assignment)
+STDLIB_EXCEPTIONS = {"dataclasses.FrozenInstanceError": dataclasses.FrozenInstanceError}
 
 
 class WorkerError(Exception):
@@ -289,6 +291,8 @@ def exception_class(names) -> type[BaseException] | None:
         cls = None
         if module == "builtins":
             cls = getattr(builtins, qualname, None)
+        elif name in STDLIB_EXCEPTIONS:
+            cls = STDLIB_EXCEPTIONS[name]
         elif module == "labkit.loader" and qualname == "LabImplError":
             cls = loader.LabImplError
         elif qualname.isidentifier():

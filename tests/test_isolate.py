@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import socket
@@ -66,6 +67,13 @@ def test_an_exception_naming_nothing_allowed_is_a_worker_error():
     assert isinstance(exc, WorkerError) and "not an allowed" in str(exc)
     ok = isolate.build_exception({"mro": ["builtins.ValueError"], "message": "bad x"})
     assert type(ok) is ValueError and str(ok) == "bad x"
+
+
+def test_a_frozen_record_refusing_assignment_keeps_its_class():
+    # labs 03 and 04 promise FrozenInstanceError; its builtin base alone would not match raises()
+    mro = ["dataclasses.FrozenInstanceError", "builtins.AttributeError", "builtins.Exception"]
+    exc = isolate.build_exception({"mro": mro, "message": "cannot assign to field 'hidden'"})
+    assert type(exc) is dataclasses.FrozenInstanceError and "'hidden'" in str(exc)
 
 
 def test_garbage_json_is_a_malformed_frame():
