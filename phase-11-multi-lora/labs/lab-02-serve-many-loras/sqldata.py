@@ -525,6 +525,92 @@ CC_ASK_COUNT = ("How many {t} have {conds}?", "What is the total number of {t} {
                 "How many {t} are there {conds}?")
 
 
+# Synthetic training domains (split "train" only): made-up columns and values, so the tenant
+# must copy them from the schema and the question, as it must on a domain it never saw. Column
+# words take sql-create-context's punctuation ("women's doubles", "college/hometown", "no. of
+# x", "x (y)") and the column is named from them as that dataset names it (`cc_column`).
+# Nothing drawn here is a column or a value of a held-out domain (`_cc_is_held_out`).
+SYNTHETIC = "synthetic"
+# Training golds spell a value as the question does ("Minnesota Lynx"), held-out golds as
+# sql-create-context does ("minnesota lynx"): scoring compares text case-insensitively, so both
+# are right, and a small tenant copies a value far more reliably than it re-cases it.
+CC_TRAIN_KEEPS_CASE = True
+SYNTHETIC_SHARE = 0.5  # of the training rows in this style, the share from synthetic domains
+_CC_NOUNS = _words(
+    "team coach club league stadium captain manager owner sponsor engine chassis circuit race "
+    "winner runner margin score record date region label format station frequency class status "
+    "city county state province river mountain lake island bridge road route line stop "
+    "company product brand model price series season episode chapter book author publisher "
+    "singer band genre award category nominee result rank points goals assists wins losses "
+    "draws games minutes height weight age position number code name title host guest judge "
+    "school mascot colors conference division stage round leg tie partner surface "
+    "opponent venue crowd attendance year month day time distance speed lap grid pole")
+_SYLLABLES = _words("ka ri to ma ne lo sa vi du re ba mi go te la zo fe ni ku sho an el "
+                    "or un is ar ven tor mal dis kel bran wik hol pen"
+                    )
+
+
+def cc_column(words: str) -> str:
+    """The column sql-create-context names for ``words``: lower case, ``.`` and ``'`` dropped,
+    any other character but a letter or digit made ``_`` ("U.S. viewers (millions)" ->
+    ``us_viewers__millions_``)."""
+    kept = words.lower().replace(".", "").replace("'", "")
+    return "".join(ch if ch.isalnum() else "_" for ch in kept)
+
+
+def _cc_held_out_names() -> tuple[set[str], set[str]]:
+    cols = {c for d in CC_DOMAINS["eval"].values() for c in d}
+    vals = {v.lower() for d in CC_DOMAINS["eval"].values() for spec in d.values()
+            if spec[1] == "text" for v in spec[2]}
+    return cols, vals
+
+
+def _cc_is_held_out(column: str, values) -> bool:
+    cols, vals = _cc_held_out_names()
+    return column in cols or any(isinstance(v, str) and v.lower() in vals for v in values)
+
+
+def _synthetic_words(rng: random.Random) -> str:
+    a, b = rng.sample(_CC_NOUNS, 2)
+    form = rng.choice(("{a}", "{a} {b}", "{a} {b}", "{a}'s {b}" if a[-1] != "s" else "{a} {b}",
+                       "{a}/{b}", "{a} ({b})", "no. of {a}", "{a}-{b}", "u.s. {a}",
+                       "{a} {b} (km)"))
+    return form.format(a=a, b=b)
+
+
+_VALUE_WORDS = STRINGS["train"] + _CC_NOUNS + tuple(w.lower() for n in _NAMES for w in n.split())
+
+
+def _synthetic_value(rng: random.Random, shape: str) -> str:
+    """A code ("FWK"), a name of 1 to 4 words, or a made-up word: values only copying finds."""
+    if shape == "code":
+        letters = "ABCDEFGHIJKLMNOPRSTUVWXYZ"
+        return "".join(rng.choice(letters) for _ in range(rng.randint(2, 4)))
+    if shape == "made-up":
+        return "".join(rng.sample(_SYLLABLES, rng.randint(2, 3))).capitalize()
+    words = rng.sample(_VALUE_WORDS, rng.randint(1, 4))
+    return " ".join(w.capitalize() for w in words)
+
+
+def synthetic_domain(rng: random.Random) -> dict:
+    """A made-up domain in ``CC_DOMAINS``'s format: 2 to 5 columns, text ones with 4 to 6
+    values (names of 1 to 4 made-up words, or codes), int ones with a range; none held out."""
+    cols: dict = {}
+    n = rng.randint(2, 5)
+    while len(cols) < n or not any(s[1] == "text" for s in cols.values()):
+        words = _synthetic_words(rng)
+        column = cc_column(words)
+        if rng.random() < 0.35:
+            lo = rng.randint(0, 2000)
+            spec = _c(words, "int", (lo, lo + rng.randint(10, 5000)))
+        else:
+            shape = rng.choice(("name", "name", "name", "code", "made-up"))
+            spec = _c(words, "text", tuple({_synthetic_value(rng, shape) for _ in range(6)}))
+        if column not in cols and not _cc_is_held_out(column, spec[2]):
+            cols[column] = spec
+    return cols
+
+
 def cc_overlap() -> dict[str, set]:
     """Columns and text values shared by the training and held-out domains (empty: held out)."""
     def pools(split):
@@ -541,16 +627,20 @@ def _cc_case(rng: random.Random, value: str) -> str:
     return rng.choice((value, value.lower(), value.lower(), value.title()))
 
 
-def _cc_condition(rng, col, spec, value, cmp_ok, lone):
-    """(question phrase, SQL condition) for one condition on ``col`` about ``value``."""
+def _cc_condition(rng, col, spec, value, cmp_ok, lone, keep_case=False):
+    """(question phrase, SQL condition) for one condition on ``col`` about ``value``; the gold
+    value is lower case, or with ``keep_case`` spelled as the question spells it."""
     words, kind, _, phrases = spec
     if kind == "text":
-        shown, gold = _cc_case(rng, value), value.lower()
+        shown = _cc_case(rng, value)
+        gold = shown if keep_case else value.lower()
         forms = [p.format(v=shown) for p in phrases]
         forms += [f"when the {words} is {shown}", f"with a {words} of {shown}",
                   f"when {shown} was the {words}", f"with {words} {shown}"]
         if lone:
             forms.append(f"for {shown}")  # the value alone names the only other column
+            if not value.lower().startswith("the "):
+                forms.append(f"for the {shown}")  # an article the gold leaves out
         return rng.choice(forms), f'{col} = "{gold}"'
     forms = [(f"with a {words} of {{n}}", "="), (f"when the {words} is {{n}}", "=")]
     if cmp_ok:
@@ -575,7 +665,9 @@ def make_cc_example(rng: random.Random, split: str, domain: str | None = None) -
 
 
 def _cc_draft(rng: random.Random, split: str, domain: str | None = None) -> dict:
-    """One sql-create-context style example from a domain of ``CC_DOMAINS[split]``.
+    """One sql-create-context style example from a domain of ``CC_DOMAINS[split]`` (in
+    training, a ``SYNTHETIC_SHARE`` of them from a fresh ``synthetic_domain``, ``domain``
+    "synthetic"; ``domain=SYNTHETIC`` asks for one).
 
     Keys as ``make_example``'s (``kind``, ``schema``, ``inserts``, ``question``, ``sql``) plus
     ``domain`` and ``style`` ("sql-create-context"); ``canonical`` is the question itself.
@@ -584,10 +676,15 @@ def _cc_draft(rng: random.Random, split: str, domain: str | None = None) -> dict
     """
     _check_split(split)
     domains = CC_DOMAINS[split]
+    if domain is None and split == "train" and rng.random() < SYNTHETIC_SHARE:
+        domain = SYNTHETIC
     domain = domain or rng.choice(sorted(domains))
-    if domain not in domains:
+    if domain == SYNTHETIC and split == "train":
+        cols = synthetic_domain(rng)
+    elif domain in domains:
+        cols = domains[domain]
+    else:
         raise ValueError(f"domain: expected one of {sorted(domains)}, got {domain!r}")
-    cols = domains[domain]
     ints = [c for c, s in cols.items() if s[1] == "int"]
     kind = rng.choice(("eq", "eq", "eq", "and", "agg", "count"))
     if kind == "agg" and not ints:
@@ -613,7 +710,8 @@ def _cc_draft(rng: random.Random, split: str, domain: str | None = None) -> dict
     for i, c in enumerate(conds):
         v = match[c]
         cmp_ok = cols[c][1] == "int" and i == len(conds) - 1
-        phrase, where = _cc_condition(rng, c, cols[c], v, cmp_ok, lone=len(used) == 2)
+        phrase, where = _cc_condition(rng, c, cols[c], v, cmp_ok, lone=len(used) == 2,
+                                      keep_case=split == "train" and CC_TRAIN_KEEPS_CASE)
         if " > " in where or " < " in where:  # a threshold strictly inside the column's values
             vals = sorted(r[c] for r in rows)
             n = rng.randint(vals[0], vals[-1] - 1) if vals[0] < vals[-1] else vals[0]
