@@ -41,6 +41,11 @@ ALIASING_ROWS = 6  # enough rows to see the one-slot aliasing, few enough to sta
 # tools/eval_adapter.py; the engine tests re-measure a subset of rows, row by row):
 SAME_RESULT_MIN = 0.95  # the SQL tenant's query returns the gold result on >= 95% of rows
 BASE_SQL_RATE_MAX = 0.0  # the base model writes SQL on none: unmistakable behaviours
+QUESTION_EXACT_MIN = 0.95  # the question tenant writes the canonical question back exactly
+PARAPHRASE_SAME_RESULT_MIN = 20 / 30  # no regression from the templates-only tenant's 20/30
+# sql-create-context (held-out domains, vLLM's rows included): the goal is 80% (README section
+# 6); the shipped tenant reaches 33/44, and this floor keeps a retrain from falling below it.
+CC_SAME_RESULT_MIN = 0.75
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -282,8 +287,7 @@ def test_parse_capture_reads_the_cpu_log(lab):
         f"the knobs the demo passed, vLLM's defaults filled in, got {cap.lora}")
     assert cap.punica_wrapper == "PunicaWrapperCPU", f"got {cap.punica_wrapper}"
     tags = [tag for tag, _ in cap.outputs]
-    assert tags == ["base", demo.ADAPTER_NAME, demo.QUESTION_NAME], (
-        f"the demo's three rows, got {tags}")
+    assert tags == list(demo.TAGS), f"the demo's rows {demo.TAGS}, got {tags}"
 
 
 def test_parse_capture_reads_the_gpu_weight_line(lab):
@@ -414,6 +418,38 @@ def test_sql_create_context_domains_are_held_out_whole():
 
 
 @pytest.mark.structural
+def test_every_gold_answer_fits_the_eval_token_budget():
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(base_dir() / "tokenizer.json"))
+    rows = (sqldata.load_eval() + evaluation.load_paraphrase() + evaluation.load_cc()
+            + evaluation.load_vllm())
+    longest = max(rows, key=lambda r: len(tok.encode(" " + r["gold_sql"]).ids))
+    n = len(tok.encode(" " + longest["gold_sql"]).ids)
+    assert n + 1 <= evaluation.MAX_TOKENS, (  # + 1: the EOS that ends the answer
+        f"a gold answer of {n} tokens does not fit max_tokens={evaluation.MAX_TOKENS}: {longest}")
+
+
+@pytest.mark.structural
+def test_synthetic_training_domains_hold_no_held_out_column_or_value():
+    import random
+
+    rng = random.Random(0)
+    cols = {c for d in sqldata.CC_DOMAINS["eval"].values() for c in d}
+    vals = {v.lower() for d in sqldata.CC_DOMAINS["eval"].values() for s in d.values()
+            if s[1] == "text" for v in s[2]}
+    for _ in range(300):
+        ex = sqldata.make_cc_example(rng, "train", sqldata.SYNTHETIC)
+        used = set(re.findall(r"(\w+) (?:VARCHAR|INTEGER)", ex["schema"]))
+        quoted = {v.lower() for v in re.findall(r'"([^"]*)"', ex["sql"])}
+        assert not used & cols and not quoted & vals, f"a held-out name in training: {ex}"
+    assert sqldata.cc_column("U.S. viewers (millions)") == "us_viewers__millions_"
+    assert sqldata.cc_column("Women's doubles") == "womens_doubles"
+    with pytest.raises(ValueError, match="domain"):
+        sqldata.make_cc_example(rng, "eval", sqldata.SYNTHETIC)
+
+
+@pytest.mark.structural
 def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
     for r in evaluation.load_cc() + evaluation.load_vllm():
         assert re.match(r"CREATE TABLE table_(name_)?\d+", r["schema"]), r["schema"]
@@ -434,17 +470,22 @@ def test_text_compares_case_insensitively_and_the_icao_row_scores():
 
 
 @pytest.mark.structural
-def test_sql_create_context_values_are_unquoted_in_the_question_and_lower_case_in_the_gold():
+def test_sql_create_context_values_are_unquoted_in_the_question_and_copied_in_the_gold():
     import random
 
     rng = random.Random(0)
     for split in sqldata.SPLITS:
         for _ in range(200):
             ex = sqldata.make_cc_example(rng, split)
-            assert ex["domain"] in sqldata.CC_DOMAINS[split], ex
+            synthetic = split == "train" and ex["domain"] == sqldata.SYNTHETIC
+            assert synthetic or ex["domain"] in sqldata.CC_DOMAINS[split], ex
             for value in re.findall(r'"([^"]*)"', ex["sql"]):
-                assert value == value.lower() and value in ex["question"].lower(), (
-                    f"a gold value is the question's, lower-cased: {value!r} in {ex}")
+                if split == "eval":  # sql-create-context's golds: the question's, lower-cased
+                    assert value == value.lower() and value in ex["question"].lower(), (
+                        f"a held-out gold value is the question's, lower-cased: {value!r} in {ex}")
+                else:  # training golds copy the question's spelling (sqldata.CC_TRAIN_KEEPS_CASE)
+                    assert value in ex["question"], (
+                        f"a training gold value is spelled as in the question: {value!r} in {ex}")
 
 
 @pytest.mark.structural
@@ -602,6 +643,31 @@ def test_recorded_quality_meets_the_bar():
         f"the bar is {SAME_RESULT_MIN:.0%}")
     assert q["base_sql"] <= BASE_SQL_RATE_MAX * q["rows"], (
         f"the base wrote SQL on {q['base_sql']}/{q['rows']} rows; it must write none")
+    assert q["question_exact"] >= QUESTION_EXACT_MIN * q["rows"], (
+        f"question-lora is exact on {q['question_exact']}/{q['rows']}; the bar is "
+        f"{QUESTION_EXACT_MIN:.0%}")
+
+
+@pytest.mark.parametrize("style", ["paraphrase", "sqlcc", "vllm"])
+def test_each_recorded_style_is_the_sum_of_its_rows(style):
+    q = evaluation.recorded()
+    per_row = q["per_row"][style].values()
+    assert q[f"{style}_rows"] == len(per_row) > 0, f"{style}: no rows recorded"
+    for key in ("sql", "executes", "same_result"):
+        total = q.get(f"{style}_{key}")
+        if total is not None:
+            assert total == sum(v[f"adapter_{key}"] for v in per_row), (
+                f"{style}_{key}: total {total} != the sum of its rows")
+
+
+def test_recorded_styles_meet_their_bars():
+    q = evaluation.recorded()
+    assert q["paraphrase_same_result"] >= PARAPHRASE_SAME_RESULT_MIN * q["paraphrase_rows"], (
+        f"paraphrases: {q['paraphrase_same_result']}/{q['paraphrase_rows']}, below the "
+        f"templates-only tenant's 20/30")
+    cc, rows = q["sqlcc_same_result"] + q["vllm_same_result"], q["sqlcc_rows"] + q["vllm_rows"]
+    assert cc >= CC_SAME_RESULT_MIN * rows, (
+        f"sql-create-context style: {cc}/{rows} gold results, below {CC_SAME_RESULT_MIN:.0%}")
 
 
 def aliasing_expected() -> bool:
@@ -667,9 +733,10 @@ def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_
     too_big = 2 * slot_rank(SQL_LORA)
     shape = base_shape()
     econ = load_lab("lab-03")
-    dims = {f"{t}_proj": econ.module_dims(shape, t) for t in ("q", "k", "v", "o")}
+    dims = {t: econ.module_dims(shape, econ.normalize_targets([t])[0])
+            for t in config["target_modules"]}
     folder = write_adapter(tmp_path / "rank-too-big", config | {"r": too_big}, shape.layers,
-                           {k: v for k, v in dims.items() if k in config["target_modules"]}, "F32")
+                           dims, "F32")
     from vllm.lora.request import LoRARequest
 
     prompt = prompts_of(eval_rows()[:1])[0]

@@ -42,7 +42,7 @@ def test_delta_flops_figure_is_weighted_by_base_flops(lab):
     dims = [econ.module_dims(shape, t) for t in econ.normalize_targets(cfg["target_modules"])]
     weighted = (sum(cfg["r"] * (i + o) for i, o in dims) / sum(i * o for i, o in dims))
     mean = sum(cfg["r"] * (i + o) / (i * o) for i, o in dims) / len(dims)
-    assert abs(weighted - mean) > 1e-3  # 0.0694 and 0.0833 on SmolLM2's q,k,v,o
+    assert abs(weighted - mean) > 1e-3  # 0.0460 and 0.0640 on SmolLM2's seven linears
     for side in ("observed", "derived"):
         got = getattr(check, side)
         assert got == pytest.approx(weighted, rel=1e-9), (
@@ -197,7 +197,8 @@ def test_every_demo_tag_but_base_is_an_adapter(lab):
             .replace("tag=question-lora", "tag=aardvark     ")
             .replace("'max_loras': 3", "'max_loras': 1"))
     cap = lab.parse_capture(text)
-    assert [t for t, _ in cap.outputs] == ["base", "alpha", "aardvark"]
+    tags = [t for t, _ in cap.outputs]
+    assert tags[:3] == ["base", "alpha", "aardvark"] and set(tags) == {"base", "alpha", "aardvark"}
     rec = lab.reconcile(cap, base_shape(), SQL_LORA)
     (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
     assert not check.agrees, (
