@@ -4,17 +4,19 @@
         [--capture PATH] [--adapter NAME=PATH]
 
 Builds the CPU engine on SmolLM2-135M-Instruct (``base_model.py``) with LoRA on
-(``build_llm``), then sends ONE ``generate`` call (``generate_mixed``) of three rows: the
-text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora``, and the
-query-to-question prompt tagged ``question-lora``. Prints the rows side by side with their tags,
-then what each output does in sqlite3. The lab code comes from ``LAB_IMPL`` (the
+(``build_llm``), then sends ONE ``generate`` call (``generate_mixed``) of six rows: the
+text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora``, the
+query-to-question prompt tagged ``question-lora``, then ``sql-lora`` on one held-out row of
+each other style (a paraphrase, a sql-create-context row of a held-out domain, and vLLM's own
+"Name the ICAO for lilongwe international airport"). Prints the rows side by side with their
+tags, then what each output does in sqlite3, on its own row's table. The lab code comes from ``LAB_IMPL`` (the
 repository's default when unset).
 
 The engine's own log (vLLM's INFO lines) goes to a file whose path is printed; ``--verbose``
 shows it as it comes. ``--capture PATH`` writes the whole run, engine log and demo lines
 interleaved, to PATH: that is how capture/demo.log is made (``make capture``). ``--adapter
 NAME=PATH`` adds a tenant of your own (for example one retrained with
-``tools/train_adapters.py --out``) as a fourth row on the SQL prompt.
+``tools/train_adapters.py --out``) as a last row on the first SQL prompt.
 
 A capture names no path of the machine that recorded it: ``redact`` writes the repository as
 ``<repo>`` and the virtualenv as ``<venv>`` (``--redact PATH --repo DIR`` applies it to a log
@@ -42,7 +44,11 @@ if str(REPO) not in sys.path:
 
 ADAPTER_NAME = "sql-lora"  # the SQL tenant's tag
 QUESTION_NAME = "question-lora"
-EVAL_ROW = 0  # the held-out row whose prompts the rows share
+EVAL_ROW = 0  # the held-out row whose prompts the first three rows share
+STYLE_ROW = 0  # the row of each other style (vllm_rows.jsonl's 0: "Name the ICAO for ...")
+# the demo's rows in order: base, the two tenants on the same row, then sql-lora on one row of
+# each other style (paraphrase, sql-create-context, vLLM's)
+TAGS = ("base", ADAPTER_NAME, QUESTION_NAME, ADAPTER_NAME, ADAPTER_NAME, ADAPTER_NAME)
 MAX_LORAS = 3  # two tenants in slots, one slot left empty (see the README's -1 finding)
 MAX_LORA_RANK = 16  # the shipped adapters' r, one of vLLM's allowed ranks
 MAX_CPU_LORAS = 3
@@ -96,6 +102,14 @@ def slot_buffer_bytes(llm) -> int | None:
         return None
 
 
+def style_rows(evaluation) -> list[tuple[str, dict]]:
+    """One held-out row of each other style, asked of the SQL tenant: a paraphrase, a
+    sql-create-context row of a held-out domain, and vLLM's own ICAO row."""
+    return [("paraphrase", evaluation.load_paraphrase()[STYLE_ROW]),
+            ("sql-create-context", evaluation.load_cc()[STYLE_ROW]),
+            ("vLLM tests/lora", evaluation.load_vllm()[STYLE_ROW])]
+
+
 def run_demo(extra: dict[str, str]) -> None:
     from vllm.lora.request import LoRARequest
 
@@ -108,29 +122,38 @@ def run_demo(extra: dict[str, str]) -> None:
     for line in versions():
         print(f"[demo] {line}", flush=True)
     row = sqldata.load_eval()[EVAL_ROW]
-    sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
-    question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
+    styles = style_rows(evaluation)
     model = base_model.base_model()
     print(f"[demo] base: {model}", flush=True)
     llm = lab.build_llm(model, max_loras=MAX_LORAS + len(extra), max_lora_rank=MAX_LORA_RANK,
                         max_cpu_loras=MAX_CPU_LORAS + len(extra))
     tenants = evaluation.lora_requests()
-    rows = [("base", sql_prompt, None), (ADAPTER_NAME, sql_prompt, tenants[ADAPTER_NAME]),
-            (QUESTION_NAME, question_prompt, tenants[QUESTION_NAME])]
-    rows += [(name, sql_prompt, LoRARequest(name, 100 + i, path))
+    sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
+    question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
+    # (tag, what the row asks, its data row, prompt, LoRARequest or None)
+    rows = [("base", "templates", row, sql_prompt, None),
+            (ADAPTER_NAME, "templates", row, sql_prompt, tenants[ADAPTER_NAME]),
+            (QUESTION_NAME, "templates", row, question_prompt, tenants[QUESTION_NAME])]
+    rows += [(ADAPTER_NAME, style, r, sqldata.sql_prompt(r["schema"], r["question"]),
+              tenants[ADAPTER_NAME]) for style, r in styles]
+    rows += [(name, "templates", row, sql_prompt, LoRARequest(name, 100 + i, path))
              for i, (name, path) in enumerate(extra.items())]
     t0 = time.monotonic()
     texts = [t.strip() for t in lab.generate_mixed(
-        llm, [p for _, p, _ in rows], [a for _, _, a in rows], evaluation.greedy())]
+        llm, [r[3] for r in rows], [r[4] for r in rows], evaluation.greedy())]
     seconds = time.monotonic() - t0
     print(f"\n== one generate() call: {len(rows)} rows, {len(rows)} tags ({seconds:.1f} s) ==")
     print(f"[demo] sql prompt:      {sql_prompt!r}")
     print(f"[demo] question prompt: {question_prompt!r}")
     print(f"[demo] gold query:      {row['gold_sql']!r}")
     print(f"[demo] gold question:   {row['canonical']!r}")
-    width = max(len(tag) for tag, _, _ in rows)
-    for i, ((tag, _, _), text) in enumerate(zip(rows, texts, strict=True)):
-        print(f"row {i}  tag={tag:<{width}}  -> {text!r}")
+    for i, (_, style, r, _, _) in enumerate(rows):
+        if r is not row:
+            print(f"[demo] row {i} ({style}): {r['schema']} | {r['question']!r} "
+                  f"| gold {r['gold_sql']!r}")
+    width = max(len(r[0]) for r in rows)
+    for i, (r, text) in enumerate(zip(rows, texts, strict=True)):
+        print(f"row {i}  tag={r[0]:<{width}}  -> {text!r}")
     measured = slot_buffer_bytes(llm)
     shape = load_lab("lab-03").ModelShape.from_hf_config(
         json.loads((base_model.base_model_dir() / "config.json").read_text()))
@@ -140,13 +163,13 @@ def run_demo(extra: dict[str, str]) -> None:
     print(f"\n[demo] LoRA slot buffers ({MAX_LORAS + len(extra)} slots, rank {MAX_LORA_RANK}): "
           f"{seen} in the engine's lora_a/b_stacked; lora_slot_bytes derives {derived:,} B")
     print("\n== what each row does ==")
-    for i, ((tag, _, _), text) in enumerate(zip(rows, texts, strict=True)):
-        runs = lab.sql_executes(row["schema"], text, row["inserts"])
+    for i, ((tag, style, r, _, _), text) in enumerate(zip(rows, texts, strict=True)):
+        runs = lab.sql_executes(r["schema"], text, r["inserts"])
         verdict = (f"looks like SQL: {sqldata.is_sql(text)!s:<5} executes: {runs!s:<5} "
-                   f"gold result: {sqldata.same_result(row, text)}")
+                   f"gold result: {sqldata.same_result(r, text)}")
         if tag == QUESTION_NAME:
-            verdict += f" gold question: {sqldata.same_question(row, text)}"
-        print(f"row {i}  tag={tag:<{width}}  {verdict}")
+            verdict += f" gold question: {sqldata.same_question(r, text)}"
+        print(f"row {i}  tag={tag:<{width}}  {verdict}  ({style})")
 
 
 def run_child(argv: list[str], log_path: Path, verbose: bool) -> int:

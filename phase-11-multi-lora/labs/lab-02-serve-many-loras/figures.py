@@ -1,9 +1,11 @@
-"""Draw lab 02's figure: the latency CDF of hot vs cold requests in the recorded trace.
+"""Draw lab 02's figures: the latency CDF of hot vs cold requests in the recorded trace, and
+the SQL tenant's quality by style from ``assets/quality.json``.
 
 Reads ``capture/latency_trace.jsonl`` (written by ``record_latency.py`` from a real vLLM server
 with one slot), labels each request with ``cold_slot_signature`` of the lab code ``LAB_IMPL``
 selects (lab 04's cache model) and marks each group's p50 and p99 and the overall p99.
-Deterministic: no measurement happens here; re-record the trace to change the data.
+Deterministic: no measurement happens here; re-record the trace (``make latency``) or the
+quality (``make eval-assets``) to change the data.
 
     python phase-11-multi-lora/labs/lab-02-serve-many-loras/figures.py
 """
@@ -26,6 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 OUT = HERE / "figures" / "latency_cdf.png"
+QUALITY_OUT = HERE / "figures" / "quality_by_style.png"
+# quality.json's (rows, gold result) keys per held-out set, in the README's order
+STYLES = (("templates\n(eval.jsonl)", "rows", "adapter_same_result"),
+          ("paraphrases\n(paraphrase.jsonl)", "paraphrase_rows", "paraphrase_same_result"),
+          ("sql-create-context,\nheld-out domains", "sqlcc_rows", "sqlcc_same_result"),
+          ("vLLM's tests/lora\nrows", "vllm_rows", "vllm_same_result"))
 COLORS = {"hot": "tab:blue", "cold": "tab:red"}
 
 
@@ -73,6 +81,28 @@ def draw(meta: dict, trace: list, latencies: list[float], sig) -> plt.Figure:
     return fig
 
 
+def draw_quality(q: dict) -> plt.Figure:
+    """The share of each held-out set on which sql-lora returns the gold result (bars, with
+    the counts), beside the base model's SQL on the templates' rows."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    names = [name for name, _, _ in STYLES]
+    right = [q[key] for _, _, key in STYLES]
+    rows = [q[n] for _, n, _ in STYLES]
+    bars = ax.bar(names, [r / n for r, n in zip(right, rows, strict=True)], color="tab:green")
+    for bar, r, n in zip(bars, right, rows, strict=True):
+        ax.annotate(f"{r}/{n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("gold result (by execution)")
+    ax.set_title(f"sql-lora on held-out rows, by how the question is written (the base writes "
+                 f"SQL on {q['base_sql']}/{q['rows']})", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.text(0.01, 0.01, f"vLLM {q['vllm']} (CPU build), greedy, one mixed batch; "
+             "assets/quality.json (make eval-assets)", fontsize=7, color="0.4")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
 def main() -> None:
     bench = load_support("lab-02", "record_latency")
     lab = load_lab("lab-02")
@@ -81,6 +111,9 @@ def main() -> None:
     OUT.parent.mkdir(exist_ok=True)
     draw(meta, trace, latencies, sig).savefig(OUT, dpi=130)
     print(f"wrote {OUT}")
+    quality = load_support("lab-02", "evaluation").recorded()
+    draw_quality(quality).savefig(QUALITY_OUT, dpi=130)
+    print(f"wrote {QUALITY_OUT}")
 
 
 if __name__ == "__main__":

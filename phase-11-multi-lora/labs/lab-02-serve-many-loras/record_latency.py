@@ -43,7 +43,7 @@ SQL_ADAPTER = ASSETS / "sql-lora"
 REAL_TENANTS = (SQL_ADAPTER, ASSETS / "question-lora")
 CAPTURE = LAB / "capture" / "latency_trace.jsonl"
 
-SERVE_RANK = 16  # max_lora_rank: the tenants' own rank (7.4 MB of fp32 factors per load)
+SERVE_RANK = 16  # max_lora_rank: the tenants' own rank (19.5 MB of fp32 factors per load)
 NUM_ADAPTERS = 5  # tenants; > max_cpu_loras, so a miss reads the adapter from disk
 NUM_REQUESTS = 400
 BASE_SHARE = 0.1  # share of requests that name the base model
