@@ -19,12 +19,16 @@ Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-ch
   object is one tag: ``$t`` tuple, ``$d`` dict (pairs), ``$s`` set, ``$fs`` frozenset, ``$b``
   bytes (blob index), ``$nd`` numpy array [dtype, shape, blob] of a bool/int/uint/float/complex
   dtype (never object), ``$ns`` numpy scalar [dtype, blob], ``$p`` path, ``$r`` record (a
-  dataclass of a trusted support module loaded with ``load_support``, rebuilt from the trusted
-  side's own class), ``$h`` handle [id, type name, kind]. Anything else fails the call with
-  ``WorkerValueError``. Exceptions come back as MRO names + message + traceback text + the
-  innermost lab frame; the first allow-listed class in the MRO is raised (builtin exceptions,
-  ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``, exception classes of trusted support modules), with the remote
-  traceback as a note.
+  dataclass of a trusted support module, rebuilt from the trusted side's own class), ``$c`` a
+  record or exception class of such a module (the trusted one), ``$h`` handle [id, type name,
+  kind]. Anything else fails the call with ``WorkerValueError``. Exceptions come back as MRO
+  names + message + traceback text + the innermost lab frame (+ ``fields``, the attributes of
+  a support module's exception); the first allow-listed class in the MRO is raised (builtin
+  exceptions, ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``, exception classes
+  of trusted support modules, built from ``fields`` when they fit), with the remote traceback
+  as a note. A support module is looked up by the name ``load_support`` gives it, and loaded on
+  first use if it is one of a lab's given files (``loader.given_support``), never an
+  implementation or a test file.
 
 Spawner protocol (stable; the grader plugs in its sandboxed launcher here)
   ``set_spawner(fn)``; ``fn(labs_env: dict[str, str]) -> Worker`` where ``labs_env`` holds the
@@ -242,6 +246,9 @@ class Decoder:
             if cls is None or not isinstance(text, str):
                 raise WorkerError(f"bad path {str(body)[:80]}")
             return cls(text)
+        if tag == "$c":
+            module, qualname = self.fields(body, 2)
+            return given_class(module, qualname)
         if tag == "$r":
             module, qualname, fields = self.fields(body, 3)
             cls = record_class(module, qualname)
@@ -272,13 +279,29 @@ class Decoder:
         return body
 
 
-def record_class(module: str, qualname: str) -> type:
-    """The trusted copy of a record class, by lookup only: a dataclass of a support module."""
-    mod = loader.support_module(module) if isinstance(module, str) else None
+def support_class(module: str, qualname: str) -> type | None:
+    """The trusted copy of a class of a lab's given support module, by lookup only (loaded on
+    first use: ``loader.given_support``); None for anything else."""
+    mod = loader.given_support(module) if isinstance(module, str) else None
     cls = getattr(mod, qualname, None) if isinstance(qualname, str) and qualname.isidentifier() \
         else None
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module):
+    return cls if isinstance(cls, type) and cls.__module__ == module else None
+
+
+def record_class(module: str, qualname: str) -> type:
+    """The trusted copy of a record class, by lookup only: a dataclass of a support module."""
+    cls = support_class(module, qualname)
+    if cls is None or not dataclasses.is_dataclass(cls):
         raise WorkerError(f"{module!r:.80}.{qualname!r:.80} is not an allowed record class")
+    return cls
+
+
+def given_class(module: str, qualname: str) -> type:
+    """A class the worker names (``$c``): a record class or an exception class of a support
+    module, e.g. ``lab.AdapterRequestError`` for ``pytest.raises``."""
+    cls = support_class(module, qualname)
+    if cls is None or not (dataclasses.is_dataclass(cls) or issubclass(cls, Exception)):
+        raise WorkerError(f"{module!r:.80}.{qualname!r:.80} is not an allowed class")
     return cls
 
 
@@ -295,24 +318,30 @@ def exception_class(names) -> type[BaseException] | None:
             cls = STDLIB_EXCEPTIONS[name]
         elif module == "labkit.loader" and qualname == "LabImplError":
             cls = loader.LabImplError
-        elif qualname.isidentifier():
-            mod = loader.support_module(module)
-            cls = getattr(mod, qualname, None)
-            if cls is not None and getattr(cls, "__module__", None) != module:
-                cls = None
+        else:
+            cls = support_class(module, qualname)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls
     return None
 
 
-def build_exception(info) -> BaseException:
+def build_exception(info, decoder: Decoder | None = None) -> BaseException:
+    """The trusted exception for a worker's error: its allow-listed class, built from
+    ``fields`` (a support module's exception: its attributes, as keyword arguments) or the
+    message."""
     if not isinstance(info, dict):
         return WorkerError("the worker sent a malformed exception")
     mro, message = info.get("mro"), str(info.get("message", ""))[:MAX_MESSAGE]
     tb, where = str(info.get("traceback", ""))[-20000:], info.get("where")
     cls = exception_class(mro)
+    fields = decoder.value(info["fields"]) if decoder is not None and "fields" in info else None
     exc = None
-    if cls is not None:
+    if cls is not None and isinstance(fields, dict) and fields:
+        try:
+            exc = cls(**fields)  # AdapterRequestError(url, status, message)
+        except Exception:  # noqa: BLE001 - fields that do not fit: the message alone
+            exc = None
+    if cls is not None and exc is None:
         try:
             exc = cls(message)
         except Exception:  # noqa: BLE001 - a class that needs other arguments
@@ -403,9 +432,10 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-# what pickles by reference (numpy's reconstructors, copyreg, builtins), never a callback
+# what pickles by reference (numpy's reconstructors, copyreg, builtins), never a callback;
+# "types": a SimpleNamespace of the tests travels as itself (lab 02's tag without lora_int_id)
 _LIBRARIES = frozenset({"builtins", "numpy", "copyreg", "_codecs", "collections", "pathlib",
-                        "fractions", "decimal", "enum", "datetime", "_operator", "operator",
+                        "types", "fractions", "decimal", "enum", "datetime", "_operator", "operator",
                         "functools", "array", "math", "re", "_pickle", "pickle"})
 _PLAIN = frozenset({int, float, str, bool, type(None), bytes, tuple, list, dict, set, frozenset,
                     bytearray, complex})
@@ -481,7 +511,7 @@ class Connection:
                     self._write_back(decoder, message[2], mutables)
                     break
                 if kind == "err" and len(message) == 2:
-                    result = (False, build_exception(message[1]))
+                    result = (False, build_exception(message[1], decoder))
                     break
                 if kind == "bad" and len(message) == 2:
                     result = (False, WorkerValueError(f"{what}: {str(message[1])[:MAX_MESSAGE]}"))

@@ -9,6 +9,7 @@ labs: lab 02's tests reach labs 03 and 04 through the same worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -93,6 +94,9 @@ class Worker:
         if isinstance(v, type):
             if self.is_lab_thing(v):
                 return self.handle(v, "class")
+            if loader.support_module(v.__module__) is not None and (
+                    dataclasses.is_dataclass(v) or issubclass(v, Exception)):
+                return {"$c": [v.__module__, v.__qualname__]}  # lab.AdapterRequestError
             raise BadValue(f"the class {v.__qualname__}")
         if isinstance(v, types.FunctionType) and self.is_lab_thing(v):
             return self.handle(v, "func")
@@ -129,7 +133,12 @@ class Worker:
                 "message": str(err)[:isolate.MAX_MESSAGE],
                 "traceback": "".join(traceback.format_exception(err))[-20000:],
                 "where": where}
-        self.send(["err", info], [])
+        blobs: list = []
+        if loader.support_module(type(err).__module__) is not None:  # AdapterRequestError
+            with contextlib.suppress(BadValue):
+                info["fields"] = self.encode(
+                    {k: v for k, v in vars(err).items() if not k.startswith("_")}, blobs)
+        self.send(["err", info], blobs)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -147,10 +156,7 @@ class Worker:
 
             def find_class(self, module, name):
                 if module.startswith("phase11_") and module not in sys.modules:
-                    for lab in loader.lab_names():
-                        prefix = f"phase11_{lab.replace('-', '_')}_"
-                        if module.startswith(prefix):
-                            loader.load_support(lab, module[len(prefix):])
+                    loader.given_support(module)
                 return super().find_class(module, name)
 
         return Unpickler(_Reader(payload)).load()

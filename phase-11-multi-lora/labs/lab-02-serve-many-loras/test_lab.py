@@ -10,17 +10,19 @@ and one more for the one-slot finding; the `gpu` test is the 7B demo.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import sys
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from labkit import first_mismatch, load_lab, load_support, progress
+from labkit import first_mismatch, in_worker, load_lab, load_support, progress
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
@@ -124,6 +126,10 @@ def ready(value):
 
 
 # --- stand-ins for vLLM: contracts checked without an engine ---------------------------------
+#
+# The stand-ins live where the lab's code runs (its worker under LAB_ISOLATE=1): the lab's code
+# imports vLLM and reads its tags there. A test hands its call to one of the functions below
+# with `in_worker`, names each tag as data, and reads back as data what the stand-ins saw.
 
 
 @dataclass(frozen=True)
@@ -133,52 +139,97 @@ class FakeLoRARequest:
     lora_path: str
 
 
+ENGINES: list[dict] = []  # the kwargs of each stand-in LLM the last build_with_stand_ins built
+BATCHES: list[tuple] = []  # (prompts, tags) of each generate call, each tag as tag_spec gives it
+
+
+class FakeLLM:
+    """The stand-in ``vllm.LLM``: records its kwargs."""
+
+    def __init__(self, **kwargs) -> None:
+        ENGINES.append(kwargs)
+
+
 class RecordingLLM:
     """Records every ``generate`` call; answers each row with ``<tag>:<prompt>``."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[list, list]] = []
-
     def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
         prompts, tags = list(prompts), list(lora_request)
-        self.calls.append((prompts, tags))
+        BATCHES.append((prompts, [tag_spec(t) for t in tags]))
         texts = [f"{'base' if t is None else t.lora_name}:{p}" for p, t in zip(prompts, tags, strict=True)]
         return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t)]) for t in texts]
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    """A stand-in ``vllm`` package: ``LLM`` records its kwargs, ``LoRARequest`` is a record."""
-    built: list[dict] = []
-
-    class LLM:
-        def __init__(self, **kwargs):
-            built.append(kwargs)
-
-    root = types.ModuleType("vllm")
-    root.LLM = LLM
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    root.lora, lora.request = lora, request
-    for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setenv(INPROC_ENV, "0")  # restored afterwards, whatever build_llm sets
-    return built
+def tag_spec(tag):
+    """A tag as data: None, a FakeLoRARequest as (name, id, path), anything else its repr."""
+    if tag is None:
+        return None
+    if isinstance(tag, FakeLoRARequest):
+        return (tag.lora_name, tag.lora_int_id, tag.lora_path)
+    return repr(tag)
 
 
-def force_cuda(monkeypatch, available: bool) -> None:
-    torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+@contextmanager
+def stand_in_vllm(cuda: bool | None):
+    """A stand-in ``vllm`` package (``LLM`` records, ``LoRARequest`` is ``FakeLoRARequest``) and,
+    unless ``cuda`` is None, ``torch.cuda.is_available()`` answering ``cuda``; all restored
+    afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = types.ModuleType("vllm")
+        root.LLM = FakeLLM
+        lora = types.ModuleType("vllm.lora")
+        request = types.ModuleType("vllm.lora.request")
+        request.LoRARequest = FakeLoRARequest
+        root.lora, lora.request = lora, request
+        for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
+            mp.setitem(sys.modules, name, module)
+        mp.setenv(INPROC_ENV, "0")
+        if cuda is not None:
+            import torch
+
+            mp.setattr(torch.cuda, "is_available", lambda: cuda)
+        yield
+
+
+def build_with_stand_ins(cuda: bool | None, *args, **kwargs) -> list[dict]:
+    """``lab.build_llm(*args, **kwargs)`` on the stand-ins: the kwargs of each LLM it built."""
+    ENGINES.clear()
+    with stand_in_vllm(cuda):
+        load_lab(LAB.name).build_llm(*args, **kwargs)
+    return list(ENGINES)
+
+
+def engines_built() -> list[dict]:
+    return list(ENGINES)
+
+
+def generate_with_stand_ins(prompts: list, tags: list) -> list[str]:
+    """``lab.generate_mixed(RecordingLLM(), prompts, tags, sampling=None)`` on the stand-ins; a
+    tag given as a (name, id, path) tuple is that FakeLoRARequest."""
+    BATCHES.clear()
+    requests = [FakeLoRARequest(*t) if isinstance(t, tuple) else t for t in tags]
+    with stand_in_vllm(None):
+        return load_lab(LAB.name).generate_mixed(RecordingLLM(), prompts, requests, sampling=None)
+
+
+def batches_sent() -> list[tuple]:
+    return list(BATCHES)
+
+
+def built(lab, cuda: bool, *args, **kwargs) -> dict:
+    """The kwargs ``build_llm`` gave ``vllm.LLM``, with CUDA present or not."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: CUDA cannot be faked")
+    engines = in_worker(lab, build_with_stand_ins, cuda, *args, **kwargs)
+    assert engines, "build_llm must build a vllm.LLM"
+    return engines[-1]
 
 
 # --- build_llm ---------------------------------------------------------------------------------
 
 
-def test_build_llm_bounds_the_cpu_engine(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, False)
-    lab.build_llm("some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
-    kw = fake_vllm[-1]
+def test_build_llm_bounds_the_cpu_engine(lab):
+    kw = built(lab, False, "some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
     assert kw.get("enable_lora") is True, f"LoRA must be enabled, got {kw}"
     knobs = {k: kw.get(k) for k in ("max_loras", "max_lora_rank", "max_cpu_loras")}
     assert knobs == {"max_loras": 2, "max_lora_rank": 16, "max_cpu_loras": 4}, (
@@ -192,62 +243,56 @@ def test_build_llm_bounds_the_cpu_engine(lab, fake_vllm, monkeypatch):
         f"on CPU max_model_len must be small, got {kw.get('max_model_len')}")
 
 
-def test_build_llm_lets_the_caller_override_the_cpu_defaults(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, False)
-    lab.build_llm("some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
-                  kv_cache_memory_bytes=2**20, dtype="bfloat16")
-    kw = fake_vllm[-1]
+def test_build_llm_lets_the_caller_override_the_cpu_defaults(lab):
+    kw = built(lab, False, "some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
+               kv_cache_memory_bytes=2**20, dtype="bfloat16")
     assert (kw.get("kv_cache_memory_bytes"), kw.get("dtype")) == (2**20, "bfloat16"), (
         f"engine_kw must win over the CPU defaults, got {kw}")
 
 
-def test_build_llm_leaves_vllms_defaults_on_cuda(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, True)
-    lab.build_llm("some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
-    kw = fake_vllm[-1]
+def test_build_llm_leaves_vllms_defaults_on_cuda(lab):
+    kw = built(lab, True, "some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
     forced = sorted({"kv_cache_memory_bytes", "dtype", "max_model_len"} & kw.keys())
     assert not forced, f"on CUDA vLLM's own defaults apply; build_llm forced {forced}"
     assert kw.get("enable_lora") is True and kw.get("max_loras") == 4
 
 
-def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab, fake_vllm):
+def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab):
     with pytest.raises(ValueError, match="max_cpu_loras"):
-        lab.build_llm("some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=2)
-    assert not fake_vllm, "the engine must not be built with inconsistent knobs"
+        in_worker(lab, build_with_stand_ins, None, "some/model", max_loras=4, max_lora_rank=16,
+                  max_cpu_loras=2)
+    assert not in_worker(lab, engines_built), "the engine must not be built with inconsistent knobs"
 
 
 # --- generate_mixed ----------------------------------------------------------------------------
 
 
-def test_generate_mixed_sends_one_batch_with_one_tag_per_row(lab, fake_vllm):
-    llm = RecordingLLM()
-    sql = FakeLoRARequest("sql", 1, str(SQL_LORA))
+def test_generate_mixed_sends_one_batch_with_one_tag_per_row(lab):
+    sql = ("sql", 1, str(SQL_LORA))
     prompts = ["p0", "p1", "p2", "p3"]
     tags = [None, sql, None, sql]
-    texts = lab.generate_mixed(llm, prompts, tags, sampling=None)
-    assert len(llm.calls) == 1, f"expected ONE generate call for the batch, got {len(llm.calls)}"
-    sent_prompts, sent_tags = llm.calls[0]
+    texts = in_worker(lab, generate_with_stand_ins, prompts, tags)
+    calls = in_worker(lab, batches_sent)
+    assert len(calls) == 1, f"expected ONE generate call for the batch, got {len(calls)}"
+    sent_prompts, sent_tags = calls[0]
     assert sent_prompts == prompts, first_mismatch(sent_prompts, prompts)
     assert sent_tags == tags, f"each row must carry its own tag: {first_mismatch(sent_tags, tags)}"
     expected = ["base:p0", "sql:p1", "base:p2", "sql:p3"]
     assert texts == expected, f"texts must come back in prompt order: {first_mismatch(texts, expected)}"
 
 
-def test_generate_mixed_rejects_a_length_mismatch(lab, fake_vllm):
-    llm = RecordingLLM()
+def test_generate_mixed_rejects_a_length_mismatch(lab):
     with pytest.raises(ValueError, match="adapters"):
-        lab.generate_mixed(llm, ["p0", "p1"], [None], sampling=None)
-    assert not llm.calls, "a malformed batch must not reach the engine"
+        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None])
+    assert not in_worker(lab, batches_sent), "a malformed batch must not reach the engine"
 
 
-def test_generate_mixed_rejects_a_missing_adapter_folder(lab, fake_vllm, tmp_path):
-    llm = RecordingLLM()
+def test_generate_mixed_rejects_a_missing_adapter_folder(lab, tmp_path):
     missing = tmp_path / "no-such-adapter"
     with pytest.raises((FileNotFoundError, ValueError)) as err:
-        lab.generate_mixed(llm, ["p0", "p1"], [None, FakeLoRARequest("gone", 7, str(missing))],
-                           sampling=None)
+        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None, ("gone", 7, str(missing))])
     assert str(missing) in str(err.value), f"the error must name the path, got: {err.value}"
-    assert not llm.calls, "a batch with a missing adapter must not reach the engine"
+    assert not in_worker(lab, batches_sent), "a batch with a missing adapter must not reach the engine"
 
 
 # --- parse_capture and reconcile -----------------------------------------------------------

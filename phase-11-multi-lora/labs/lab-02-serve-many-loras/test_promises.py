@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import sys
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from labkit import load_lab, load_support
+from labkit import in_worker, load_lab, load_support
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
@@ -130,24 +131,40 @@ class FakeLoRARequest:
     lora_path: str
 
 
-@pytest.fixture
-def fake_lora_request(monkeypatch):
-    """``vllm.lora.request.LoRARequest`` is the record above (as test_lab.py's ``fake_vllm``)."""
-    root, lora, request = (types.ModuleType(n) for n in ("vllm", "vllm.lora", "vllm.lora.request"))
-    request.LoRARequest = FakeLoRARequest
-    root.lora, lora.request = lora, request
-    for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
+BATCHES: list[tuple] = []  # (prompts, tags) of each RecordingLLM.generate call, where it ran
+
+
+@contextmanager
+def fake_lora_request():
+    """``vllm.lora.request.LoRARequest`` is the record above (as test_lab.py's stand-ins),
+    where the lab's code runs; restored afterwards."""
+    with pytest.MonkeyPatch.context() as mp:
+        root, lora, request = (types.ModuleType(n) for n in ("vllm", "vllm.lora", "vllm.lora.request"))
+        request.LoRARequest = FakeLoRARequest
+        root.lora, lora.request = lora, request
+        for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
+            mp.setitem(sys.modules, name, module)
+        yield
 
 
 class RecordingLLM:
-    def __init__(self) -> None:
-        self.calls = []
-
     def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
-        self.calls.append((list(prompts), list(lora_request)))
+        BATCHES.append((list(prompts), [None if t is None else repr(t) for t in lora_request]))
         return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="x")])
                 for _ in prompts]
+
+
+def generate_recorded(prompts: list, tags: list) -> list[str]:
+    """``lab.generate_mixed(RecordingLLM(), prompts, tags, None)`` with ``fake_lora_request``, run
+    with ``in_worker``; a (name, id, path) tuple is that FakeLoRARequest."""
+    BATCHES.clear()
+    requests = [FakeLoRARequest(*t) if isinstance(t, tuple) else t for t in tags]
+    with fake_lora_request():
+        return load_lab(LAB.name).generate_mixed(RecordingLLM(), prompts, requests, None)
+
+
+def batches_sent() -> list[tuple]:
+    return list(BATCHES)
 
 
 @pytest.mark.parametrize("tag", [
@@ -157,19 +174,16 @@ class RecordingLLM:
     {"lora_name": "sql", "lora_int_id": 1, "lora_path": str(SQL_LORA)},
     types.SimpleNamespace(lora_name="sql", lora_path=str(SQL_LORA)),  # no lora_int_id
 ], ids=["name", "path", "int", "dict", "no-int-id"])
-def test_generate_mixed_refuses_a_tag_that_is_not_a_lora_request(lab, fake_lora_request, tag):
-    llm = RecordingLLM()
-    good = FakeLoRARequest("sql", 1, str(SQL_LORA))
+def test_generate_mixed_refuses_a_tag_that_is_not_a_lora_request(lab, tag):
+    good = ("sql", 1, str(SQL_LORA))
     with pytest.raises(TypeError, match=r"adapters\[1\]"):
-        lab.generate_mixed(llm, ["p0", "p1"], [good, tag], None)
-    assert not llm.calls, "a batch with a bad tag must not reach the engine"
+        in_worker(lab, generate_recorded, ["p0", "p1"], [good, tag])
+    assert not in_worker(lab, batches_sent), "a batch with a bad tag must not reach the engine"
 
 
-def test_generate_mixed_accepts_none_and_lora_requests(lab, fake_lora_request):
-    llm = RecordingLLM()
-    out = lab.generate_mixed(llm, ["p0", "p1"], [None, FakeLoRARequest("sql", 1, str(SQL_LORA))],
-                             None)
-    assert out == ["x", "x"] and len(llm.calls) == 1
+def test_generate_mixed_accepts_none_and_lora_requests(lab):
+    out = in_worker(lab, generate_recorded, ["p0", "p1"], [None, ("sql", 1, str(SQL_LORA))])
+    assert out == ["x", "x"] and len(in_worker(lab, batches_sent)) == 1
 
 
 # --- reconcile: file figures agree exactly; the demo batch is read tag by tag ----------------
