@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -526,14 +527,52 @@ EVAL_BATCH_S = 30  # the evaluation batch below: 28 rows of up to 32 greedy toke
 ONE_SLOT_BATCH_S = 15  # the one-slot engine's batch: 12 rows of up to 32 greedy tokens
 
 
+# The engines live where the lab's code runs (its worker under LAB_ISOLATE=1), in LLMS, by name;
+# the tests name them, and each tag, as data: None (the base), a tenant's name, or a
+# (name, id, path) tuple for a LoRARequest.
+LLMS: dict[str, object] = {}
+
+
+def start_engine(name: str, max_loras: int) -> str:
+    """``lab.build_llm`` on the CPU base with ``max_loras`` slots, kept in LLMS as ``name``."""
+    LLMS[name] = load_lab(LAB.name).build_llm(base_model.base_model(), max_loras=max_loras,
+                                              max_lora_rank=slot_rank(SQL_LORA),
+                                              max_cpu_loras=max_loras)
+    return name
+
+
+def generate_on(name: str, prompts: list[str], tags: list) -> list[str]:
+    """``lab.generate_mixed`` on engine ``name``, greedy, each tag made a LoRARequest there."""
+    from vllm.lora.request import LoRARequest
+
+    tenants = evaluation.lora_requests()
+    requests = [None if t is None else tenants[t] if isinstance(t, str) else LoRARequest(*t)
+                for t in tags]
+    return load_lab(LAB.name).generate_mixed(LLMS[name], prompts, requests, evaluation.greedy())
+
+
+def evaluate_on(name: str, rows: list) -> list[str]:
+    """``evaluation.run``: the rows as ONE batch through ``lab.generate_mixed`` on ``name``."""
+    return evaluation.run(load_lab(LAB.name).generate_mixed, LLMS[name], rows)
+
+
+SCRATCH: list[tempfile.TemporaryDirectory] = []  # removed when the process ends
+
+
+def write_adapter_there(name: str, config: dict, layers: int, dims: dict, dtype: str) -> str:
+    """``write_adapter`` into a new temp folder where the lab's code runs (a worker does not
+    see the tests' folders); it lives as long as that process."""
+    SCRATCH.append(tempfile.TemporaryDirectory(prefix="lab02-"))
+    return str(write_adapter(Path(SCRATCH[-1].name) / name, config, layers, dims, dtype))
+
+
 @pytest.fixture(scope="module")
 def engine(lab):
     """ONE CPU engine for this module: both tenants in slots, one slot left empty."""
     try:
         with progress.slow_step(f"the module's vLLM engine ({ENGINE_SLOTS} slots)",
                                 ENGINE_START_S):
-            return lab.build_llm(base_model.base_model(), max_loras=ENGINE_SLOTS,
-                                 max_lora_rank=slot_rank(SQL_LORA), max_cpu_loras=ENGINE_SLOTS)
+            return in_worker(lab, start_engine, "module", ENGINE_SLOTS)
     except Exception as err:  # noqa: BLE001 - reported by each test that needs the engine
         return Broken(err)
 
@@ -555,22 +594,16 @@ def one_slot(lab):
     prompts = prompts_of(rows)
     try:
         with progress.slow_step("a second vLLM engine (1 slot)", ENGINE_START_S):
-            llm = lab.build_llm(base_model.base_model(), max_loras=1,
-                                max_lora_rank=slot_rank(SQL_LORA), max_cpu_loras=1)
+            llm = in_worker(lab, start_engine, "one-slot", 1)
     except Exception as err:  # noqa: BLE001
         return OneSlot(Broken(err), rows, Broken(err))
     try:
         with progress.slow_step(f"the one-slot batch ({2 * len(rows)} rows)", ONE_SLOT_BATCH_S):
-            texts = lab.generate_mixed(llm, prompts + prompts,
-                                       [None] * len(rows) + [tenant(evaluation.SQL)] * len(rows),
-                                       evaluation.greedy())
+            texts = in_worker(lab, generate_on, llm, prompts + prompts,
+                              [None] * len(rows) + [evaluation.SQL] * len(rows))
     except Exception as err:  # noqa: BLE001
         texts = Broken(err)
     return OneSlot(llm, rows, texts)
-
-
-def tenant(name: str):
-    return evaluation.lora_requests()[name]
 
 
 @pytest.fixture(scope="module")
@@ -582,7 +615,7 @@ def eval_runs(lab, engine):
                                 evaluation.load_paraphrase()[:PARAPHRASE_SUBSET])
         llm = ready(engine)
         with progress.slow_step(f"the evaluation batch ({len(rows)} rows)", EVAL_BATCH_S):
-            return rows, evaluation.run(lab.generate_mixed, llm, rows)
+            return rows, in_worker(lab, evaluate_on, llm, rows)
     except Exception as err:  # noqa: BLE001
         return Broken(err)
 
@@ -601,9 +634,9 @@ def test_one_batch_three_behaviours(lab, engine):
     sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
     question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
     prompts = [sql_prompt, sql_prompt, question_prompt]
-    tags = [None, tenant(evaluation.SQL), tenant(evaluation.QUESTION)]
+    tags = [None, evaluation.SQL, evaluation.QUESTION]
     base_text, sql_text, question_text = (
-        t.strip() for t in lab.generate_mixed(llm, prompts, tags, evaluation.greedy()))
+        t.strip() for t in in_worker(lab, generate_on, llm, prompts, tags))
     # Three behaviours, one batch: SQL that runs against the row's table only where the tag
     # asks for it; the question tenant writes a question. Quality is tested below.
     assert sqldata.is_sql(sql_text) and sqldata.executes(row, sql_text), (
@@ -613,7 +646,7 @@ def test_one_batch_three_behaviours(lab, engine):
         f"the untagged row is the base model and must not answer in SQL: {base_text!r}")
     assert question_text.endswith("?") and not sqldata.is_sql(question_text), (
         f"the question-lora row must answer with a question: {question_text!r}")
-    alone = [lab.generate_mixed(llm, [p], [t], evaluation.greedy())[0].strip()
+    alone = [in_worker(lab, generate_on, llm, [p], [t])[0].strip()
              for p, t in zip(prompts, tags, strict=True)]
     assert [base_text, sql_text, question_text] == alone, (
         "a row in a mixed batch must read exactly as the same request alone (greedy): "
@@ -704,7 +737,7 @@ def test_merged_adapter_matches_the_served_adapter(lab, eval_runs, tmp_path):
 
 
 @pytest.mark.engine
-def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot, tmp_path):
+def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot):
     """Refusing the adapter before the batch, or letting vLLM's worker reject it, both pass:
     the test runs on the one-slot engine, which no test uses after its own batch."""
     llm = ready(one_slot.llm)
@@ -713,14 +746,12 @@ def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_
     shape = base_shape()
     econ = load_lab("lab-03")
     dims = {f"{t}_proj": econ.module_dims(shape, t) for t in ("q", "k", "v", "o")}
-    folder = write_adapter(tmp_path / "rank-too-big", config | {"r": too_big}, shape.layers,
-                           {k: v for k, v in dims.items() if k in config["target_modules"]}, "F32")
-    from vllm.lora.request import LoRARequest
-
+    folder = in_worker(lab, write_adapter_there, "rank-too-big", config | {"r": too_big},
+                       shape.layers,
+                       {k: v for k, v in dims.items() if k in config["target_modules"]}, "F32")
     prompt = prompts_of(eval_rows()[:1])[0]
     with pytest.raises(ValueError, match="max_lora_rank") as err:
-        lab.generate_mixed(llm, [prompt, prompt], [None, LoRARequest("big", 9, str(folder))],
-                           evaluation.greedy())
+        in_worker(lab, generate_on, llm, [prompt, prompt], [None, ("big", 9, folder)])
     assert f"LoRA rank {too_big} is greater than max_lora_rank" in str(err.value), (
         f"vLLM's own message must reach the caller, got: {err.value}")
 
