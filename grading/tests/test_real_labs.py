@@ -1,6 +1,7 @@
 """The real labs graded in the sandbox: the reference solutions, handed in as a submission,
-score full points, and the pristine starters score 0 (engine and GPU tests left out: lab 02's
-engine path in the sandbox is measured in GRADING.md). About a minute on two cores."""
+score full points, and the pristine starters score 0 (engine and GPU tests left out, but for
+lab 02's engine tests in worker mode, graded in a test of their own: many minutes on two cores,
+where vLLM is installed). The rest: about a minute on two cores."""
 
 from __future__ import annotations
 
