@@ -21,14 +21,16 @@ Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-ch
   dtype (never object), ``$ns`` numpy scalar [dtype, blob], ``$p`` path, ``$r`` record (a
   dataclass of a trusted support module, rebuilt from the trusted side's own class), ``$c`` a
   record or exception class of such a module (the trusted one), ``$h`` handle [id, type name,
-  kind]. Anything else fails the call with ``WorkerValueError``. Exceptions come back as MRO
-  names + message + traceback text + the innermost lab frame (+ ``fields``, the attributes of
-  a support module's exception); the first allow-listed class in the MRO is raised (builtin
-  exceptions, ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``, exception classes
-  of trusted support modules, built from ``fields`` when they fit), with the remote traceback
-  as a note. A support module is looked up by the name ``load_support`` gives it, and loaded on
-  first use if it is one of a lab's given files (``loader.given_support``), never an
-  implementation or a test file.
+  kind] or [id, type name, kind, fields]: a frozen dataclass of the lab whose fields are all
+  immutable comes with them (a ``$d`` of identifier keys), and reading one of those fields asks
+  the worker nothing. Anything else fails the call with ``WorkerValueError``. Exceptions come
+  back as MRO names + message + traceback text + the innermost lab frame (+ ``fields``, the
+  attributes of a support module's exception); the first allow-listed class in the MRO is
+  raised (builtin exceptions, ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``,
+  exception classes of trusted support modules, built from ``fields`` when they fit), with the
+  remote traceback as a note. A support module is looked up by the name ``load_support`` gives
+  it, and loaded on first use if it is one of a lab's given files (``loader.given_support``),
+  never an implementation or a test file.
 
 Spawner protocol (stable; the grader plugs in its sandboxed launcher here)
   ``set_spawner(fn)``; ``fn(labs_env: dict[str, str]) -> Worker`` where ``labs_env`` holds the
@@ -260,11 +262,16 @@ class Decoder:
             except Exception as err:  # noqa: BLE001 - a malformed record is the worker's fault
                 raise WorkerError(f"record {qualname}: {type(err).__name__}: {err}") from None
         if tag == "$h":
-            hid, type_name, kind = self.fields(body, 3)
+            n = 4 if isinstance(body, list) and len(body) == 4 else 3
+            hid, type_name, kind, *snapshot = self.fields(body, n)
             if not isinstance(hid, int) or not isinstance(type_name, str) or kind not in (
                     "obj", "class", "func", "module"):
                 raise WorkerError(f"bad handle {str(body)[:80]}")
-            return self.make_handle(hid, type_name[:200], kind)
+            fields = self.value(snapshot[0], depth + 1) if snapshot else None
+            if fields is not None and not (isinstance(fields, dict) and kind == "obj" and all(
+                    isinstance(k, str) and k.isidentifier() for k in fields)):
+                raise WorkerError(f"bad fields of a {type_name[:80]} handle")
+            return self.make_handle(hid, type_name[:200], kind, fields)
         raise WorkerError(f"the worker sent an unknown type tag {tag[:40]!r}")
 
     def items(self, body, depth):
@@ -473,13 +480,13 @@ class Connection:
         _Pickler(buf, self).dump(obj)
         return buf.getvalue()
 
-    def make_handle(self, hid, type_name, kind):
+    def make_handle(self, hid, type_name, kind, fields=None):
         live = self.handles.get(hid)
         if live is not None:
             return live
         if hid in self.released:
             self.released.remove(hid)
-        handle = (ClassHandle if kind == "class" else Handle)(self, hid, type_name)
+        handle = (ClassHandle if kind == "class" else Handle)(self, hid, type_name, fields)
         self.handles[hid] = handle
         return handle
 
@@ -587,13 +594,14 @@ _MISSING = object()
 class Handle:
     """A worker object: attribute reads, method calls and operators are requests."""
 
-    __slots__ = ("_conn", "_hid", "_gen", "_type", "__weakref__")
+    __slots__ = ("_conn", "_hid", "_gen", "_type", "_fields", "__weakref__")
 
-    def __init__(self, conn: Connection, hid: int, type_name: str):
+    def __init__(self, conn: Connection, hid: int, type_name: str, fields: dict | None = None):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_hid", hid)
         object.__setattr__(self, "_gen", conn.generation)
         object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_fields", fields)  # a frozen record's fields, sent with it
         weakref.finalize(self, _release, conn, hid, conn.generation)
 
     def _conn_check(self, conn=None) -> int:
@@ -613,6 +621,10 @@ class Handle:
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
+        fields = self._fields
+        if fields is not None and name in fields:
+            self._conn_check()
+            return fields[name]
         key = (self._type, name)
         if self._conn.method_names.get(key):
             return BoundMethod(self, name)

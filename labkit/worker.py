@@ -43,10 +43,11 @@ class Worker:
         self.modules: dict[str, types.ModuleType] = {}  # implementation module names
         self.handle_types: tuple[type, ...] = ()
         self.test_modules: dict[str, types.ModuleType] = {}
+        self.snapshotting: set[int] = set()  # frozen records being encoded (a cycle stops)
 
     # -- the data encoder ----------------------------------------------------------------
 
-    def handle(self, obj, kind: str):
+    def handle(self, obj, kind: str, blobs: list | None = None, depth: int = 0):
         key = id(obj)
         hid = self.ids.get(key)
         if hid is None or self.objects.get(hid) is not obj:
@@ -54,7 +55,41 @@ class Worker:
             self.objects[hid] = obj
             self.ids[key] = hid
         name = obj.__qualname__ if kind in ("class", "func") else type(obj).__qualname__
-        return {"$h": [hid, name, kind]}
+        fields = None if blobs is None else self.frozen_fields(obj, blobs, depth)
+        return {"$h": [hid, name, kind] if fields is None else [hid, name, kind, fields]}
+
+    def frozen_fields(self, obj, blobs: list, depth: int):
+        """The fields of a frozen dataclass of the lab whose values are all immutable, encoded
+        (the trusted side then reads them without a request), else None."""
+        t = type(obj)
+        params = getattr(t, "__dataclass_params__", None)
+        if (params is None or not params.frozen or not dataclasses.is_dataclass(t)
+                or id(obj) in self.snapshotting):
+            return None
+        mark = len(blobs)
+        self.snapshotting.add(id(obj))
+        try:
+            fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(t)}
+            if not all(self.immutable(v, depth) for v in fields.values()):
+                return None
+            return self.encode(fields, blobs, depth + 1)
+        except Exception:  # noqa: BLE001 - a field that cannot be read or sent: ask each time
+            del blobs[mark:]
+            return None
+        finally:
+            self.snapshotting.discard(id(obj))
+
+    def immutable(self, v, depth: int = 0) -> bool:
+        """Data that cannot change behind a copy: scalars, and tuples/frozensets of them; an
+        object of the lab counts as its (fixed) reference."""
+        if depth > isolate.MAX_DEPTH:
+            return False
+        t = type(v)
+        if v is None or t in (bool, int, float, complex, str, bytes):
+            return True
+        if t in (tuple, frozenset):
+            return all(self.immutable(x, depth + 1) for x in v)
+        return self.is_lab_thing(t) or isinstance(v, np.generic)
 
     def is_lab_thing(self, obj) -> bool:
         return getattr(obj, "__module__", None) in self.modules
@@ -101,7 +136,7 @@ class Worker:
         if isinstance(v, types.FunctionType) and self.is_lab_thing(v):
             return self.handle(v, "func")
         if self.is_lab_thing(t) or (self.handle_types and isinstance(v, self.handle_types)):
-            return self.handle(v, "obj")
+            return self.handle(v, "obj", blobs, depth)
         if dataclasses.is_dataclass(v) and loader.support_module(t.__module__) is not None:
             fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
             return {"$r": [t.__module__, t.__qualname__, self.encode(fields, blobs, depth + 1)]}

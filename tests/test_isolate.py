@@ -137,3 +137,42 @@ def test_lab_02_in_worker_mode_leaves_no_implementation_in_the_tests_process():
                          capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "IMPLEMENTATIONS []" in out.stdout and "RECORDS True" in out.stdout, out.stdout[-500:]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    batch: tuple
+    finished: object
+
+
+def _lab_worker():
+    from labkit.worker import Worker
+
+    worker = Worker(None)
+    worker.modules[__name__] = None  # _Step counts as a class of the lab
+    return worker
+
+
+def test_a_frozen_record_of_the_lab_travels_with_its_immutable_fields():
+    worker, blobs = _lab_worker(), []
+    frozen = worker.encode(_Step(((1, "a", 0),), (7,)), blobs)
+    mutable = worker.encode(_Step(((1, "a", 0),), [7]), blobs)
+    made = []
+    decoder = Decoder(blobs, lambda *a: made.append(a) or a)
+    hid, name, kind, fields = decoder.value(frozen)
+    assert (name, kind) == ("_Step", "obj")
+    assert fields == {"batch": ((1, "a", 0),), "finished": (7,)}
+    assert len(mutable["$h"]) == 3, "a list field may change in the worker: read it each time"
+
+
+@pytest.mark.parametrize("fields", [{"$d": [[1, 2]]}, [1, 2], {"$d": [["not a name", 1]]}])
+def test_a_handle_with_malformed_fields_is_refused(fields):
+    with pytest.raises(WorkerError, match="fields"):
+        decode({"$h": [1, "Step", "obj", fields]})
+
+
+def test_a_handle_reads_its_fields_without_asking_the_worker():
+    conn = isolate.Connection("k")
+    conn.worker = object()  # any request would fail on it
+    handle = conn.make_handle(3, "Step", "obj", {"rid": 5})
+    assert handle.rid == 5
