@@ -104,12 +104,21 @@ def test_wide_slots_load_like_narrow_ones(lab):
     assert cache.acquire("w", lambda _: (A, B)) == 0 and cache.ranks[0] == 2
 
 
-@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d", "B-wider-rank"])
+def test_a_rank_past_256_loads(lab):
+    # ranks are compared by value: a rank-300 adapter fills a max_rank=300 slot
+    cache = lab.SlotCache(1, 300, 2, 3)
+    A, B = np.ones((300, 2)), np.ones((3, 300))
+    assert cache.acquire("r", lambda _: (A, B)) == 0 and cache.ranks[0] == 300
+    assert cache.A[0].sum() == 600 and cache.B[0].sum() == 900
+
+
+@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d", "B-3d",
+                                 "B-wider-rank"])
 def test_every_wrong_shape_is_refused_before_any_copy(lab, bad):
     A, B = np.ones((2, D_IN)), np.ones((D_OUT, 2))
     A, B = {"A-wider": (np.ones((2, D_IN + 1)), B), "A-3d": (A[..., None], B),
             "B-taller": (A, np.ones((D_OUT + 1, 2))), "B-1d": (A, np.ones(D_OUT)),
-            "A-1d": (np.ones(D_IN), B),
+            "A-1d": (np.ones(D_IN), B), "B-3d": (A, B[..., None]),
             "B-wider-rank": (A, np.ones((D_OUT, 3)))}[bad]  # B's rank above A's: no shared r
     cache = cache_with(lab, 1, [])
     with pytest.raises(ValueError, match=r"^load\(7\)"):
@@ -215,3 +224,10 @@ def test_each_request_runs_exactly_its_tokens_steps(lab):
              for r in requests}
     assert steps == {0: 3, 1: 1, 2: 2}, f"steps in the batch per rid: {steps}"
     assert [rec.finished for rec in records] == [(1,), (2,), (0,)]
+
+
+def test_a_request_runs_one_step_by_default(lab):
+    assert lab.Request(0, "a").tokens == 1, "Request(rid, adapter, tokens=1)"
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 1, load)
+    records = engine.run([lab.Request(0, "a"), lab.Request(1, None)], max_steps=2)
+    assert [rec.finished for rec in records] == [(0,), (1,)]
