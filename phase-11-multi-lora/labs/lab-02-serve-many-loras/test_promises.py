@@ -312,3 +312,9 @@ def test_the_cpu_engine_keeps_256_tokens(lab):
     # README: on CPU, max_model_len 256 (the longest lab prompt is 85 tokens)
     kw = lab.engine_kwargs("m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=False)
     assert kw["max_model_len"] == lab.CPU_MAX_MODEL_LEN == 256, kw
+
+
+def test_eval_diff_pairs_more_than_256_rows(lab):
+    # lengths past small-int caching: "the same rows" compares counts by value
+    many = rows(*["SELECT a FROM t"] * 300)
+    assert lab.eval_diff(many, [dict(r) for r in many]).identical == 300
