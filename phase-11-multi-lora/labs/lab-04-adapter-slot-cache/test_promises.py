@@ -208,12 +208,6 @@ def test_a_batch_of_more_than_256_seats_fills_exactly(lab):
     assert (len(scheduled), len(waiting)) == (300, 100), "max_loras distinct adapters, the rest defer"
 
 
-def test_size_slots_answers_past_256_slots(lab):
-    trace = list(range(300)) * 2  # a loop over 300 adapters: only 300 slots hit (50%)
-    sizing = lab.size_slots(trace, 1, 1000, 0.5)
-    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (True, 300, 0.5), sizing
-
-
 def test_each_request_runs_exactly_its_tokens_steps(lab):
     # Request.tokens: "decode steps it stays in the running batch", whatever runs beside it
     engine = lab.Engine(lab.SlotCache(2, MAX_RANK, D_IN, D_OUT), 2, 4, load)
