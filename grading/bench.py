@@ -54,6 +54,7 @@ def overhead(args: argparse.Namespace, common: list[str]) -> None:
     options = {a: a_extra, b: b_extra}
     walls: dict[str, list[float]] = {a: [], b: []}
     labs: dict[str, dict[str, list[float]]] = {a: {}, b: {}}
+    last: dict[str, dict] = {}
     for i in range(args.repeat):
         order = [a, b] if i % 2 == 0 else [b, a]
         for mode in order:
@@ -62,13 +63,16 @@ def overhead(args: argparse.Namespace, common: list[str]) -> None:
                 wall, reports = timed_grade([str(args.submission), *common, *extra], Path(out))
             walls[mode].append(wall)
             (report,) = reports.values()
+            last[mode] = report
             for lab, seconds in lab_walls(report).items():
                 labs[mode].setdefault(lab, []).append(seconds)
             print(f"  run {i + 1} {mode:>10}: {wall:7.1f} s  total {report['total']:.1f}",
                   flush=True)
-    if args.compare == "workers" and not report["sandbox"].get("workers"):
-        print("note: this repository's labkit has no workers (labkit.isolate): both sides ran "
-              "in-process")
+    if args.compare == "workers":
+        in_workers = last[a]["sandbox"].get("worker_labs") or []
+        print(f"labs that ran in workers: {', '.join(in_workers) or 'none'}" + (
+            "" if in_workers else " (this repository's labkit has no workers, or the labs' "
+                                  "configuration turns them off: both sides ran in-process)"))
     print(f"\n| | {a} | {b} | ratio |\n|---|---|---|---|")
     med = {m: statistics.median(v) for m, v in walls.items()}
     print(f"| per submission (grade, all labs, hidden seeds) | {med[a]:.1f} s | "

@@ -291,10 +291,11 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
             stats = {}
         else:
             with opts.sandbox.launch(name) as launch:
-                argv = opts.sandbox.argv(cmd, cwd=scratch, scratch=scratch,
-                                         decoy_binds=launch.decoy_binds, info_fd=info_w)
-                status = _wait(argv, env, scratch, log, timeout, out_r, out_w, inherited,
-                               launch.preexec, service)
+                argv = launch.hide_args(opts.sandbox.argv(
+                    cmd, cwd=scratch, scratch=scratch, decoy_binds=launch.decoy_binds,
+                    info_fd=info_w))
+                status = _wait(argv, env, scratch, log, timeout, out_r, out_w,
+                               [*inherited, *launch.pass_fds], launch.preexec, service)
             stats = launch.stats
     finally:
         for fd in {events_w, exclude, info_w, *fds.values()} - {None}:

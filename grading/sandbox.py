@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+COURSE_INSIDE = "/grading/course"  # + "-i": where the i-th hidden course repository's venv
+                                   # and decoys stand inside (never its host path)
 SANDBOX_UID = SANDBOX_GID = 1000  # an ordinary user inside the user namespace, without caps
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf "
                 "install bubblewrap; or: make sandbox-deps), or pass --no-sandbox to grade "
@@ -320,6 +322,17 @@ class Sandbox:
     limits: Limits | None = None
     readonly: tuple[tuple[str, str], ...] = ()  # (host path, path inside)
     env: tuple[tuple[str, str], ...] = ()
+    hidden: tuple[str, ...] = ()  # course repositories: inside, each at a neutral path
+
+    def inside(self, path: str) -> str:
+        """Where the sandbox sees host ``path``: under ``COURSE_INSIDE`` (the i-th hidden course
+        repository's layout kept) when it lies in one, so no course path is named; else as is."""
+        found = [(len(root), i, root) for i, root in enumerate(self.hidden)
+                 if _within(path, root)]
+        if not found:
+            return path
+        _, i, root = max(found)  # the innermost repository holding it
+        return str(Path(f"{COURSE_INSIDE}-{i}") / os.path.relpath(path, root))
 
     def for_lab(self, limits: Limits, readonly: list[tuple[str, str]], env: dict[str, str],
                 decoys: list[str]) -> Sandbox:
@@ -337,7 +350,7 @@ class Sandbox:
         home, cache = scratch / "home", scratch / "cache"
         for d in (home, cache):
             d.mkdir(parents=True, exist_ok=True)
-        bin_dir = str(Path(self.python).parent)
+        bin_dir = str(Path(self.inside(self.python)).parent)
         env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
                "USER": "student", "LOGNAME": "student", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
                "XDG_CACHE_HOME": str(cache), "HF_HOME": str(cache / "huggingface"),
@@ -372,13 +385,13 @@ class Sandbox:
         for path in sorted(p for pattern in GPU_DEVICES for p in glob.glob(pattern)):
             args += ["--dev-bind", path, path]
         for path in self.python_paths:
-            args += ["--ro-bind", path, path]
+            args += ["--ro-bind", path, self.inside(path)]
         for src, dst in self.readonly:
             args += ["--ro-bind", src, dst]
         for src, dst in decoy_binds:
-            args += ["--ro-bind", src, dst]
+            args += ["--ro-bind", src, self.inside(dst)]
         args += ["--bind", str(scratch), str(scratch), "--remount-ro", "/", "--chdir", str(cwd),
-                 "--", *cmd]
+                 "--", self.inside(cmd[0]), *cmd[1:]]
         return args
 
     @contextlib.contextmanager
@@ -399,6 +412,7 @@ class Sandbox:
             else:
                 yield launch
         finally:
+            launch.close()
             launch.stats["decoys_opened"] = tripwire.opened()
             tripwire.close()
 
@@ -411,6 +425,25 @@ class Launch:
     limiter: CgroupRun | None = None
     decoy_binds: list[tuple[str, str]] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    pass_fds: list[int] = field(default_factory=list)  # hide_args' memory files
+
+    def hide_args(self, argv: list[str]) -> list[str]:
+        """``argv`` (bwrap's) as ``bwrap --args FD -- COMMAND``: the options and binds travel
+        in a memory file that bwrap reads and closes, so the sandbox's ``/proc/1/cmdline`` names
+        no host path (the command names inside paths only). Pass ``pass_fds`` to ``Popen``;
+        the file is closed when the launch ends."""
+        cut = argv.index("--")  # bwrap takes the command from its own argv only
+        fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+        self.pass_fds.append(fd)
+        os.write(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
+        os.lseek(fd, 0, os.SEEK_SET)
+        return [argv[0], "--args", str(fd), *argv[cut:]]
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds.clear()
 
     def preexec(self) -> None:
         """In the child, before exec: enter the cgroups, or fall back to rlimits."""
@@ -475,7 +508,8 @@ def probe(python: str, hidden: list[Path], bwrap: str = "bwrap") -> Sandbox:
     cgroups = find_cgroups()
     sandbox = Sandbox(bwrap=found, version=version, python=python,
                       python_paths=python_paths(python, hidden), cgroups=cgroups,
-                      enforcement=enforcement(cgroups))
+                      enforcement=enforcement(cgroups),
+                      hidden=tuple(dict.fromkeys(str(h.resolve()) for h in hidden)))
     with tempfile.TemporaryDirectory(prefix="phase11-probe-") as scratch:
         cmd = sandbox.argv([python, "-c", "pass"], Path(scratch), Path(scratch), [])
         try:

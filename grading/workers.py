@@ -205,17 +205,20 @@ class WorkerService:
             else:
                 launch = stack.enter_context(self.sandbox.launch(f"{self.name}-{wid}"))
                 nsfd = self._netns_fd(stack)
-                argv = self.sandbox.argv(cmd, cwd=scratch, scratch=scratch,
-                                         decoy_binds=launch.decoy_binds, own_net=nsfd is None)
+                argv = launch.hide_args(self.sandbox.argv(
+                    cmd, cwd=scratch, scratch=scratch, decoy_binds=launch.decoy_binds,
+                    own_net=nsfd is None))
 
                 def preexec(launch=launch, nsfd=nsfd) -> None:
                     launch.preexec()
                     if nsfd is not None:
                         _setns_net(nsfd)
 
-                proc = subprocess.Popen(argv, cwd=scratch, env=env, pass_fds=(fd,),
+                proc = subprocess.Popen(argv, cwd=scratch, env=env,
+                                        pass_fds=(fd, *launch.pass_fds),
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                         start_new_session=True, preexec_fn=preexec)
+                launch.close()
         except BaseException:
             stack.close()
             ours.close()

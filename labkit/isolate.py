@@ -19,12 +19,18 @@ Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-ch
   object is one tag: ``$t`` tuple, ``$d`` dict (pairs), ``$s`` set, ``$fs`` frozenset, ``$b``
   bytes (blob index), ``$nd`` numpy array [dtype, shape, blob] of a bool/int/uint/float/complex
   dtype (never object), ``$ns`` numpy scalar [dtype, blob], ``$p`` path, ``$r`` record (a
-  dataclass of a trusted support module loaded with ``load_support``, rebuilt from the trusted
-  side's own class), ``$h`` handle [id, type name, kind]. Anything else fails the call with
-  ``WorkerValueError``. Exceptions come back as MRO names + message + traceback text + the
-  innermost lab frame; the first allow-listed class in the MRO is raised (builtin exceptions,
-  ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``, exception classes of trusted support modules), with the remote
-  traceback as a note.
+  dataclass of a trusted support module, rebuilt from the trusted side's own class), ``$c`` a
+  record or exception class of such a module (the trusted one), ``$h`` handle [id, type name,
+  kind] or [id, type name, kind, fields]: a frozen dataclass of the lab whose fields are all
+  immutable comes with them (a ``$d`` of identifier keys), and reading one of those fields asks
+  the worker nothing. Anything else fails the call with ``WorkerValueError``. Exceptions come
+  back as MRO names + message + traceback text + the innermost lab frame (+ ``fields``, the
+  attributes of a support module's exception); the first allow-listed class in the MRO is
+  raised (builtin exceptions, ``dataclasses.FrozenInstanceError``, ``labkit.LabImplError``,
+  exception classes of trusted support modules, built from ``fields`` when they fit), with the
+  remote traceback as a note. A support module is looked up by the name ``load_support`` gives
+  it, and loaded on first use if it is one of a lab's given files (``loader.given_support``),
+  never an implementation or a test file.
 
 Spawner protocol (stable; the grader plugs in its sandboxed launcher here)
   ``set_spawner(fn)``; ``fn(labs_env: dict[str, str]) -> Worker`` where ``labs_env`` holds the
@@ -242,6 +248,9 @@ class Decoder:
             if cls is None or not isinstance(text, str):
                 raise WorkerError(f"bad path {str(body)[:80]}")
             return cls(text)
+        if tag == "$c":
+            module, qualname = self.fields(body, 2)
+            return given_class(module, qualname)
         if tag == "$r":
             module, qualname, fields = self.fields(body, 3)
             cls = record_class(module, qualname)
@@ -253,11 +262,16 @@ class Decoder:
             except Exception as err:  # noqa: BLE001 - a malformed record is the worker's fault
                 raise WorkerError(f"record {qualname}: {type(err).__name__}: {err}") from None
         if tag == "$h":
-            hid, type_name, kind = self.fields(body, 3)
+            n = 4 if isinstance(body, list) and len(body) == 4 else 3
+            hid, type_name, kind, *snapshot = self.fields(body, n)
             if not isinstance(hid, int) or not isinstance(type_name, str) or kind not in (
                     "obj", "class", "func", "module"):
                 raise WorkerError(f"bad handle {str(body)[:80]}")
-            return self.make_handle(hid, type_name[:200], kind)
+            fields = self.value(snapshot[0], depth + 1) if snapshot else None
+            if fields is not None and not (isinstance(fields, dict) and kind == "obj" and all(
+                    isinstance(k, str) and k.isidentifier() for k in fields)):
+                raise WorkerError(f"bad fields of a {type_name[:80]} handle")
+            return self.make_handle(hid, type_name[:200], kind, fields)
         raise WorkerError(f"the worker sent an unknown type tag {tag[:40]!r}")
 
     def items(self, body, depth):
@@ -272,13 +286,29 @@ class Decoder:
         return body
 
 
-def record_class(module: str, qualname: str) -> type:
-    """The trusted copy of a record class, by lookup only: a dataclass of a support module."""
-    mod = loader.support_module(module) if isinstance(module, str) else None
+def support_class(module: str, qualname: str) -> type | None:
+    """The trusted copy of a class of a lab's given support module, by lookup only (loaded on
+    first use: ``loader.given_support``); None for anything else."""
+    mod = loader.given_support(module) if isinstance(module, str) else None
     cls = getattr(mod, qualname, None) if isinstance(qualname, str) and qualname.isidentifier() \
         else None
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == module):
+    return cls if isinstance(cls, type) and cls.__module__ == module else None
+
+
+def record_class(module: str, qualname: str) -> type:
+    """The trusted copy of a record class, by lookup only: a dataclass of a support module."""
+    cls = support_class(module, qualname)
+    if cls is None or not dataclasses.is_dataclass(cls):
         raise WorkerError(f"{module!r:.80}.{qualname!r:.80} is not an allowed record class")
+    return cls
+
+
+def given_class(module: str, qualname: str) -> type:
+    """A class the worker names (``$c``): a record class or an exception class of a support
+    module, e.g. ``lab.AdapterRequestError`` for ``pytest.raises``."""
+    cls = support_class(module, qualname)
+    if cls is None or not (dataclasses.is_dataclass(cls) or issubclass(cls, Exception)):
+        raise WorkerError(f"{module!r:.80}.{qualname!r:.80} is not an allowed class")
     return cls
 
 
@@ -295,24 +325,30 @@ def exception_class(names) -> type[BaseException] | None:
             cls = STDLIB_EXCEPTIONS[name]
         elif module == "labkit.loader" and qualname == "LabImplError":
             cls = loader.LabImplError
-        elif qualname.isidentifier():
-            mod = loader.support_module(module)
-            cls = getattr(mod, qualname, None)
-            if cls is not None and getattr(cls, "__module__", None) != module:
-                cls = None
+        else:
+            cls = support_class(module, qualname)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls
     return None
 
 
-def build_exception(info) -> BaseException:
+def build_exception(info, decoder: Decoder | None = None) -> BaseException:
+    """The trusted exception for a worker's error: its allow-listed class, built from
+    ``fields`` (a support module's exception: its attributes, as keyword arguments) or the
+    message."""
     if not isinstance(info, dict):
         return WorkerError("the worker sent a malformed exception")
     mro, message = info.get("mro"), str(info.get("message", ""))[:MAX_MESSAGE]
     tb, where = str(info.get("traceback", ""))[-20000:], info.get("where")
     cls = exception_class(mro)
+    fields = decoder.value(info["fields"]) if decoder is not None and "fields" in info else None
     exc = None
-    if cls is not None:
+    if cls is not None and isinstance(fields, dict) and fields:
+        try:
+            exc = cls(**fields)  # AdapterRequestError(url, status, message)
+        except Exception:  # noqa: BLE001 - fields that do not fit: the message alone
+            exc = None
+    if cls is not None and exc is None:
         try:
             exc = cls(message)
         except Exception:  # noqa: BLE001 - a class that needs other arguments
@@ -403,9 +439,10 @@ class _Pickler(pickle.Pickler):
         return None
 
 
-# what pickles by reference (numpy's reconstructors, copyreg, builtins), never a callback
+# what pickles by reference (numpy's reconstructors, copyreg, builtins), never a callback;
+# "types": a SimpleNamespace of the tests travels as itself (lab 02's tag without lora_int_id)
 _LIBRARIES = frozenset({"builtins", "numpy", "copyreg", "_codecs", "collections", "pathlib",
-                        "fractions", "decimal", "enum", "datetime", "_operator", "operator",
+                        "types", "fractions", "decimal", "enum", "datetime", "_operator", "operator",
                         "functools", "array", "math", "re", "_pickle", "pickle"})
 _PLAIN = frozenset({int, float, str, bool, type(None), bytes, tuple, list, dict, set, frozenset,
                     bytearray, complex})
@@ -443,13 +480,13 @@ class Connection:
         _Pickler(buf, self).dump(obj)
         return buf.getvalue()
 
-    def make_handle(self, hid, type_name, kind):
+    def make_handle(self, hid, type_name, kind, fields=None):
         live = self.handles.get(hid)
         if live is not None:
             return live
         if hid in self.released:
             self.released.remove(hid)
-        handle = (ClassHandle if kind == "class" else Handle)(self, hid, type_name)
+        handle = (ClassHandle if kind == "class" else Handle)(self, hid, type_name, fields)
         self.handles[hid] = handle
         return handle
 
@@ -481,7 +518,7 @@ class Connection:
                     self._write_back(decoder, message[2], mutables)
                     break
                 if kind == "err" and len(message) == 2:
-                    result = (False, build_exception(message[1]))
+                    result = (False, build_exception(message[1], decoder))
                     break
                 if kind == "bad" and len(message) == 2:
                     result = (False, WorkerValueError(f"{what}: {str(message[1])[:MAX_MESSAGE]}"))
@@ -557,13 +594,14 @@ _MISSING = object()
 class Handle:
     """A worker object: attribute reads, method calls and operators are requests."""
 
-    __slots__ = ("_conn", "_hid", "_gen", "_type", "__weakref__")
+    __slots__ = ("_conn", "_hid", "_gen", "_type", "_fields", "__weakref__")
 
-    def __init__(self, conn: Connection, hid: int, type_name: str):
+    def __init__(self, conn: Connection, hid: int, type_name: str, fields: dict | None = None):
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_hid", hid)
         object.__setattr__(self, "_gen", conn.generation)
         object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_fields", fields)  # a frozen record's fields, sent with it
         weakref.finalize(self, _release, conn, hid, conn.generation)
 
     def _conn_check(self, conn=None) -> int:
@@ -583,6 +621,10 @@ class Handle:
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
+        fields = self._fields
+        if fields is not None and name in fields:
+            self._conn_check()
+            return fields[name]
         key = (self._type, name)
         if self._conn.method_names.get(key):
             return BoundMethod(self, name)

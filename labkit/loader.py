@@ -137,6 +137,26 @@ def support_module(name: str) -> ModuleType | None:
     return _SUPPORT.get(name)
 
 
+NOT_SUPPORT = ("starter", "solution", "conftest")  # with test_*: never a lab's support module
+
+
+def given_support(name: str) -> ModuleType | None:
+    """The support module ``load_support`` names ``name`` (``phase11_<lab>_<module>``), loaded
+    now if it is not yet: ``<module>.py`` must be a given file of a lab under ``labs_dir()``,
+    never an implementation (``starter``, ``solution``), a test file or a conftest. None
+    otherwise. Worker mode rebuilds a record or an exception of any given module by name."""
+    if not isinstance(name, str) or name in _SUPPORT:
+        return _SUPPORT.get(name) if isinstance(name, str) else None
+    for lab in lab_names():
+        prefix = f"phase11_{lab.replace('-', '_')}_"
+        module = name[len(prefix):] if name.startswith(prefix) else ""
+        if (module.isidentifier() and module not in NOT_SUPPORT
+                and not module.startswith("test_") and (labs_dir() / lab / f"{module}.py").is_file()):
+            load_support(lab, module)
+            return _SUPPORT.get(name)
+    return None
+
+
 def load_impl(lab: str, impl: Impl | None = None) -> ModuleType:
     """Load ``lab``'s implementation file as a fresh module with a unique name.
 

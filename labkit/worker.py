@@ -9,6 +9,7 @@ labs: lab 02's tests reach labs 03 and 04 through the same worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -42,10 +43,11 @@ class Worker:
         self.modules: dict[str, types.ModuleType] = {}  # implementation module names
         self.handle_types: tuple[type, ...] = ()
         self.test_modules: dict[str, types.ModuleType] = {}
+        self.snapshotting: set[int] = set()  # frozen records being encoded (a cycle stops)
 
     # -- the data encoder ----------------------------------------------------------------
 
-    def handle(self, obj, kind: str):
+    def handle(self, obj, kind: str, blobs: list | None = None, depth: int = 0):
         key = id(obj)
         hid = self.ids.get(key)
         if hid is None or self.objects.get(hid) is not obj:
@@ -53,7 +55,41 @@ class Worker:
             self.objects[hid] = obj
             self.ids[key] = hid
         name = obj.__qualname__ if kind in ("class", "func") else type(obj).__qualname__
-        return {"$h": [hid, name, kind]}
+        fields = None if blobs is None else self.frozen_fields(obj, blobs, depth)
+        return {"$h": [hid, name, kind] if fields is None else [hid, name, kind, fields]}
+
+    def frozen_fields(self, obj, blobs: list, depth: int):
+        """The fields of a frozen dataclass of the lab whose values are all immutable, encoded
+        (the trusted side then reads them without a request), else None."""
+        t = type(obj)
+        params = getattr(t, "__dataclass_params__", None)
+        if (params is None or not params.frozen or not dataclasses.is_dataclass(t)
+                or id(obj) in self.snapshotting):
+            return None
+        mark = len(blobs)
+        self.snapshotting.add(id(obj))
+        try:
+            fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(t)}
+            if not all(self.immutable(v, depth) for v in fields.values()):
+                return None
+            return self.encode(fields, blobs, depth + 1)
+        except Exception:  # noqa: BLE001 - a field that cannot be read or sent: ask each time
+            del blobs[mark:]
+            return None
+        finally:
+            self.snapshotting.discard(id(obj))
+
+    def immutable(self, v, depth: int = 0) -> bool:
+        """Data that cannot change behind a copy: scalars, and tuples/frozensets of them; an
+        object of the lab counts as its (fixed) reference."""
+        if depth > isolate.MAX_DEPTH:
+            return False
+        t = type(v)
+        if v is None or t in (bool, int, float, complex, str, bytes):
+            return True
+        if t in (tuple, frozenset):
+            return all(self.immutable(x, depth + 1) for x in v)
+        return self.is_lab_thing(t) or isinstance(v, np.generic)
 
     def is_lab_thing(self, obj) -> bool:
         return getattr(obj, "__module__", None) in self.modules
@@ -93,11 +129,14 @@ class Worker:
         if isinstance(v, type):
             if self.is_lab_thing(v):
                 return self.handle(v, "class")
+            if loader.support_module(v.__module__) is not None and (
+                    dataclasses.is_dataclass(v) or issubclass(v, Exception)):
+                return {"$c": [v.__module__, v.__qualname__]}  # lab.AdapterRequestError
             raise BadValue(f"the class {v.__qualname__}")
         if isinstance(v, types.FunctionType) and self.is_lab_thing(v):
             return self.handle(v, "func")
         if self.is_lab_thing(t) or (self.handle_types and isinstance(v, self.handle_types)):
-            return self.handle(v, "obj")
+            return self.handle(v, "obj", blobs, depth)
         if dataclasses.is_dataclass(v) and loader.support_module(t.__module__) is not None:
             fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
             return {"$r": [t.__module__, t.__qualname__, self.encode(fields, blobs, depth + 1)]}
@@ -129,7 +168,12 @@ class Worker:
                 "message": str(err)[:isolate.MAX_MESSAGE],
                 "traceback": "".join(traceback.format_exception(err))[-20000:],
                 "where": where}
-        self.send(["err", info], [])
+        blobs: list = []
+        if loader.support_module(type(err).__module__) is not None:  # AdapterRequestError
+            with contextlib.suppress(BadValue):
+                info["fields"] = self.encode(
+                    {k: v for k, v in vars(err).items() if not k.startswith("_")}, blobs)
+        self.send(["err", info], blobs)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -147,10 +191,7 @@ class Worker:
 
             def find_class(self, module, name):
                 if module.startswith("phase11_") and module not in sys.modules:
-                    for lab in loader.lab_names():
-                        prefix = f"phase11_{lab.replace('-', '_')}_"
-                        if module.startswith(prefix):
-                            loader.load_support(lab, module[len(prefix):])
+                    loader.given_support(module)
                 return super().find_class(module, name)
 
         return Unpickler(_Reader(payload)).load()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from labkit import isolate
+from labkit import isolate, loader
 from labkit.isolate import Decoder, WorkerError, pack_data, unpack_data
 
 
@@ -80,3 +83,96 @@ def test_garbage_json_is_a_malformed_frame():
     text = json.dumps({"$t": [1]}).encode()[:-2]
     with pytest.raises(WorkerError, match="malformed"):
         unpack_data(bytearray(struct.pack(">I", len(text)) + text))
+
+
+# --- lab 02's given records and exception, and its suite in worker mode ----------------------
+
+RECORDS = "phase11_lab_02_serve_many_loras_records"
+
+
+@pytest.mark.parametrize("module", ["starter", "solution", "test_lab", "conftest", "no_such_file",
+                                    "records.x", ""])
+def test_only_a_given_file_loads_as_a_support_module(module):
+    assert loader.given_support(f"phase11_lab_02_serve_many_loras_{module}") is None
+    assert isolate.support_class(f"phase11_lab_02_serve_many_loras_{module}", "Capture") is None
+
+
+def test_a_record_class_loads_its_support_module_on_first_use():
+    cls = isolate.record_class(RECORDS, "ColdSlotSignature")
+    assert cls is loader.given_support(RECORDS).ColdSlotSignature
+    with pytest.raises(WorkerError, match="allowed record class"):
+        isolate.record_class(RECORDS, "AdapterRequestError")  # an exception, not a record
+    assert decode({"$c": [RECORDS, "ColdSlotSignature"]}) is cls
+
+
+def test_a_support_exception_comes_back_as_itself_with_its_fields():
+    mro = [f"{RECORDS}.AdapterRequestError", "builtins.RuntimeError", "builtins.Exception"]
+    fields = {"$d": [["url", "http://x/v1/load_lora_adapter"], ["status", 400],
+                     ["message", "already loaded"]]}
+    exc = isolate.build_exception({"mro": mro, "message": "POST ...", "fields": fields},
+                                  Decoder([], lambda *a: None))
+    cls = decode({"$c": [RECORDS, "AdapterRequestError"]})
+    assert type(exc) is cls and (exc.status, exc.message) == (400, "already loaded")
+    assert "HTTP 400: already loaded" in str(exc)
+    for hostile in ([RECORDS, "os"], ["os", "system"], [RECORDS.replace("records", "starter"),
+                                                        "AdapterRequestError"]):
+        with pytest.raises(WorkerError, match="not an allowed class"):
+            decode({"$c": hostile})
+
+
+def test_lab_02_in_worker_mode_leaves_no_implementation_in_the_tests_process():
+    """After lab 02's CPU tests pass in worker mode (records, AdapterRequestError and the vLLM
+    stand-ins across the boundary), the trusted process holds no implementation module."""
+    code = (
+        "import re, sys, pytest\n"
+        "rc = pytest.main(['-q', '-p', 'no:cacheprovider', '-m', 'not gpu and not engine',\n"
+        "                  'phase-11-multi-lora/labs/lab-02-serve-many-loras'])\n"
+        "print('IMPLEMENTATIONS', sorted(n for n in sys.modules\n"
+        "                                if re.match(r'phase11_lab\\d\\d_', n)))\n"
+        f"print('RECORDS', {RECORDS!r} in sys.modules)\n"
+        "sys.exit(rc)\n")
+    env = {**os.environ, "LAB_ISOLATE": "1", "LAB_IMPL": "solution",
+           "PYTHONPATH": str(loader.REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=loader.REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "IMPLEMENTATIONS []" in out.stdout and "RECORDS True" in out.stdout, out.stdout[-500:]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    batch: tuple
+    finished: object
+
+
+def _lab_worker():
+    from labkit.worker import Worker
+
+    worker = Worker(None)
+    worker.modules[__name__] = None  # _Step counts as a class of the lab
+    return worker
+
+
+def test_a_frozen_record_of_the_lab_travels_with_its_immutable_fields():
+    worker, blobs = _lab_worker(), []
+    frozen = worker.encode(_Step(((1, "a", 0),), (7,)), blobs)
+    mutable = worker.encode(_Step(((1, "a", 0),), [7]), blobs)
+    made = []
+    decoder = Decoder(blobs, lambda *a: made.append(a) or a)
+    hid, name, kind, fields = decoder.value(frozen)
+    assert (name, kind) == ("_Step", "obj")
+    assert fields == {"batch": ((1, "a", 0),), "finished": (7,)}
+    assert len(mutable["$h"]) == 3, "a list field may change in the worker: read it each time"
+
+
+@pytest.mark.parametrize("fields", [{"$d": [[1, 2]]}, [1, 2], {"$d": [["not a name", 1]]}])
+def test_a_handle_with_malformed_fields_is_refused(fields):
+    with pytest.raises(WorkerError, match="fields"):
+        decode({"$h": [1, "Step", "obj", fields]})
+
+
+def test_a_handle_reads_its_fields_without_asking_the_worker():
+    conn = isolate.Connection("k")
+    conn.worker = object()  # any request would fail on it
+    handle = conn.make_handle(3, "Step", "obj", {"rid": 5})
+    assert handle.rid == 5

@@ -533,8 +533,6 @@ def test_the_sandbox_sees_the_submission_at_a_neutral_path_and_no_classmate(stag
         assert str(staging["out"].parent / "stash") not in view["leaks"][name], (name, view)
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox.py binds the decoys at the course's own secret "
-                                       "paths and the venv at its own path (GRADING.md)")
 def test_the_sandbox_names_no_path_of_the_course_repository(staging, scene):
     view = sandbox_view(staging)
     assert not any(str(scene["course"]) in view["leaks"][name]

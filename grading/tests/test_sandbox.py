@@ -4,6 +4,7 @@ bwrap works, what a process inside can and cannot see."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -46,6 +47,38 @@ def test_argv_unshares_everything_and_binds_only_what_it_lists(tmp_path):
     assert (str(ws), str(ws)) in ro and ("/d/0-solution.py", "/r/solution.py") in ro
     assert ("/etc/shadow", "/etc/shadow") not in pairs(argv, "--ro-bind-try")
     assert argv[argv.index("--tmpfs") - 1] == str(1 << 30), "/dev/shm capped at the memory limit"
+
+
+def test_a_course_repository_is_seen_only_at_a_neutral_path(tmp_path):
+    course = tmp_path / "course"
+    venv_python = str(course / ".venv" / "bin" / "python")
+    box = dataclasses.replace(bare(decoys=[str(course / "labs" / "solution.py")]),
+                          python=venv_python, python_paths=(str(course / ".venv"),),
+                          hidden=(str(course),))
+    argv = box.argv([venv_python, "-V"], tmp_path, tmp_path,
+                    [("/d/0-solution.py", str(course / "labs" / "solution.py"))])
+    ro = pairs(argv, "--ro-bind")
+    inside = f"{sandbox.COURSE_INSIDE}-0"
+    assert (str(course / ".venv"), f"{inside}/.venv") in ro, "the venv, at a neutral path"
+    assert ("/d/0-solution.py", f"{inside}/labs/solution.py") in ro, "the decoy keeps its layout"
+    assert argv[-2:] == [f"{inside}/.venv/bin/python", "-V"], "run as the neutral interpreter"
+    assert not any(a.startswith(str(course)) for i, a in enumerate(argv)
+                   if argv[i - 1] != "--ro-bind"), "a course path only ever as a bind source"
+    assert box.environment({}, tmp_path)["PATH"].startswith(f"{inside}/.venv/bin:")
+
+
+def test_the_bwrap_command_line_carries_no_bind(tmp_path):
+    launch = sandbox.Launch(bare())
+    full = bare().argv(["python", "-V"], tmp_path, tmp_path, [])
+    short = launch.hide_args(full)
+    try:
+        assert short[:2] == [full[0], "--args"] and short[3:] == ["--", "python", "-V"]
+        fd = int(short[2])
+        assert os.read(fd, 1 << 20).split(b"\0")[:-1] == [os.fsencode(a)
+                                                          for a in full[1:full.index("--")]]
+    finally:
+        launch.close()
+    assert launch.pass_fds == []
 
 
 def test_environment_is_built_from_nothing(monkeypatch, tmp_path):

@@ -10,17 +10,20 @@ and one more for the one-slot finding; the `gpu` test is the 7B demo.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import sys
+import tempfile
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from labkit import first_mismatch, load_lab, load_support, progress
+from labkit import first_mismatch, in_worker, load_lab, load_support, progress
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
@@ -129,6 +132,10 @@ def ready(value):
 
 
 # --- stand-ins for vLLM: contracts checked without an engine ---------------------------------
+#
+# The stand-ins live where the lab's code runs (its worker under LAB_ISOLATE=1): the lab's code
+# imports vLLM and reads its tags there. A test hands its call to one of the functions below
+# with `in_worker`, names each tag as data, and reads back as data what the stand-ins saw.
 
 
 @dataclass(frozen=True)
@@ -138,52 +145,97 @@ class FakeLoRARequest:
     lora_path: str
 
 
+ENGINES: list[dict] = []  # the kwargs of each stand-in LLM the last build_with_stand_ins built
+BATCHES: list[tuple] = []  # (prompts, tags) of each generate call, each tag as tag_spec gives it
+
+
+class FakeLLM:
+    """The stand-in ``vllm.LLM``: records its kwargs."""
+
+    def __init__(self, **kwargs) -> None:
+        ENGINES.append(kwargs)
+
+
 class RecordingLLM:
     """Records every ``generate`` call; answers each row with ``<tag>:<prompt>``."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[list, list]] = []
-
     def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
         prompts, tags = list(prompts), list(lora_request)
-        self.calls.append((prompts, tags))
+        BATCHES.append((prompts, [tag_spec(t) for t in tags]))
         texts = [f"{'base' if t is None else t.lora_name}:{p}" for p, t in zip(prompts, tags, strict=True)]
         return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t)]) for t in texts]
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    """A stand-in ``vllm`` package: ``LLM`` records its kwargs, ``LoRARequest`` is a record."""
-    built: list[dict] = []
-
-    class LLM:
-        def __init__(self, **kwargs):
-            built.append(kwargs)
-
-    root = types.ModuleType("vllm")
-    root.LLM = LLM
-    lora = types.ModuleType("vllm.lora")
-    request = types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    root.lora, lora.request = lora, request
-    for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setenv(INPROC_ENV, "0")  # restored afterwards, whatever build_llm sets
-    return built
+def tag_spec(tag):
+    """A tag as data: None, a FakeLoRARequest as (name, id, path), anything else its repr."""
+    if tag is None:
+        return None
+    if isinstance(tag, FakeLoRARequest):
+        return (tag.lora_name, tag.lora_int_id, tag.lora_path)
+    return repr(tag)
 
 
-def force_cuda(monkeypatch, available: bool) -> None:
-    torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+@contextmanager
+def stand_in_vllm(cuda: bool | None):
+    """A stand-in ``vllm`` package (``LLM`` records, ``LoRARequest`` is ``FakeLoRARequest``) and,
+    unless ``cuda`` is None, ``torch.cuda.is_available()`` answering ``cuda``; all restored
+    afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = types.ModuleType("vllm")
+        root.LLM = FakeLLM
+        lora = types.ModuleType("vllm.lora")
+        request = types.ModuleType("vllm.lora.request")
+        request.LoRARequest = FakeLoRARequest
+        root.lora, lora.request = lora, request
+        for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
+            mp.setitem(sys.modules, name, module)
+        mp.setenv(INPROC_ENV, "0")
+        if cuda is not None:
+            import torch
+
+            mp.setattr(torch.cuda, "is_available", lambda: cuda)
+        yield
+
+
+def build_with_stand_ins(cuda: bool | None, *args, **kwargs) -> list[dict]:
+    """``lab.build_llm(*args, **kwargs)`` on the stand-ins: the kwargs of each LLM it built."""
+    ENGINES.clear()
+    with stand_in_vllm(cuda):
+        load_lab(LAB.name).build_llm(*args, **kwargs)
+    return list(ENGINES)
+
+
+def engines_built() -> list[dict]:
+    return list(ENGINES)
+
+
+def generate_with_stand_ins(prompts: list, tags: list) -> list[str]:
+    """``lab.generate_mixed(RecordingLLM(), prompts, tags, sampling=None)`` on the stand-ins; a
+    tag given as a (name, id, path) tuple is that FakeLoRARequest."""
+    BATCHES.clear()
+    requests = [FakeLoRARequest(*t) if isinstance(t, tuple) else t for t in tags]
+    with stand_in_vllm(None):
+        return load_lab(LAB.name).generate_mixed(RecordingLLM(), prompts, requests, sampling=None)
+
+
+def batches_sent() -> list[tuple]:
+    return list(BATCHES)
+
+
+def built(lab, cuda: bool, *args, **kwargs) -> dict:
+    """The kwargs ``build_llm`` gave ``vllm.LLM``, with CUDA present or not."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: CUDA cannot be faked")
+    engines = in_worker(lab, build_with_stand_ins, cuda, *args, **kwargs)
+    assert engines, "build_llm must build a vllm.LLM"
+    return engines[-1]
 
 
 # --- build_llm ---------------------------------------------------------------------------------
 
 
-def test_build_llm_bounds_the_cpu_engine(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, False)
-    lab.build_llm("some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
-    kw = fake_vllm[-1]
+def test_build_llm_bounds_the_cpu_engine(lab):
+    kw = built(lab, False, "some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
     assert kw.get("enable_lora") is True, f"LoRA must be enabled, got {kw}"
     knobs = {k: kw.get(k) for k in ("max_loras", "max_lora_rank", "max_cpu_loras")}
     assert knobs == {"max_loras": 2, "max_lora_rank": 16, "max_cpu_loras": 4}, (
@@ -197,62 +249,56 @@ def test_build_llm_bounds_the_cpu_engine(lab, fake_vllm, monkeypatch):
         f"on CPU max_model_len must be small, got {kw.get('max_model_len')}")
 
 
-def test_build_llm_lets_the_caller_override_the_cpu_defaults(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, False)
-    lab.build_llm("some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
-                  kv_cache_memory_bytes=2**20, dtype="bfloat16")
-    kw = fake_vllm[-1]
+def test_build_llm_lets_the_caller_override_the_cpu_defaults(lab):
+    kw = built(lab, False, "some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
+               kv_cache_memory_bytes=2**20, dtype="bfloat16")
     assert (kw.get("kv_cache_memory_bytes"), kw.get("dtype")) == (2**20, "bfloat16"), (
         f"engine_kw must win over the CPU defaults, got {kw}")
 
 
-def test_build_llm_leaves_vllms_defaults_on_cuda(lab, fake_vllm, monkeypatch):
-    force_cuda(monkeypatch, True)
-    lab.build_llm("some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
-    kw = fake_vllm[-1]
+def test_build_llm_leaves_vllms_defaults_on_cuda(lab):
+    kw = built(lab, True, "some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
     forced = sorted({"kv_cache_memory_bytes", "dtype", "max_model_len"} & kw.keys())
     assert not forced, f"on CUDA vLLM's own defaults apply; build_llm forced {forced}"
     assert kw.get("enable_lora") is True and kw.get("max_loras") == 4
 
 
-def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab, fake_vllm):
+def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab):
     with pytest.raises(ValueError, match="max_cpu_loras"):
-        lab.build_llm("some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=2)
-    assert not fake_vllm, "the engine must not be built with inconsistent knobs"
+        in_worker(lab, build_with_stand_ins, None, "some/model", max_loras=4, max_lora_rank=16,
+                  max_cpu_loras=2)
+    assert not in_worker(lab, engines_built), "the engine must not be built with inconsistent knobs"
 
 
 # --- generate_mixed ----------------------------------------------------------------------------
 
 
-def test_generate_mixed_sends_one_batch_with_one_tag_per_row(lab, fake_vllm):
-    llm = RecordingLLM()
-    sql = FakeLoRARequest("sql", 1, str(SQL_LORA))
+def test_generate_mixed_sends_one_batch_with_one_tag_per_row(lab):
+    sql = ("sql", 1, str(SQL_LORA))
     prompts = ["p0", "p1", "p2", "p3"]
     tags = [None, sql, None, sql]
-    texts = lab.generate_mixed(llm, prompts, tags, sampling=None)
-    assert len(llm.calls) == 1, f"expected ONE generate call for the batch, got {len(llm.calls)}"
-    sent_prompts, sent_tags = llm.calls[0]
+    texts = in_worker(lab, generate_with_stand_ins, prompts, tags)
+    calls = in_worker(lab, batches_sent)
+    assert len(calls) == 1, f"expected ONE generate call for the batch, got {len(calls)}"
+    sent_prompts, sent_tags = calls[0]
     assert sent_prompts == prompts, first_mismatch(sent_prompts, prompts)
     assert sent_tags == tags, f"each row must carry its own tag: {first_mismatch(sent_tags, tags)}"
     expected = ["base:p0", "sql:p1", "base:p2", "sql:p3"]
     assert texts == expected, f"texts must come back in prompt order: {first_mismatch(texts, expected)}"
 
 
-def test_generate_mixed_rejects_a_length_mismatch(lab, fake_vllm):
-    llm = RecordingLLM()
+def test_generate_mixed_rejects_a_length_mismatch(lab):
     with pytest.raises(ValueError, match="adapters"):
-        lab.generate_mixed(llm, ["p0", "p1"], [None], sampling=None)
-    assert not llm.calls, "a malformed batch must not reach the engine"
+        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None])
+    assert not in_worker(lab, batches_sent), "a malformed batch must not reach the engine"
 
 
-def test_generate_mixed_rejects_a_missing_adapter_folder(lab, fake_vllm, tmp_path):
-    llm = RecordingLLM()
+def test_generate_mixed_rejects_a_missing_adapter_folder(lab, tmp_path):
     missing = tmp_path / "no-such-adapter"
     with pytest.raises((FileNotFoundError, ValueError)) as err:
-        lab.generate_mixed(llm, ["p0", "p1"], [None, FakeLoRARequest("gone", 7, str(missing))],
-                           sampling=None)
+        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None, ("gone", 7, str(missing))])
     assert str(missing) in str(err.value), f"the error must name the path, got: {err.value}"
-    assert not llm.calls, "a batch with a missing adapter must not reach the engine"
+    assert not in_worker(lab, batches_sent), "a batch with a missing adapter must not reach the engine"
 
 
 # --- parse_capture and reconcile -----------------------------------------------------------
@@ -522,14 +568,52 @@ EVAL_BATCH_S = 30  # the evaluation batch below: 28 rows of up to 32 greedy toke
 ONE_SLOT_BATCH_S = 15  # the one-slot engine's batch: 12 rows of up to 32 greedy tokens
 
 
+# The engines live where the lab's code runs (its worker under LAB_ISOLATE=1), in LLMS, by name;
+# the tests name them, and each tag, as data: None (the base), a tenant's name, or a
+# (name, id, path) tuple for a LoRARequest.
+LLMS: dict[str, object] = {}
+
+
+def start_engine(name: str, max_loras: int) -> str:
+    """``lab.build_llm`` on the CPU base with ``max_loras`` slots, kept in LLMS as ``name``."""
+    LLMS[name] = load_lab(LAB.name).build_llm(base_model.base_model(), max_loras=max_loras,
+                                              max_lora_rank=slot_rank(SQL_LORA),
+                                              max_cpu_loras=max_loras)
+    return name
+
+
+def generate_on(name: str, prompts: list[str], tags: list) -> list[str]:
+    """``lab.generate_mixed`` on engine ``name``, greedy, each tag made a LoRARequest there."""
+    from vllm.lora.request import LoRARequest
+
+    tenants = evaluation.lora_requests()
+    requests = [None if t is None else tenants[t] if isinstance(t, str) else LoRARequest(*t)
+                for t in tags]
+    return load_lab(LAB.name).generate_mixed(LLMS[name], prompts, requests, evaluation.greedy())
+
+
+def evaluate_on(name: str, rows: list) -> list[str]:
+    """``evaluation.run``: the rows as ONE batch through ``lab.generate_mixed`` on ``name``."""
+    return evaluation.run(load_lab(LAB.name).generate_mixed, LLMS[name], rows)
+
+
+SCRATCH: list[tempfile.TemporaryDirectory] = []  # removed when the process ends
+
+
+def write_adapter_there(name: str, config: dict, layers: int, dims: dict, dtype: str) -> str:
+    """``write_adapter`` into a new temp folder where the lab's code runs (a worker does not
+    see the tests' folders); it lives as long as that process."""
+    SCRATCH.append(tempfile.TemporaryDirectory(prefix="lab02-"))
+    return str(write_adapter(Path(SCRATCH[-1].name) / name, config, layers, dims, dtype))
+
+
 @pytest.fixture(scope="module")
 def engine(lab):
     """ONE CPU engine for this module: both tenants in slots, one slot left empty."""
     try:
         with progress.slow_step(f"the module's vLLM engine ({ENGINE_SLOTS} slots)",
                                 ENGINE_START_S):
-            return lab.build_llm(base_model.base_model(), max_loras=ENGINE_SLOTS,
-                                 max_lora_rank=slot_rank(SQL_LORA), max_cpu_loras=ENGINE_SLOTS)
+            return in_worker(lab, start_engine, "module", ENGINE_SLOTS)
     except Exception as err:  # noqa: BLE001 - reported by each test that needs the engine
         return Broken(err)
 
@@ -551,22 +635,16 @@ def one_slot(lab):
     prompts = prompts_of(rows)
     try:
         with progress.slow_step("a second vLLM engine (1 slot)", ENGINE_START_S):
-            llm = lab.build_llm(base_model.base_model(), max_loras=1,
-                                max_lora_rank=slot_rank(SQL_LORA), max_cpu_loras=1)
+            llm = in_worker(lab, start_engine, "one-slot", 1)
     except Exception as err:  # noqa: BLE001
         return OneSlot(Broken(err), rows, Broken(err))
     try:
         with progress.slow_step(f"the one-slot batch ({2 * len(rows)} rows)", ONE_SLOT_BATCH_S):
-            texts = lab.generate_mixed(llm, prompts + prompts,
-                                       [None] * len(rows) + [tenant(evaluation.SQL)] * len(rows),
-                                       evaluation.greedy())
+            texts = in_worker(lab, generate_on, llm, prompts + prompts,
+                              [None] * len(rows) + [evaluation.SQL] * len(rows))
     except Exception as err:  # noqa: BLE001
         texts = Broken(err)
     return OneSlot(llm, rows, texts)
-
-
-def tenant(name: str):
-    return evaluation.lora_requests()[name]
 
 
 @pytest.fixture(scope="module")
@@ -578,7 +656,7 @@ def eval_runs(lab, engine):
                                 evaluation.load_paraphrase()[:PARAPHRASE_SUBSET])
         llm = ready(engine)
         with progress.slow_step(f"the evaluation batch ({len(rows)} rows)", EVAL_BATCH_S):
-            return rows, evaluation.run(lab.generate_mixed, llm, rows)
+            return rows, in_worker(lab, evaluate_on, llm, rows)
     except Exception as err:  # noqa: BLE001
         return Broken(err)
 
@@ -597,9 +675,9 @@ def test_one_batch_three_behaviours(lab, engine):
     sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
     question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
     prompts = [sql_prompt, sql_prompt, question_prompt]
-    tags = [None, tenant(evaluation.SQL), tenant(evaluation.QUESTION)]
+    tags = [None, evaluation.SQL, evaluation.QUESTION]
     base_text, sql_text, question_text = (
-        t.strip() for t in lab.generate_mixed(llm, prompts, tags, evaluation.greedy()))
+        t.strip() for t in in_worker(lab, generate_on, llm, prompts, tags))
     # Three behaviours, one batch: SQL that runs against the row's table only where the tag
     # asks for it; the question tenant writes a question. Quality is tested below.
     assert sqldata.is_sql(sql_text) and sqldata.executes(row, sql_text), (
@@ -609,7 +687,7 @@ def test_one_batch_three_behaviours(lab, engine):
         f"the untagged row is the base model and must not answer in SQL: {base_text!r}")
     assert question_text.endswith("?") and not sqldata.is_sql(question_text), (
         f"the question-lora row must answer with a question: {question_text!r}")
-    alone = [lab.generate_mixed(llm, [p], [t], evaluation.greedy())[0].strip()
+    alone = [in_worker(lab, generate_on, llm, [p], [t])[0].strip()
              for p, t in zip(prompts, tags, strict=True)]
     assert [base_text, sql_text, question_text] == alone, (
         "a row in a mixed batch must read exactly as the same request alone (greedy): "
@@ -725,7 +803,7 @@ def test_merged_adapter_matches_the_served_adapter(lab, eval_runs, tmp_path):
 
 
 @pytest.mark.engine
-def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot, tmp_path):
+def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot):
     """Refusing the adapter before the batch, or letting vLLM's worker reject it, both pass:
     the test runs on the one-slot engine, which no test uses after its own batch."""
     llm = ready(one_slot.llm)
@@ -735,14 +813,11 @@ def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_
     econ = load_lab("lab-03")
     dims = {t: econ.module_dims(shape, econ.normalize_targets([t])[0])
             for t in config["target_modules"]}
-    folder = write_adapter(tmp_path / "rank-too-big", config | {"r": too_big}, shape.layers,
-                           dims, "F32")
-    from vllm.lora.request import LoRARequest
-
+    folder = in_worker(lab, write_adapter_there, "rank-too-big", config | {"r": too_big},
+                       shape.layers, dims, "F32")
     prompt = prompts_of(eval_rows()[:1])[0]
     with pytest.raises(ValueError, match="max_lora_rank") as err:
-        lab.generate_mixed(llm, [prompt, prompt], [None, LoRARequest("big", 9, str(folder))],
-                           evaluation.greedy())
+        in_worker(lab, generate_on, llm, [prompt, prompt], [None, ("big", 9, folder)])
     assert f"LoRA rank {too_big} is greater than max_lora_rank" in str(err.value), (
         f"vLLM's own message must reach the caller, got: {err.value}")
 

@@ -21,13 +21,17 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 from unittest import mock
 
 import pytest
 
-from labkit import load_lab, load_support, progress
+from labkit import in_worker, load_lab, load_support, progress
+
+LAB = Path(__file__).resolve().parent.name
 
 bench = load_support("lab-02", "record_latency")
 sqldata = load_support("lab-02", "sqldata")
@@ -265,6 +269,35 @@ def test_recorded_trace_shows_the_cold_slot_signature(lab):
 # --- one real server for the module ------------------------------------------------------------
 
 
+# The server is the lab's: it starts, with its tenants' folders and its log, where the lab's code
+# runs (its worker under LAB_ISOLATE=1, whose folders and processes the tests do not see), and
+# stops there. The tests reach it over loopback; what they ask of its files and processes, they
+# ask with `in_worker`.
+SERVING = ExitStack()  # the running server and its folder, where the lab's code runs
+
+
+def start_server() -> tuple:
+    """``lab.serve`` with the SQL adapter and the tenants, logging slot loads (DEBUG), in a
+    temp folder of its own: (the Server record, the tenants' names, the folder)."""
+    work = Path(SERVING.enter_context(tempfile.TemporaryDirectory(prefix="lab02-serving-")))
+    tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS)
+    with mock.patch.dict(os.environ, {LOG_LEVEL_ENV: "DEBUG"}):  # its slot loads
+        server = SERVING.enter_context(load_lab(LAB).serve(
+            base_model.base_model(), {"sql": bench.SQL_ADAPTER, **tenants},
+            max_loras=NUM_SLOTS, max_lora_rank=bench.SERVE_RANK, max_cpu_loras=NUM_SLOTS,
+            served_model_name=base_model.NAME, log_path=work / "vllm.log"))
+    return server, list(tenants), work
+
+
+def stop_server() -> None:
+    SERVING.close()
+
+
+def widened_there(work: Path, name: str, rank: int) -> Path:
+    """``bench.widen_adapter`` of the SQL adapter into the server's folder."""
+    return bench.widen_adapter(bench.SQL_ADAPTER, work / name, rank)
+
+
 class Served:
     """The module's server, or the exception that kept it from starting (raised in each test,
     so a broken ``serve`` fails every engine test instead of erroring the module)."""
@@ -274,6 +307,7 @@ class Served:
         self.server = None
         self.error: BaseException | None = None
         self.tenants: list[str] = []
+        self.work: Path | None = None
 
     def get(self):
         if self.error is not None:
@@ -283,19 +317,13 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(lab, tmp_path_factory):
-    work = tmp_path_factory.mktemp("serving")
+def served(lab):
     handle = Served()
     try:
-        tenants = bench.tenant_adapters(work / "tenants", NUM_TENANTS)
-        handle.tenants = list(tenants)
         with progress.slow_step(f"vLLM's OpenAI server ({NUM_SLOTS} slot, "
-                                f"{1 + len(tenants)} adapters)", SERVER_START_S), \
-                mock.patch.dict(os.environ, {LOG_LEVEL_ENV: "DEBUG"}):  # its slot loads
-            handle.server = handle.stack.enter_context(lab.serve(
-                base_model.base_model(), {"sql": bench.SQL_ADAPTER, **tenants},
-                max_loras=NUM_SLOTS, max_lora_rank=bench.SERVE_RANK, max_cpu_loras=NUM_SLOTS,
-                served_model_name=base_model.NAME, log_path=work / "vllm.log"))
+                                f"{1 + NUM_TENANTS} adapters)", SERVER_START_S):
+            handle.stack.callback(in_worker, lab, stop_server)
+            handle.server, handle.tenants, handle.work = in_worker(lab, start_server)
     except Exception as err:  # noqa: BLE001 - reported by each test through handle.get()
         handle.error = err
     yield handle
@@ -396,11 +424,9 @@ def test_loading_a_missing_path_is_surfaced_and_harmless(lab, served, client):
 
 
 @pytest.mark.engine
-def test_an_adapter_above_max_lora_rank_is_refused_with_vllms_message(lab, served, client,
-                                                                      tmp_path):
+def test_an_adapter_above_max_lora_rank_is_refused_with_vllms_message(lab, served, client):
     server = served.get()
-    too_wide = bench.widen_adapter(bench.SQL_ADAPTER, tmp_path / "too-wide",
-                                   2 * bench.SERVE_RANK)
+    too_wide = in_worker(lab, widened_there, served.work, "too-wide", 2 * bench.SERVE_RANK)
     with pytest.raises(lab.AdapterRequestError) as caught:
         lab.load_adapter(server.base_url, "too-wide", too_wide)
     assert f"greater than max_lora_rank {bench.SERVE_RANK}" in caught.value.message, (
@@ -435,9 +461,9 @@ def test_cold_requests_are_slower_than_hot_ones(lab, served):
         trace += [thrash[i % len(thrash)] for i in range(BLOCK_LEN)]
     latencies, loaded = [], []
     for adapter in trace:
-        before = activations(server.log_path)
+        before = in_worker(lab, activations, server.log_path)
         latencies += bench.time_requests(server.base_url, server.model, [adapter])
-        loaded.append(activations(server.log_path) > before)
+        loaded.append(in_worker(lab, activations, server.log_path) > before)
     sig = lab.cold_slot_signature(trace, latencies, NUM_SLOTS)
     assert sig.cold.count == BLOCKS * (BLOCK_LEN + 1), (
         f"each thrash request and each hot block's first request are cold: {sig.cold}")
@@ -456,12 +482,13 @@ def _live_pids_in_group(pgid: int) -> list[str]:
 
 
 @pytest.mark.engine
-def test_stopping_the_server_leaves_no_process_and_no_port(served):
+def test_stopping_the_server_leaves_no_process_and_no_port(lab, served):
     server = served.get()
-    assert _live_pids_in_group(server.pid), "the server's process group should be running"
+    assert in_worker(lab, _live_pids_in_group, server.pid), (
+        "the server's process group should be running")
     served.stack.close()
     served.server = None
-    assert not _live_pids_in_group(server.pid), (
+    assert not in_worker(lab, _live_pids_in_group, server.pid), (
         f"processes of the server's group {server.pid} outlived the context manager")
     with socket.socket() as sock:
         # SO_REUSEADDR: closed connections may linger in TIME_WAIT (kernel state, no process);

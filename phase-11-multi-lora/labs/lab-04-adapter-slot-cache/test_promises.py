@@ -104,12 +104,22 @@ def test_wide_slots_load_like_narrow_ones(lab):
     assert cache.acquire("w", lambda _: (A, B)) == 0 and cache.ranks[0] == 2
 
 
-@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d"])
+def test_a_rank_past_256_loads(lab):
+    # ranks are compared by value: a rank-300 adapter fills a max_rank=300 slot
+    cache = lab.SlotCache(1, 300, 2, 3)
+    A, B = np.ones((300, 2)), np.ones((3, 300))
+    assert cache.acquire("r", lambda _: (A, B)) == 0 and cache.ranks[0] == 300
+    assert cache.A[0].sum() == 600 and cache.B[0].sum() == 900
+
+
+@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d", "B-3d",
+                                 "B-wider-rank"])
 def test_every_wrong_shape_is_refused_before_any_copy(lab, bad):
     A, B = np.ones((2, D_IN)), np.ones((D_OUT, 2))
     A, B = {"A-wider": (np.ones((2, D_IN + 1)), B), "A-3d": (A[..., None], B),
             "B-taller": (A, np.ones((D_OUT + 1, 2))), "B-1d": (A, np.ones(D_OUT)),
-            "A-1d": (np.ones(D_IN), B)}[bad]
+            "A-1d": (np.ones(D_IN), B), "B-3d": (A, B[..., None]),
+            "B-wider-rank": (A, np.ones((D_OUT, 3)))}[bad]  # B's rank above A's: no shared r
     cache = cache_with(lab, 1, [])
     with pytest.raises(ValueError, match=r"^load\(7\)"):
         cache.acquire(7, lambda _: (A, B))
@@ -133,7 +143,8 @@ def test_size_slots_answers_with_one_slot_when_one_suffices(lab):
 def test_size_slots_is_the_smallest_count_for_every_target(lab):
     trace = lab.zipf_80_20_trace(12, 600, 3)
     rates = [lab.simulate(trace, n).hit_rate for n in range(1, 13)]
-    for target in np.linspace(0.05, max(rates), 23):
+    # every rate a count achieves is itself a target: "reaches" includes equality
+    for target in sorted({*np.linspace(0.05, max(rates), 23).tolist(), *rates}):
         want = next(n for n, r in enumerate(rates, 1) if r >= target)
         got = lab.size_slots(trace, 10, 10**6, float(target))
         assert got.meets_target and got.num_slots == want, (
@@ -185,3 +196,32 @@ def test_the_records_are_frozen(lab):
                           (lab.SlotSizing(0, 0.0, 0, False, ""), "num_slots")]:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(record, field, 1)
+
+
+def test_a_batch_of_more_than_256_seats_fills_exactly(lab):
+    # counts past small-int caching: "full" and "fewer than max_loras" compare values
+    base = [lab.Request(i, None) for i in range(400)]
+    scheduled, waiting = lab.schedule_step(base, [], max_loras=1, max_batch=300)
+    assert (len(scheduled), len(waiting)) == (300, 100), "max_batch seats, then the walk stops"
+    distinct = [lab.Request(i, i) for i in range(400)]
+    scheduled, waiting = lab.schedule_step(distinct, [], max_loras=300, max_batch=400)
+    assert (len(scheduled), len(waiting)) == (300, 100), "max_loras distinct adapters, the rest defer"
+
+
+def test_each_request_runs_exactly_its_tokens_steps(lab):
+    # Request.tokens: "decode steps it stays in the running batch", whatever runs beside it
+    engine = lab.Engine(lab.SlotCache(2, MAX_RANK, D_IN, D_OUT), 2, 4, load)
+    requests = [lab.Request(0, "a", tokens=3), lab.Request(1, None, tokens=1),
+                lab.Request(2, "b", tokens=2)]
+    records = engine.run(requests, max_steps=5)
+    steps = {r.rid: sum(r.rid in {rid for rid, _, _ in rec.batch} for rec in records)
+             for r in requests}
+    assert steps == {0: 3, 1: 1, 2: 2}, f"steps in the batch per rid: {steps}"
+    assert [rec.finished for rec in records] == [(1,), (2,), (0,)]
+
+
+def test_a_request_runs_one_step_by_default(lab):
+    assert lab.Request(0, "a").tokens == 1, "Request(rid, adapter, tokens=1)"
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 1, load)
+    records = engine.run([lab.Request(0, "a"), lab.Request(1, None)], max_steps=2)
+    assert [rec.finished for rec in records] == [(0,), (1,)]
