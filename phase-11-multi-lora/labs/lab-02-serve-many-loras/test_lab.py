@@ -726,6 +726,7 @@ def test_recorded_quality_meets_the_bar():
         f"{QUESTION_EXACT_MIN:.0%}")
 
 
+@pytest.mark.structural
 @pytest.mark.parametrize("style", ["paraphrase", "sqlcc", "vllm"])
 def test_each_recorded_style_is_the_sum_of_its_rows(style):
     q = evaluation.recorded()
@@ -738,6 +739,7 @@ def test_each_recorded_style_is_the_sum_of_its_rows(style):
                 f"{style}_{key}: total {total} != the sum of its rows")
 
 
+@pytest.mark.structural
 def test_recorded_styles_meet_their_bars():
     q = evaluation.recorded()
     assert q["paraphrase_same_result"] >= PARAPHRASE_SAME_RESULT_MIN * q["paraphrase_rows"], (
