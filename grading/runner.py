@@ -32,7 +32,7 @@ from pathlib import Path
 import grading
 from grading.plugin import RESTART_EXIT, WATCHDOG_MARK
 from grading.sandbox import Sandbox
-from grading.workers import WorkerService
+from grading.workers import TESTS_SHARED, WorkerService
 from labkit import loader
 from labkit.loader import LABS_SUBDIR
 
@@ -237,10 +237,10 @@ def _env(repo: Path, impl: str | None, fds: dict[str, int], workdir: Path,
     return env
 
 
-def _command(repo: Path, lab: str, opts: RunOptions) -> list[str]:
+def _command(repo: Path, lab: str, scratch: Path, opts: RunOptions) -> list[str]:
     cmd = [opts.python, "-m", "pytest", str(repo / LABS_SUBDIR / lab), "--rootdir", str(repo),
            "-p", "grading.plugin", "-p", "no:cacheprovider", "-q", "-rN", "--no-header",
-           "-m", opts.marker_expr]
+           "--basetemp", str(scratch / TESTS_SHARED / "tmp"), "-m", opts.marker_expr]
     if opts.seed is not None:
         cmd.append(f"--hypothesis-seed={opts.seed}")
     if opts.exitfirst:
@@ -278,10 +278,11 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
         service = WorkerService(
             python=opts.python, workspace=repo, impl=impl, scratch_root=private,
             sandbox=opts.sandbox, base_env=dict(os.environ), log_fd=out_w, name=name,
-            netns_pid=_child_pid(info_r) if info_r is not None else None)
+            netns_pid=_child_pid(info_r) if info_r is not None else None,
+            tests_shared=scratch / TESTS_SHARED)
         fds["WORKERS"] = service.child_fd()
     env = _env(repo, impl, fds, scratch, opts)
-    cmd = _command(repo, lab, opts)
+    cmd = _command(repo, lab, scratch, opts)
     reader = PipeReader(events_r)
     inherited = sorted({*fds.values(), *([info_w] if info_w is not None else [])})
     try:
@@ -405,6 +406,7 @@ def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
         run.attempts += 1
         scratch, private = workdir / f"attempt-{run.attempts}", workdir / f"workers-{run.attempts}"
         scratch.mkdir()
+        (scratch / TESTS_SHARED).mkdir()
         private.mkdir()
         remaining = opts.budget_s - (time.monotonic() - start)
         attempt = _run_attempt(repo, lab, impl, scratch, private, Path(run.log), remaining,

@@ -363,10 +363,13 @@ class Sandbox:
         return {**env, **dict(self.env), **settings}
 
     def argv(self, cmd: list[str], cwd: Path, scratch: Path, decoy_binds: list[tuple[str, str]],
-             info_fd: int | None = None, own_net: bool = True) -> list[str]:
+             info_fd: int | None = None, own_net: bool = True,
+             shared_fds: tuple[tuple[int, str], ...] = ()) -> list[str]:
         """The bwrap command line that runs ``cmd`` in ``cwd`` inside the sandbox. ``info_fd``:
         bwrap writes the sandbox's PID 1 (as the host sees it) there; ``own_net=False``: no
-        network namespace of its own (a worker that joined its tests' one before exec)."""
+        network namespace of its own (a worker that joined its tests' one before exec);
+        ``shared_fds``: (open folder descriptor, path) pairs bound read-only at that path (a
+        worker's view of its tests' temp folder, opened without following links)."""
         size = [] if self.limits is None else ["--size", str(self.limits.memory_bytes)]
         info = [] if info_fd is None else ["--info-fd", str(info_fd)]
         net = ["--unshare-net"] if own_net else []
@@ -390,6 +393,8 @@ class Sandbox:
             args += ["--ro-bind", src, dst]
         for src, dst in decoy_binds:
             args += ["--ro-bind", src, self.inside(dst)]
+        for fd, dst in shared_fds:
+            args += ["--ro-bind-fd", str(fd), dst]
         args += ["--bind", str(scratch), str(scratch), "--remount-ro", "/", "--chdir", str(cwd),
                  "--", self.inside(cmd[0]), *cmd[1:]]
         return args

@@ -54,6 +54,11 @@ WORKER_MODULE = "labkit.worker"
 # (LAB_ISOLATE: the worker is the side that imports in-process)
 REFUSED_FROM_TESTS = ("LAB_SEED", "LAB_IMPL", "LAB_ISOLATE", "PYTHONPATH")
 KILL_WAIT_S = 5.0
+# The folder of A's scratch that holds A's pytest temp folder (``--basetemp`` is
+# ``<scratch>/shared/tmp``): the files a test writes with ``tmp_path`` and hands the worker by
+# path. The runner makes it before A starts (pytest remakes its temp folder inside, when first
+# asked for one), and each worker sees it read-only at the same path.
+TESTS_SHARED = "shared"
 
 
 def worker_env(requested: dict, workspace: Path, impl: str | None, scratch: Path,
@@ -104,6 +109,7 @@ class WorkerService:
     stats: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     current: object = None  # () -> str | None: the test running now (for flags)
+    tests_shared: Path | None = None  # holds A's temp folder: read-only in each worker
 
     def __post_init__(self) -> None:
         self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -205,9 +211,10 @@ class WorkerService:
             else:
                 launch = stack.enter_context(self.sandbox.launch(f"{self.name}-{wid}"))
                 nsfd = self._netns_fd(stack)
+                shared = self._tests_shared_fd(stack)
                 argv = launch.hide_args(self.sandbox.argv(
                     cmd, cwd=scratch, scratch=scratch, decoy_binds=launch.decoy_binds,
-                    own_net=nsfd is None))
+                    own_net=nsfd is None, shared_fds=shared))
 
                 def preexec(launch=launch, nsfd=nsfd) -> None:
                     launch.preexec()
@@ -215,7 +222,8 @@ class WorkerService:
                         _setns_net(nsfd)
 
                 proc = subprocess.Popen(argv, cwd=scratch, env=env,
-                                        pass_fds=(fd, *launch.pass_fds),
+                                        pass_fds=(fd, *launch.pass_fds,
+                                                  *(f for f, _ in shared)),
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                         start_new_session=True, preexec_fn=preexec)
                 launch.close()
@@ -248,6 +256,31 @@ class WorkerService:
         self.shared_net = True
         stack.callback(os.close, fd)
         return fd
+
+    def _tests_shared_fd(self, stack: contextlib.ExitStack) -> tuple[tuple[int, str], ...]:
+        """The folder holding A's temp folder, as a descriptor (closed with the worker's stack)
+        opened without following a link at either step: A can write its scratch, so a link
+        planted there must not bind anything else into the worker. () when it is missing or
+        not a folder."""
+        if self.tests_shared is None:
+            return ()
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            parent = os.open(self.tests_shared.parent, flags)
+        except OSError:
+            return ()
+        try:
+            fd = os.open(self.tests_shared.name, flags, dir_fd=parent)
+        except OSError:
+            problem = (f"the tests' shared folder {self.tests_shared} is missing or not a folder: "
+                       "the workers cannot read the files tests hand them")
+            if problem not in self.problems:
+                self.problems.append(problem)
+            return ()
+        finally:
+            os.close(parent)
+        stack.callback(os.close, fd)
+        return ((fd, str(self.tests_shared)),)
 
     def _poll(self, wid: int) -> int | None:
         worker = self._workers.get(wid)

@@ -55,6 +55,16 @@ def neg(a):
 
 def total(xs):
     return sum(xs)
+
+
+def peek(folder):
+    """What a worker can do with the folder its tests share: read a file, write one."""
+    seen = open(os.path.join(folder, "given.txt")).read()
+    try:
+        open(os.path.join(folder, "planted.txt"), "w").close()
+        return [seen, "written"]
+    except OSError as err:
+        return [seen, type(err).__name__]
 '''
 
 
@@ -138,6 +148,41 @@ def test_a_sandboxed_worker_is_uid_1000_in_its_own_pid_namespace(iso_repo, tmp_p
     finally:
         service.close()
     assert len(service.stats) == 2 and all("decoys_opened" in s for s in service.stats)
+
+
+def test_a_sandboxed_worker_reads_the_tests_shared_folder_and_cannot_write_it(
+        iso_repo, tmp_path, sandbox_works):
+    box = sandbox_works.for_lab(_limits(), [
+        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    shared = tmp_path / "a" / workers.TESTS_SHARED
+    shared.mkdir(parents=True)
+    (shared / "given.txt").write_text("from A")
+    service = service_for(iso_repo, tmp_path, box, tests_shared=shared)
+    side = Side(service)
+    try:
+        assert side.call(side.client({}), "peek", str(shared))["ok"] == ["from A", "OSError"]
+    finally:
+        service.close()
+    assert not (shared / "planted.txt").exists()
+
+
+def test_a_link_planted_as_the_shared_folder_binds_nothing(iso_repo, tmp_path, sandbox_works):
+    box = sandbox_works.for_lab(_limits(), [
+        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "given.txt").write_text("a host file")
+    shared = tmp_path / "a" / workers.TESTS_SHARED
+    shared.parent.mkdir()
+    shared.symlink_to(elsewhere)  # what A could plant in its own scratch
+    service = service_for(iso_repo, tmp_path, box, tests_shared=shared)
+    side = Side(service)
+    try:
+        reply = side.call(side.client({}), "peek", str(shared))
+    finally:
+        service.close()
+    assert "ok" not in reply, f"the worker read through the planted link: {reply}"
+    assert any("not a folder" in p for p in service.problems), service.problems
 
 
 def _limits():
