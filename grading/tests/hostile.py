@@ -5,8 +5,9 @@ strings split, so the static scan sees nothing and only the sandbox stands in th
 
 - ``steals_via_child``: the issue's submission. Finds the reference next to the interpreter
   (``<repo>/.venv/bin/python``) or at the course's path, ``cat``s it and execs it (30/30 when
-  that works), copies the hidden seeds to the host's ``/tmp``, writes into the repository,
-  ``$HOME`` and ``/tmp`` from a shell, and phones a listener on the host's loopback.
+  that works), copies the hidden seeds (looked for in the same places) to the host's
+  ``/tmp``, writes into the repository, ``$HOME`` and ``/tmp`` from a shell, and phones a
+  listener on the host's loopback.
 - ``steals_in_process``: the same reads through ``open()`` (refused by the audit hook) and
   through ``ctypes`` calls into libc (which the hook never sees), and libc writes.
 - ``rogue_solution``: the reference solution, except that ``lora_overhead`` misbehaves on one
@@ -49,16 +50,21 @@ from pathlib import Path
 
 COURSE = Path({course})
 REF = {ref}
-KEYS = COURSE / {grading} / {keys} / "hidden_seeds.toml"
+KEYS = Path({grading}) / {keys} / "hidden_seeds.toml"
 TARGETS = {targets!r}  # files an escape would create on the host
 MARKER = {marker!r}
 
 
-def reference_candidates():
-    """The course's own path, then every folder above the interpreter: <repo>/.venv/bin/python."""
-    yield COURSE / "phase-11-multi-lora" / "labs" / {lab!r} / REF
+def candidates(relative):
+    """``relative`` in the course's own path, then in every folder above the interpreter
+    (<repo>/.venv/bin/python): where a course repository would be."""
+    yield COURSE / relative
     for parent in Path(sys.executable).parents:
-        yield parent / "phase-11-multi-lora" / "labs" / {lab!r} / REF
+        yield parent / relative
+
+
+def reference_candidates():
+    return candidates(Path("phase-11-multi-lora") / "labs" / {lab!r} / REF)
 '''
 
 STUBS = '''
@@ -112,7 +118,8 @@ def steal():
 stolen = steal()
 if stolen:
     exec(compile(stolen, "stolen", "exec"), globals())
-subprocess.run(["cp", str(KEYS), {keys_copy!r}], capture_output=True)
+for path in candidates(KEYS):
+    subprocess.run(["cp", str(path), {keys_copy!r}], capture_output=True)
 for target in TARGETS:
     subprocess.run(["sh", "-c", f"echo escaped > '{{target}}'"], capture_output=True)
 try:
@@ -149,7 +156,8 @@ def read_with_libc(path):
 
 
 for read in (read_with_open, read_with_libc):
-    read(KEYS)
+    for path in candidates(KEYS):
+        read(path)
     for path in reference_candidates():
         stolen = read(path)
         if "def shrink" in stolen:
