@@ -237,10 +237,10 @@ def _env(repo: Path, impl: str | None, fds: dict[str, int], workdir: Path,
     return env
 
 
-def _command(repo: Path, lab: str, scratch: Path, opts: RunOptions) -> list[str]:
+def _command(repo: Path, lab: str, basetemp: Path, opts: RunOptions) -> list[str]:
     cmd = [opts.python, "-m", "pytest", str(repo / LABS_SUBDIR / lab), "--rootdir", str(repo),
            "-p", "grading.plugin", "-p", "no:cacheprovider", "-q", "-rN", "--no-header",
-           "--basetemp", str(scratch / TESTS_SHARED / "tmp"), "-m", opts.marker_expr]
+           "--basetemp", str(basetemp), "-m", opts.marker_expr]
     if opts.seed is not None:
         cmd.append(f"--hypothesis-seed={opts.seed}")
     if opts.exitfirst:
@@ -267,6 +267,8 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
                  name: str) -> Attempt:
     """One pytest process in ``scratch`` (fresh, A's own), its workers' folders under
     ``private`` (which A never sees), its channels inherited descriptors."""
+    shared = scratch / TESTS_SHARED  # read-only in the workers; A's pytest temp folder inside
+    shared.mkdir()
     events_r, events_w = os.pipe()
     exclude = _exclude_fd(done)
     fds = {"EVENTS": events_w, "EXCLUDE": exclude}
@@ -279,10 +281,10 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
             python=opts.python, workspace=repo, impl=impl, scratch_root=private,
             sandbox=opts.sandbox, base_env=dict(os.environ), log_fd=out_w, name=name,
             netns_pid=_child_pid(info_r) if info_r is not None else None,
-            tests_shared=scratch / TESTS_SHARED)
+            tests_shared=shared)
         fds["WORKERS"] = service.child_fd()
     env = _env(repo, impl, fds, scratch, opts)
-    cmd = _command(repo, lab, scratch, opts)
+    cmd = _command(repo, lab, shared / "tmp", opts)
     reader = PipeReader(events_r)
     inherited = sorted({*fds.values(), *([info_w] if info_w is not None else [])})
     try:
@@ -406,7 +408,6 @@ def run_lab(repo: Path, lab: str, impl: str | None, workdir: Path,
         run.attempts += 1
         scratch, private = workdir / f"attempt-{run.attempts}", workdir / f"workers-{run.attempts}"
         scratch.mkdir()
-        (scratch / TESTS_SHARED).mkdir()
         private.mkdir()
         remaining = opts.budget_s - (time.monotonic() - start)
         attempt = _run_attempt(repo, lab, impl, scratch, private, Path(run.log), remaining,

@@ -56,8 +56,9 @@ REFUSED_FROM_TESTS = ("LAB_SEED", "LAB_IMPL", "LAB_ISOLATE", "PYTHONPATH")
 KILL_WAIT_S = 5.0
 # The folder of A's scratch that holds A's pytest temp folder (``--basetemp`` is
 # ``<scratch>/shared/tmp``): the files a test writes with ``tmp_path`` and hands the worker by
-# path. The runner makes it before A starts (pytest remakes its temp folder inside, when first
-# asked for one), and each worker sees it read-only at the same path.
+# path. The runner makes it before the service (pytest remakes its temp folder inside, when
+# first asked for one); the service opens it once, and each worker sees it read-only at the
+# same path.
 TESTS_SHARED = "shared"
 
 
@@ -118,6 +119,7 @@ class WorkerService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.shared_net: bool | None = None  # decided at the first spawn
+        self._shared = self._open_tests_shared()
 
     # --- the life of the service ----------------------------------------------------------
 
@@ -142,6 +144,9 @@ class WorkerService:
         self._ours.close()
         with contextlib.suppress(OSError):
             self._theirs.close()
+        for fd, _ in self._shared:
+            os.close(fd)
+        self._shared = ()
 
     def _serve(self) -> None:
         try:
@@ -211,10 +216,9 @@ class WorkerService:
             else:
                 launch = stack.enter_context(self.sandbox.launch(f"{self.name}-{wid}"))
                 nsfd = self._netns_fd(stack)
-                shared = self._tests_shared_fd(stack)
                 argv = launch.hide_args(self.sandbox.argv(
                     cmd, cwd=scratch, scratch=scratch, decoy_binds=launch.decoy_binds,
-                    own_net=nsfd is None, shared_fds=shared))
+                    own_net=nsfd is None, shared_fds=self._shared))
 
                 def preexec(launch=launch, nsfd=nsfd) -> None:
                     launch.preexec()
@@ -223,7 +227,7 @@ class WorkerService:
 
                 proc = subprocess.Popen(argv, cwd=scratch, env=env,
                                         pass_fds=(fd, *launch.pass_fds,
-                                                  *(f for f, _ in shared)),
+                                                  *(f for f, _ in self._shared)),
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                         start_new_session=True, preexec_fn=preexec)
                 launch.close()
@@ -257,12 +261,12 @@ class WorkerService:
         stack.callback(os.close, fd)
         return fd
 
-    def _tests_shared_fd(self, stack: contextlib.ExitStack) -> tuple[tuple[int, str], ...]:
-        """The folder holding A's temp folder, as a descriptor (closed with the worker's stack)
-        opened without following a link at either step: A can write its scratch, so a link
-        planted there must not bind anything else into the worker. () when it is missing or
-        not a folder."""
-        if self.tests_shared is None:
+    def _open_tests_shared(self) -> tuple[tuple[int, str], ...]:
+        """The folder holding A's temp folder, as a descriptor held until ``close`` and opened
+        without following a link at either step: A can write its scratch, so a link planted
+        there must not bind anything else into a worker. () unsandboxed (the workers share the
+        tests' file system), and when it is missing or not a folder."""
+        if self.tests_shared is None or self.sandbox is None:
             return ()
         flags = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
         try:
@@ -272,14 +276,12 @@ class WorkerService:
         try:
             fd = os.open(self.tests_shared.name, flags, dir_fd=parent)
         except OSError:
-            problem = (f"the tests' shared folder {self.tests_shared} is missing or not a folder: "
-                       "the workers cannot read the files tests hand them")
-            if problem not in self.problems:
-                self.problems.append(problem)
+            self.problems.append(f"the tests' shared folder {self.tests_shared} is missing or "
+                                 "not a folder: the workers cannot read the files tests hand "
+                                 "them")
             return ()
         finally:
             os.close(parent)
-        stack.callback(os.close, fd)
         return ((fd, str(self.tests_shared)),)
 
     def _poll(self, wid: int) -> int | None:
