@@ -136,8 +136,7 @@ def test_a_planted_worker_folder_refuses_the_worker(iso_repo, tmp_path):
 
 def test_a_sandboxed_worker_is_uid_1000_in_its_own_pid_namespace(iso_repo, tmp_path,
                                                                  sandbox_works):
-    box = sandbox_works.for_lab(sandbox_works.limits or _limits(), [
-        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    box = _box(sandbox_works, iso_repo, tmp_path, sandbox_works.limits)
     service = service_for(iso_repo, tmp_path, box)
     side = Side(service)
     try:
@@ -152,8 +151,7 @@ def test_a_sandboxed_worker_is_uid_1000_in_its_own_pid_namespace(iso_repo, tmp_p
 
 def test_a_sandboxed_worker_reads_the_tests_shared_folder_and_cannot_write_it(
         iso_repo, tmp_path, sandbox_works):
-    box = sandbox_works.for_lab(_limits(), [
-        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    box = _box(sandbox_works, iso_repo, tmp_path)
     shared = tmp_path / "a" / workers.TESTS_SHARED
     shared.mkdir(parents=True)
     (shared / "given.txt").write_text("from A")
@@ -167,8 +165,7 @@ def test_a_sandboxed_worker_reads_the_tests_shared_folder_and_cannot_write_it(
 
 
 def test_a_link_planted_as_the_shared_folder_binds_nothing(iso_repo, tmp_path, sandbox_works):
-    box = sandbox_works.for_lab(_limits(), [
-        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    box = _box(sandbox_works, iso_repo, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "given.txt").write_text("a host file")
@@ -191,6 +188,12 @@ def _limits():
     return Limits(2 << 30, 256)
 
 
+def _box(sandbox_works, iso_repo: Path, tmp_path: Path, limits=None):
+    """A worker's sandbox seeing the workspace and the staged submission (``tmp_path/sub``)."""
+    return sandbox_works.for_lab(limits or _limits(), [
+        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+
+
 SERVER = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
           "print(s.getsockname()[1], flush=True); c, _ = s.accept(); c.sendall(b'hi from A')")
 
@@ -199,8 +202,7 @@ def test_a_sandboxed_worker_shares_the_tests_network_namespace(iso_repo, tmp_pat
                                                                sandbox_works):
     if os.geteuid() != 0:
         pytest.skip("joining a network namespace needs root; the workers get their own")
-    box = sandbox_works.for_lab(_limits(), [
-        (str(iso_repo), str(iso_repo)), (str(tmp_path / "sub"), str(tmp_path / "sub"))], {}, [])
+    box = _box(sandbox_works, iso_repo, tmp_path)
     a_scratch = tmp_path / "a"
     a_scratch.mkdir()
     info_r, info_w = os.pipe()
