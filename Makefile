@@ -20,7 +20,7 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 # instructor-only
-.PHONY: help install test test-fast test-starter check-starters check-suite check-spec starters demo capture \
+.PHONY: help install test test-grader test-fast test-starter check-starters check-suite check-spec starters demo capture \
         assets eval-assets latency \
         bench-lab01 figures lint grade student-release clean sandbox-deps mutation
 # /instructor-only
@@ -51,9 +51,12 @@ $(BASE_STAMP): $(STAMP) $(LAB02)/base_model.py
 install: $(STAMP) $(BASE_STAMP) ## create .venv; install the labs, vLLM's CPU build, the dev tools and lab 02's base
 
 # instructor-only
-test: install ## the test command: every lab on the solutions (engine tests too), harness, grader
+test: install ## the test command: every lab on the solutions (engine tests too), harness, grader units
 	$(PY) -m grading.mutate --check
-	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu"
+	$(PY) -m pytest $(LABS) tests grading/tests -m "not gpu and not slow"
+
+test-grader: install ## whole grading sessions: real labs in workers, the sandbox, the hostile battery
+	$(PY) -m pytest grading/tests -m "slow and not gpu"
 # /instructor-only
 # release-only
 # test: install ## every lab's tests on your starter.py files (engine tests too)
