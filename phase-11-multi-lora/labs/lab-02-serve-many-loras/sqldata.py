@@ -570,12 +570,21 @@ def _cc_is_held_out(column: str, values) -> bool:
     return column in cols or any(isinstance(v, str) and v.lower() in vals for v in values)
 
 
+# possessives as sql-create-context's columns spell them ("men's singles" -> mens_singles)
+_POSSESSORS = _words("men's women's boys' girls' children's people's players' owners' "
+                     "city's team's")
+
+
 def _synthetic_words(rng: random.Random) -> str:
+    """Words naming a made-up column: real nouns in sql-create-context's punctuation, a
+    possessive, a made-up word, or an acronym the question writes in capitals ("KRT")."""
     a, b = rng.sample(_CC_NOUNS, 2)
-    form = rng.choice(("{a}", "{a} {b}", "{a} {b}", "{a}'s {b}" if a[-1] != "s" else "{a} {b}",
-                       "{a}/{b}", "{a} ({b})", "no. of {a}", "{a}-{b}", "u.s. {a}",
-                       "{a} {b} (km)"))
-    return form.format(a=a, b=b)
+    made_up = "".join(rng.sample(_SYLLABLES, rng.randint(2, 3)))
+    acronym = "".join(rng.sample("ABCDEFGHIKLMNOPRSTUVWXZ", rng.randint(2, 4)))
+    form = rng.choice(("{a}", "{a} {b}", "{a}'s {b}" if a[-1] != "s" else "{a}' {b}",
+                       "{p} {b}", "{p} {b}", "{a}/{b}", "{a} ({b})", "no. of {a}", "{a}-{b}",
+                       "u.s. {a}", "{a} {b} (km)", "{m}", "{m} {b}", "{c}"))
+    return form.format(a=a, b=b, p=rng.choice(_POSSESSORS), m=made_up, c=acronym)
 
 
 _VALUE_WORDS = STRINGS["train"] + _CC_NOUNS + tuple(w.lower() for n in _NAMES for w in n.split())
@@ -592,6 +601,16 @@ def _synthetic_value(rng: random.Random, shape: str) -> str:
     return " ".join(w.capitalize() for w in words)
 
 
+def _cc_usable(column: str) -> bool:
+    """Whether sqlite takes ``column`` as a bare column name (a made-up "on" or "is" is a
+    keyword)."""
+    try:
+        sqlite3.connect(":memory:").execute(f"CREATE TABLE t ({column} INTEGER)")
+    except sqlite3.Error:
+        return False
+    return True
+
+
 def synthetic_domain(rng: random.Random) -> dict:
     """A made-up domain in ``CC_DOMAINS``'s format: 2 to 5 columns, text ones with 4 to 6
     values (names of 1 to 4 made-up words, or codes), int ones with a range; none held out."""
@@ -606,7 +625,7 @@ def synthetic_domain(rng: random.Random) -> dict:
         else:
             shape = rng.choice(("name", "name", "name", "code", "made-up"))
             spec = _c(words, "text", tuple({_synthetic_value(rng, shape) for _ in range(6)}))
-        if column not in cols and not _cc_is_held_out(column, spec[2]):
+        if column not in cols and _cc_usable(column) and not _cc_is_held_out(column, spec[2]):
             cols[column] = spec
     return cols
 

@@ -491,6 +491,7 @@ def test_synthetic_training_domains_hold_no_held_out_column_or_value():
         assert not used & cols and not quoted & vals, f"a held-out name in training: {ex}"
     assert sqldata.cc_column("U.S. viewers (millions)") == "us_viewers__millions_"
     assert sqldata.cc_column("Women's doubles") == "womens_doubles"
+    assert not sqldata._cc_usable("on") and sqldata._cc_usable("kavito"), "a keyword as a column"
     with pytest.raises(ValueError, match="domain"):
         sqldata.make_cc_example(rng, "eval", sqldata.SYNTHETIC)
 

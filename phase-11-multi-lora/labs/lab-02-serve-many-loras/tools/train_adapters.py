@@ -234,9 +234,11 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         f"| `{base_model.NAME}/` (git-ignored) | the base: `{base_model.WHEEL}=="
         f"{base_model.WHEEL_VERSION}`'s Q4_1 GGUF, dequantized to {base_model.DTYPE} by "
         "`base_model.py` (`make install`) |",
-        *(f"| `{r['name']}/` | PEFT LoRA, r={RANK}, alpha {ALPHA}, "
-          f"{','.join(t.removesuffix('_proj') for t in TARGETS)}, {r['trainable_params']:,} "
-          f"parameters: {r['what']} |" for r in records),
+        # every tenant, retrained or kept (``--tenants``): one rank, targets and base, so one
+        # parameter count
+        *(f"| `{t.name}/` | PEFT LoRA, r={RANK}, alpha {ALPHA}, "
+          f"{','.join(x.removesuffix('_proj') for x in TARGETS)}, "
+          f"{records[0]['trainable_params']:,} parameters: {t.what} |" for t in TENANTS.values()),
         f"| `eval.jsonl` | {N_EVAL} held-out rows, canonical phrasing: `id`, `kind`, `schema`, "
         "`inserts`, `question`, `canonical`, `gold_sql` |",
         f"| `paraphrase.jsonl` | {N_PARAPHRASE} held-out rows asked in phrasings (and words: "
