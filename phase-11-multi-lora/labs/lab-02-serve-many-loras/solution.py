@@ -136,11 +136,13 @@ def _check_adapter(i: int, adapter: object) -> None:
 
 
 def generate_mixed(llm, prompts: Sequence[str], adapters: Sequence, sampling) -> list[str]:
-    """One ``llm.generate`` call for a batch whose rows carry different tags.
+    """One ``llm.generate`` call for a batch whose rows carry different tags, without vLLM's
+    progress bar (``use_tqdm=False``).
 
     ``prompts[i]`` runs on the base model when ``adapters[i]`` is None, and through that
     adapter when it is a ``LoRARequest``. Returns the generated texts in prompt order. A
-    length mismatch (``ValueError``), a tag that is not a LoRARequest (``TypeError``) or a
+    length mismatch (``ValueError``, naming ``adapters``), a prompt that is not a ``str``
+    (``TypeError`` naming ``prompts[i]``), a tag that is not a LoRARequest (``TypeError``) or a
     missing local adapter folder (``FileNotFoundError``, its message naming the path) raises
     before the engine sees the batch; an adapter the engine rejects (rank above
     ``max_lora_rank``) raises ``ValueError`` carrying vLLM's own message (``LoRA rank R is
@@ -436,15 +438,19 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     (GiB as passed, and tokens: whole ``CPU_KV_BLOCK_TOKENS``-token blocks of
     ``kv_bytes_per_token``), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta
     FLOPs / base FLOPs (lab 01 ``lora_overhead``), the LoRA slot buffers the demo measured
-    (``lora_slot_bytes``), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
+    (``lora_slot_bytes``; only when the capture has that figure and LoRA on), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
     when r > the capture's ``max_lora_rank``) and the demo batch in one scheduler step (lab 04
     ``schedule_step``). Each ``Check.figure`` names its figure with the word a reader (and the
     tests, case-insensitively) look for: "weight", "KV cache", "checkpoint", "adapter" (bytes),
     "FLOPs", "step" and "rank" (the slot check), e.g. ``adapter rank <= max_lora_rank``; only
-    one figure contains "checkpoint". Use ``load_lab("lab-03")``. A ``capture`` that
-    is not a ``Capture``
-    raises ``TypeError``; an adapter folder without ``adapter_config.json``,
-    ``FileNotFoundError``.
+    one figure contains "checkpoint". The GPU weight check's ``how`` gives its two terms in
+    GiB to three decimals, ``lab 03 base_bytes 12.550 + LoRA slots 0.306``, summing to
+    ``derived``; the step check's ``how`` names the distinct adapters of the demo rows and
+    ``max_loras`` (``lab 04 schedule_step: 2 adapter(s), max_loras=3``). Use
+    ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture`` raises
+    ``TypeError``; an adapter folder without ``adapter_config.json``, ``FileNotFoundError``;
+    an adapter module whose tensors are not one ``lora_A`` and one ``lora_B`` (a half pair,
+    ``lora_embedding_*``), ``ValueError`` naming the module.
     """
     # BEGIN SOLUTION: TODO(lab-02): one Check per figure, derived with labs 01/03/04
     if not isinstance(capture, Capture):
@@ -644,7 +650,9 @@ def load_adapter(base_url: str, name: str, path: str | os.PathLike, *,
     given ``server.post_json``); the server must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING, and
     reads ``path`` itself (absolute, or relative to its working directory). Returns the
     server's success text; a non-2xx answer raises ``AdapterRequestError`` with the HTTP status
-    and vLLM's message (400 already loaded, 404 no adapter at path, ...).
+    and vLLM's message (400 already loaded, 404 no adapter at path, ...). Waits up to
+    ``timeout_s`` seconds for the answer (``ADAPTER_TIMEOUT_S``, 120 s: the engine reads the
+    adapter from disk before it answers).
     """
     # BEGIN SOLUTION: TODO(lab-02): POST the load request; surface non-2xx answers
     payload = {"lora_name": name, "lora_path": os.fspath(path)}
@@ -690,8 +698,9 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
     trace (``load_lab("lab-04").replay``); base requests never wait for a load and are hot.
     Returns count, p50 and p99 (nearest rank) per label and overall, and the share of the
     requests at or above the overall p99 that are cold. ``ValueError`` naming the argument for
-    mismatched lengths (``latencies_ms``), an empty trace (``trace``), negative or non-finite
-    latencies (``latencies_ms``) or ``num_slots < 1``; ``TypeError`` for a non-int
+    mismatched lengths or a latency array that is not 1-D (``latencies_ms``), an empty trace
+    (``trace``), negative or non-finite latencies (``latencies_ms``; the message gives the
+    first bad value and its position, ``-2.0 at position 1``) or ``num_slots < 1``; ``TypeError`` for a non-int
     ``num_slots``.
     """
     # BEGIN SOLUTION: TODO(lab-02): replay the trace through lab 04's cache, then summarize hot and cold latencies and the p99 tail

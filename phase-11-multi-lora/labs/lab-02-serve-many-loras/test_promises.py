@@ -8,6 +8,7 @@ accepts, the tags ``generate_mixed`` refuses.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from contextlib import contextmanager
@@ -131,7 +132,7 @@ class FakeLoRARequest:
     lora_path: str
 
 
-BATCHES: list[tuple] = []  # (prompts, tags) of each RecordingLLM.generate call, where it ran
+BATCHES: list[tuple] = []  # (prompts, tags, kwargs) of each RecordingLLM.generate call, where it ran
 
 
 @contextmanager
@@ -149,7 +150,8 @@ def fake_lora_request():
 
 class RecordingLLM:
     def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
-        BATCHES.append((list(prompts), [None if t is None else repr(t) for t in lora_request]))
+        BATCHES.append((list(prompts), [None if t is None else repr(t) for t in lora_request],
+                        kwargs))
         return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="x")])
                 for _ in prompts]
 
@@ -333,3 +335,239 @@ def test_eval_diff_pairs_more_than_256_rows(lab):
     # lengths past small-int caching: "the same rows" compares counts by value
     many = rows(*["SELECT a FROM t"] * 300)
     assert lab.eval_diff(many, [dict(r) for r in many]).identical == 300
+
+
+# --- the second sweep's survivors: defaults, signatures, boundaries, exact file checks --------
+
+
+def test_the_cpu_engine_bounds_its_kv_cache_to_one_gib(lab):
+    # README: kv_cache_memory_bytes 1 GiB on CPU (23,296 tokens of SmolLM2-135M in fp32)
+    kw = lab.engine_kwargs("m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=False)
+    assert kw["kv_cache_memory_bytes"] == lab.CPU_KV_CACHE_BYTES == 2**30, kw
+
+
+def test_the_documented_arguments_can_be_passed_by_name(lab):
+    kw = lab.engine_kwargs(model="m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=True)
+    assert kw["model"] == "m" and kw["max_loras"] == 1, kw
+    rec = lab.reconcile(capture=lab.parse_capture(text=CAPTURE.read_text()), shape=base_shape(),
+                        adapter=SQL_LORA)
+    assert rec.checks, "reconcile(capture=..., shape=..., adapter=...) returns the checks"
+
+
+@pytest.mark.parametrize("n_prompts, n_tags", [(1, 2), (2, 1)], ids=["more-tags", "fewer-tags"])
+def test_generate_mixed_refuses_a_tag_count_that_is_not_the_prompt_count(lab, n_prompts, n_tags):
+    with pytest.raises(ValueError, match="adapters"):
+        in_worker(lab, generate_recorded, [f"p{i}" for i in range(n_prompts)], [None] * n_tags)
+    assert not in_worker(lab, batches_sent), "a mismatched batch must not reach the engine"
+
+
+def test_generate_mixed_takes_a_batch_of_300(lab):
+    # counts compared by value, past small-int caching
+    out = in_worker(lab, generate_recorded, [f"p{i}" for i in range(300)], [None] * 300)
+    assert len(out) == 300 and len(in_worker(lab, batches_sent)) == 1
+
+
+def test_generate_mixed_refuses_a_prompt_that_is_not_text(lab):
+    with pytest.raises(TypeError, match=r"prompts\[1\]"):
+        in_worker(lab, generate_recorded, ["p0", b"p1"], [None, None])
+    assert not in_worker(lab, batches_sent), "a batch with a bad prompt must not reach the engine"
+
+
+def test_a_figure_that_rounds_to_the_logged_value_agrees(lab):
+    import dataclasses
+    # 2**27 B is 0.125 GiB exactly, which prints as "0.12" (round half to even): it agrees,
+    # though |0.12 - 0.125| is a hair above 0.005 in floating point
+    cap = lab.parse_capture(CAPTURE.read_text())
+    logged = load_support("lab-02", "records").Logged(0.12, "0.12")
+    rec = lab.reconcile(dataclasses.replace(cap, kv_cache=logged, kv_cache_bytes=2**27,
+                                            kv_cache_tokens=None), base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "kv cache" in c.figure.lower()]
+    assert f"{check.derived:.2f}" == "0.12" and check.agrees, check
+
+
+def gpu_log(gib: float, lora: bool) -> str:
+    args = "'enable_lora': True, 'max_loras': 4, 'max_lora_rank': 16" if lora else "'seed': 0"
+    return (f"INFO [api_utils.py:286] non-default args: {{{args}}}\n"
+            "INFO [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: "
+            "model='meta-llama/Llama-2-7b-hf', dtype=torch.float16, max_seq_len=4096, "
+            "device_config=cuda, seed=0\n"
+            f"INFO [gpu_model_runner.py:5150] Model loading took {gib:.2f} GiB memory\n")
+
+
+def test_the_gpu_weight_line_with_lora_off_is_the_base_alone(lab):
+    econ = load_lab("lab-03")
+    base = econ.base_bytes(econ.LLAMA2_7B, 2)
+    rec = lab.reconcile(lab.parse_capture(gpu_log(base / 2**30, lora=False)), econ.LLAMA2_7B,
+                        SQL_LORA)
+    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    assert check.derived == base / 2**30 and check.agrees, (
+        f"LoRA off: the weight line is lab 03's base_bytes alone, no slot byte: {check}")
+
+
+def test_the_gpu_weight_checks_how_shows_terms_that_sum_to_derived(lab):
+    econ = load_lab("lab-03")
+    gib = (econ.base_bytes(econ.LLAMA2_7B, 2) + 4 * 82_264_064) / 2**30
+    rec = lab.reconcile(lab.parse_capture(gpu_log(gib, lora=True)), econ.LLAMA2_7B, SQL_LORA)
+    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    terms = [float(x) for x in re.findall(r"\d+\.\d{3}\b", check.how)]
+    assert len(terms) == 2 and sum(terms) == pytest.approx(check.derived, abs=1e-3), (
+        f"how gives base and slots in GiB to three decimals, summing to derived: {check}")
+    assert terms[1] == pytest.approx(4 * 82_264_064 / 2**30, abs=5e-4), check.how
+
+
+@pytest.mark.parametrize("broken", ["lora_A-alone", "embedding-pair"])
+def test_an_adapter_module_that_is_not_an_a_b_pair_is_refused(lab, tmp_path, broken):
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    b = next(n for n in header if ".lora_B." in n)
+    if broken == "lora_A-alone":
+        del header[b]
+    else:
+        a = b.replace(".lora_B.", ".lora_A.")
+        for name in (a, b):
+            header[name.replace(".lora_", ".lora_embedding_")] = header.pop(name)
+    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
+    write_header(tmp_path / "adapter_model.safetensors", header)
+    module = b.partition(".lora_")[0]
+    with pytest.raises(ValueError, match=re.escape(module)):
+        lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
+
+
+def test_an_adapter_one_module_short_fails_the_exact_check(lab, tmp_path):
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    a = next(n for n in header if ".lora_A." in n)
+    del header[a], header[a.replace(".lora_A.", ".lora_B.")]
+    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
+    write_header(tmp_path / "adapter_model.safetensors", header)
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
+    (check,) = [c for c in rec.checks if c.figure.lower().startswith("adapter")
+                and "rank" not in c.figure.lower()]
+    assert check.observed < check.derived and not check.agrees, (
+        f"fewer bytes than lab 03's adapter_bytes: file figures agree exactly, got {check}")
+
+
+def slot_rows(rec) -> list:
+    return [c for c in rec.checks if "slot buffer" in c.figure.lower()]
+
+
+@pytest.mark.parametrize("change", ["no-probe-line", "lora-off"])
+def test_the_slot_buffer_check_needs_the_probe_and_lora_on(lab, change):
+    import dataclasses
+    cap = lab.parse_capture(CAPTURE.read_text())
+    cap = (dataclasses.replace(cap, slot_buffer_bytes=None) if change == "no-probe-line"
+           else dataclasses.replace(cap, lora_enabled=False))
+    assert not slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA)), (
+        f"{change}: no slot buffers to compare, so no slot-buffer check")
+
+
+def test_slot_buffers_16_bytes_over_fail_the_exact_check(lab):
+    import dataclasses
+    cap = lab.parse_capture(CAPTURE.read_text())
+    cap = dataclasses.replace(cap, slot_buffer_bytes=cap.slot_buffer_bytes + 16)
+    (check,) = slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA))
+    assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
+
+
+def test_sql_executes_is_false_when_an_insert_fails(lab):
+    # an INSERT the table refuses (one value for two columns) is an sqlite3.Error
+    assert lab.sql_executes(SCHEMA, "SELECT a FROM t", ["INSERT INTO t VALUES (1)"]) is False
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_serve_argv_accepts_the_ports_at_both_ends(lab, port):
+    argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"port": port})
+    assert argv[argv.index("--port") + 1] == str(port)
+
+
+def test_serve_argv_compares_an_adapter_name_with_the_base_name_by_value(lab):
+    name = "".join(["my", "-model"])  # equal to the served name, not the same object
+    with pytest.raises(ValueError, match="adapters"):
+        lab.serve_argv("m", {name: "p"}, **ARGV_KW | {"served_model_name": "my-model"})
+
+
+def test_generate_mixed_asks_for_no_progress_bar(lab):
+    in_worker(lab, generate_recorded, ["p0", "p1"], [None, None])
+    ((_, _, kwargs),) = in_worker(lab, batches_sent)
+    assert kwargs.get("use_tqdm") is False, f"one quiet generate call: use_tqdm=False, got {kwargs}"
+
+
+@pytest.mark.parametrize("path", ["./no-such-adapter", "/no/such/adapter"], ids=["dot", "absolute"])
+def test_generate_mixed_refuses_a_local_adapter_folder_that_is_missing(lab, path):
+    with pytest.raises(FileNotFoundError, match=re.escape(path)):
+        in_worker(lab, generate_recorded, ["p0"], [("sql", 1, path)])
+    assert not in_worker(lab, batches_sent), "a missing adapter must not reach the engine"
+
+
+def test_the_delta_flops_check_fails_when_the_file_is_not_the_config(lab, tmp_path):
+    # the tensors at rank 8 while adapter_config.json says r=16: the file's ratio is half the
+    # one lab 01 derives from the config, so the two must not agree
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    for name, t in header.items():
+        t["shape"] = [8, t["shape"][1]] if ".lora_A." in name else [t["shape"][0], 8]
+    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
+    write_header(tmp_path / "adapter_model.safetensors", header)
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
+    (check,) = [c for c in rec.checks if "flops" in c.figure.lower()]
+    assert check.observed == pytest.approx(check.derived / 2, rel=1e-9) and not check.agrees, check
+
+
+@pytest.mark.parametrize("off", [-128, 128], ids=["one-block-less", "one-block-more"])
+def test_the_kv_cache_tokens_agree_exactly(lab, off):
+    import dataclasses
+    cap = lab.parse_capture(CAPTURE.read_text())
+    assert cap.kv_cache_tokens == 23_296  # README: 182 whole blocks of 128 tokens
+    (good,) = [c for c in lab.reconcile(cap, base_shape(), SQL_LORA).checks
+               if "token" in c.figure.lower()]
+    assert good.agrees and good.derived == 23_296, good
+    cap = dataclasses.replace(cap, kv_cache_tokens=23_296 + off)
+    (check,) = [c for c in lab.reconcile(cap, base_shape(), SQL_LORA).checks
+                if "token" in c.figure.lower()]
+    assert not check.agrees, f"{23_296 + off} tokens logged, 23,296 derived: {check}"
+
+
+def test_no_kv_token_line_means_no_token_check(lab):
+    import dataclasses
+    cap = dataclasses.replace(lab.parse_capture(CAPTURE.read_text()), kv_cache_tokens=None)
+    rec = lab.reconcile(cap, base_shape(), SQL_LORA)
+    assert not [c for c in rec.checks if "token" in c.figure.lower()], rec.summary()
+
+
+def test_slot_buffers_16_bytes_under_fail_the_exact_check(lab):
+    import dataclasses
+    cap = lab.parse_capture(CAPTURE.read_text())
+    cap = dataclasses.replace(cap, slot_buffer_bytes=cap.slot_buffer_bytes - 16)
+    (check,) = slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA))
+    assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
+
+
+def test_base_rows_take_no_slot_in_the_demo_step(lab):
+    # base + two adapters fit max_loras=2: "base" read from the log is the base model by value
+    text = CAPTURE.read_text().replace("'max_loras': 3", "'max_loras': 2")
+    rec = lab.reconcile(lab.parse_capture(text), base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    assert check.agrees, f"two adapters and base rows fit two slots in one step: {check}"
+
+
+def test_eval_diff_compares_schemas_and_outputs_by_value(lab):
+    a = rows("SELECT a FROM t", "SELECT a FROM t")
+    b = [{**r, "schema": "".join([SCHEMA[:6], SCHEMA[6:]]), "output": "".join(["SELECT a ", "FROM t"])} for r in a]
+    diff = lab.eval_diff(a, b)
+    assert diff.identical == 2 and not diff.differing, "equal text is the same row and output"
+
+
+def test_cold_slot_signature_reports_the_first_bad_latency(lab):
+    with pytest.raises(ValueError, match=r"-2\.0 at position 1\b"):
+        lab.cold_slot_signature(["x", "y", "z"], [1.0, -2.0, -3.0], 1)
+
+
+def test_the_step_checks_how_counts_the_distinct_adapters(lab):
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    assert "2 adapter(s), max_loras=3" in check.how, (
+        f"the demo's rows carry two adapters (sql-lora, question-lora) and base rows: {check}")
+
+
+@pytest.mark.structural
+def test_an_adapter_load_waits_up_to_120_s(lab):
+    # given code, pinned to load_adapter's docstring: the engine reads the adapter from disk
+    # before it answers
+    assert lab.ADAPTER_TIMEOUT_S == 120.0
