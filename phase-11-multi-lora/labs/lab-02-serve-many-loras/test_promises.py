@@ -7,6 +7,7 @@ accepts, the tags ``generate_mixed`` refuses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -204,6 +205,32 @@ def write_header(path: Path, header: dict) -> None:
     path.write_bytes(len(raw).to_bytes(8, "little") + raw)
 
 
+def adapter_from(folder: Path, header: dict) -> Path:
+    """``folder`` as a PEFT adapter: the shipped tenant's config beside a header-only
+    safetensors of ``header``."""
+    (folder / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
+    write_header(folder / "adapter_model.safetensors", header)
+    return folder
+
+
+def reconcile_demo(lab, adapter: Path = SQL_LORA, **changes):
+    """``reconcile`` of the shipped demo capture with ``changes`` (its fields) replaced."""
+    cap = lab.parse_capture(CAPTURE.read_text())
+    return lab.reconcile(dataclasses.replace(cap, **changes), base_shape(), adapter)
+
+
+def named(rec, word: str) -> list:
+    """The checks whose figure names ``word`` (case-insensitively, as the docstring says)."""
+    return [c for c in rec.checks if word in c.figure.lower()]
+
+
+def adapter_bytes(rec):
+    """The adapter-bytes check: its figure starts with "adapter" and is not the rank check."""
+    (check,) = [c for c in named(rec, "adapter") if c.figure.lower().startswith("adapter")
+                and "rank" not in c.figure.lower()]
+    return check
+
+
 @pytest.mark.parametrize("change", ["16-bytes-more", "one-tensor-less"])
 def test_a_checkpoint_off_by_any_bytes_fails_the_exact_check(lab, tmp_path, change):
     header = header_of(base_model.base_model_dir() / "model.safetensors")
@@ -225,11 +252,7 @@ def test_an_adapter_with_extra_bytes_fails_the_exact_check(lab, tmp_path):
     a = next(n for n in header if ".lora_A." in n)
     for name in (a, a.replace(".lora_A.", ".lora_B.")):  # one more module's A and B
         header[name.replace(".lora_", ".extra.lora_")] = header[name]
-    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
-    write_header(tmp_path / "adapter_model.safetensors", header)
-    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
-    (check,) = [c for c in rec.checks if c.figure.lower().startswith("adapter")
-                and "rank" not in c.figure.lower()]
+    check = adapter_bytes(reconcile_demo(lab, adapter_from(tmp_path, header)))
     assert check.observed > check.derived and not check.agrees, (
         f"more bytes than lab 03's adapter_bytes: file figures agree exactly, got {check}")
 
@@ -317,7 +340,6 @@ def test_the_gpu_weight_line_with_lora_on_adds_the_slots(lab):
 
 
 def test_the_weight_kind_is_compared_by_value(lab):
-    import dataclasses
     cap = lab.parse_capture(CAPTURE.read_text())
     kind = "".join(["check", "point"])  # equal to "checkpoint", not the same object
     rec = lab.reconcile(dataclasses.replace(cap, weights_kind=kind), base_shape(), SQL_LORA)
@@ -374,14 +396,11 @@ def test_generate_mixed_refuses_a_prompt_that_is_not_text(lab):
 
 
 def test_a_figure_that_rounds_to_the_logged_value_agrees(lab):
-    import dataclasses
     # 2**27 B is 0.125 GiB exactly, which prints as "0.12" (round half to even): it agrees,
     # though |0.12 - 0.125| is a hair above 0.005 in floating point
-    cap = lab.parse_capture(CAPTURE.read_text())
     logged = load_support("lab-02", "records").Logged(0.12, "0.12")
-    rec = lab.reconcile(dataclasses.replace(cap, kv_cache=logged, kv_cache_bytes=2**27,
-                                            kv_cache_tokens=None), base_shape(), SQL_LORA)
-    (check,) = [c for c in rec.checks if "kv cache" in c.figure.lower()]
+    rec = reconcile_demo(lab, kv_cache=logged, kv_cache_bytes=2**27, kv_cache_tokens=None)
+    (check,) = named(rec, "kv cache")
     assert f"{check.derived:.2f}" == "0.12" and check.agrees, check
 
 
@@ -399,7 +418,7 @@ def test_the_gpu_weight_line_with_lora_off_is_the_base_alone(lab):
     base = econ.base_bytes(econ.LLAMA2_7B, 2)
     rec = lab.reconcile(lab.parse_capture(gpu_log(base / 2**30, lora=False)), econ.LLAMA2_7B,
                         SQL_LORA)
-    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    (check,) = named(rec, "weight")
     assert check.derived == base / 2**30 and check.agrees, (
         f"LoRA off: the weight line is lab 03's base_bytes alone, no slot byte: {check}")
 
@@ -408,7 +427,7 @@ def test_the_gpu_weight_checks_how_shows_terms_that_sum_to_derived(lab):
     econ = load_lab("lab-03")
     gib = (econ.base_bytes(econ.LLAMA2_7B, 2) + 4 * 82_264_064) / 2**30
     rec = lab.reconcile(lab.parse_capture(gpu_log(gib, lora=True)), econ.LLAMA2_7B, SQL_LORA)
-    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    (check,) = named(rec, "weight")
     terms = [float(x) for x in re.findall(r"\d+\.\d{3}\b", check.how)]
     assert len(terms) == 2 and sum(terms) == pytest.approx(check.derived, abs=1e-3), (
         f"how gives base and slots in GiB to three decimals, summing to derived: {check}")
@@ -425,45 +444,31 @@ def test_an_adapter_module_that_is_not_an_a_b_pair_is_refused(lab, tmp_path, bro
         a = b.replace(".lora_B.", ".lora_A.")
         for name in (a, b):
             header[name.replace(".lora_", ".lora_embedding_")] = header.pop(name)
-    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
-    write_header(tmp_path / "adapter_model.safetensors", header)
     module = b.partition(".lora_")[0]
     with pytest.raises(ValueError, match=re.escape(module)):
-        lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
+        reconcile_demo(lab, adapter_from(tmp_path, header))
 
 
 def test_an_adapter_one_module_short_fails_the_exact_check(lab, tmp_path):
     header = header_of(SQL_LORA / "adapter_model.safetensors")
     a = next(n for n in header if ".lora_A." in n)
     del header[a], header[a.replace(".lora_A.", ".lora_B.")]
-    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
-    write_header(tmp_path / "adapter_model.safetensors", header)
-    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
-    (check,) = [c for c in rec.checks if c.figure.lower().startswith("adapter")
-                and "rank" not in c.figure.lower()]
+    check = adapter_bytes(reconcile_demo(lab, adapter_from(tmp_path, header)))
     assert check.observed < check.derived and not check.agrees, (
         f"fewer bytes than lab 03's adapter_bytes: file figures agree exactly, got {check}")
 
 
-def slot_rows(rec) -> list:
-    return [c for c in rec.checks if "slot buffer" in c.figure.lower()]
-
-
-@pytest.mark.parametrize("change", ["no-probe-line", "lora-off"])
+@pytest.mark.parametrize("change", [{"slot_buffer_bytes": None}, {"lora_enabled": False}],
+                         ids=["no-probe-line", "lora-off"])
 def test_the_slot_buffer_check_needs_the_probe_and_lora_on(lab, change):
-    import dataclasses
-    cap = lab.parse_capture(CAPTURE.read_text())
-    cap = (dataclasses.replace(cap, slot_buffer_bytes=None) if change == "no-probe-line"
-           else dataclasses.replace(cap, lora_enabled=False))
-    assert not slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA)), (
+    assert not named(reconcile_demo(lab, **change), "slot buffer"), (
         f"{change}: no slot buffers to compare, so no slot-buffer check")
 
 
-def test_slot_buffers_16_bytes_over_fail_the_exact_check(lab):
-    import dataclasses
-    cap = lab.parse_capture(CAPTURE.read_text())
-    cap = dataclasses.replace(cap, slot_buffer_bytes=cap.slot_buffer_bytes + 16)
-    (check,) = slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA))
+@pytest.mark.parametrize("off", [-16, 16], ids=["16-bytes-under", "16-bytes-over"])
+def test_slot_buffers_off_by_16_bytes_fail_the_exact_check(lab, off):
+    measured = lab.parse_capture(CAPTURE.read_text()).slot_buffer_bytes
+    (check,) = named(reconcile_demo(lab, slot_buffer_bytes=measured + off), "slot buffer")
     assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
 
 
@@ -503,53 +508,36 @@ def test_the_delta_flops_check_fails_when_the_file_is_not_the_config(lab, tmp_pa
     header = header_of(SQL_LORA / "adapter_model.safetensors")
     for name, t in header.items():
         t["shape"] = [8, t["shape"][1]] if ".lora_A." in name else [t["shape"][0], 8]
-    (tmp_path / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
-    write_header(tmp_path / "adapter_model.safetensors", header)
-    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), tmp_path)
-    (check,) = [c for c in rec.checks if "flops" in c.figure.lower()]
+    (check,) = named(reconcile_demo(lab, adapter_from(tmp_path, header)), "flops")
     assert check.observed == pytest.approx(check.derived / 2, rel=1e-9) and not check.agrees, check
 
 
 @pytest.mark.parametrize("off", [-128, 128], ids=["one-block-less", "one-block-more"])
 def test_the_kv_cache_tokens_agree_exactly(lab, off):
-    import dataclasses
     cap = lab.parse_capture(CAPTURE.read_text())
     assert cap.kv_cache_tokens == 23_296  # README: 182 whole blocks of 128 tokens
-    (good,) = [c for c in lab.reconcile(cap, base_shape(), SQL_LORA).checks
-               if "token" in c.figure.lower()]
+    (good,) = named(reconcile_demo(lab), "token")
     assert good.agrees and good.derived == 23_296, good
-    cap = dataclasses.replace(cap, kv_cache_tokens=23_296 + off)
-    (check,) = [c for c in lab.reconcile(cap, base_shape(), SQL_LORA).checks
-                if "token" in c.figure.lower()]
+    (check,) = named(reconcile_demo(lab, kv_cache_tokens=23_296 + off), "token")
     assert not check.agrees, f"{23_296 + off} tokens logged, 23,296 derived: {check}"
 
 
 def test_no_kv_token_line_means_no_token_check(lab):
-    import dataclasses
-    cap = dataclasses.replace(lab.parse_capture(CAPTURE.read_text()), kv_cache_tokens=None)
-    rec = lab.reconcile(cap, base_shape(), SQL_LORA)
-    assert not [c for c in rec.checks if "token" in c.figure.lower()], rec.summary()
-
-
-def test_slot_buffers_16_bytes_under_fail_the_exact_check(lab):
-    import dataclasses
-    cap = lab.parse_capture(CAPTURE.read_text())
-    cap = dataclasses.replace(cap, slot_buffer_bytes=cap.slot_buffer_bytes - 16)
-    (check,) = slot_rows(lab.reconcile(cap, base_shape(), SQL_LORA))
-    assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
+    rec = reconcile_demo(lab, kv_cache_tokens=None)
+    assert not named(rec, "token"), rec.summary()
 
 
 def test_base_rows_take_no_slot_in_the_demo_step(lab):
     # base + two adapters fit max_loras=2: "base" read from the log is the base model by value
     text = CAPTURE.read_text().replace("'max_loras': 3", "'max_loras': 2")
-    rec = lab.reconcile(lab.parse_capture(text), base_shape(), SQL_LORA)
-    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    (check,) = named(lab.reconcile(lab.parse_capture(text), base_shape(), SQL_LORA), "step")
     assert check.agrees, f"two adapters and base rows fit two slots in one step: {check}"
 
 
 def test_eval_diff_compares_schemas_and_outputs_by_value(lab):
     a = rows("SELECT a FROM t", "SELECT a FROM t")
-    b = [{**r, "schema": "".join([SCHEMA[:6], SCHEMA[6:]]), "output": "".join(["SELECT a ", "FROM t"])} for r in a]
+    schema, output = "".join([SCHEMA[:6], SCHEMA[6:]]), "".join(["SELECT a ", "FROM t"])
+    b = [{**r, "schema": schema, "output": output} for r in a]  # equal, not the same objects
     diff = lab.eval_diff(a, b)
     assert diff.identical == 2 and not diff.differing, "equal text is the same row and output"
 
@@ -560,8 +548,7 @@ def test_cold_slot_signature_reports_the_first_bad_latency(lab):
 
 
 def test_the_step_checks_how_counts_the_distinct_adapters(lab):
-    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), SQL_LORA)
-    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    (check,) = named(reconcile_demo(lab), "step")
     assert "2 adapter(s), max_loras=3" in check.how, (
         f"the demo's rows carry two adapters (sql-lora, question-lora) and base rows: {check}")
 
