@@ -575,11 +575,16 @@ _POSSESSORS = _words("men's women's boys' girls' children's people's players' ow
                      "city's team's")
 
 
+def _made_up_word(rng: random.Random) -> str:
+    """Two or three of ``_SYLLABLES`` run together ("kavito"): a word only copying finds."""
+    return "".join(rng.sample(_SYLLABLES, rng.randint(2, 3)))
+
+
 def _synthetic_words(rng: random.Random) -> str:
     """Words naming a made-up column: real nouns in sql-create-context's punctuation, a
     possessive, a made-up word, or an acronym the question writes in capitals ("KRT")."""
     a, b = rng.sample(_CC_NOUNS, 2)
-    made_up = "".join(rng.sample(_SYLLABLES, rng.randint(2, 3)))
+    made_up = _made_up_word(rng)
     acronym = "".join(rng.sample("ABCDEFGHIKLMNOPRSTUVWXZ", rng.randint(2, 4)))
     form = rng.choice(("{a}", "{a} {b}", "{a}'s {b}" if a[-1] != "s" else "{a}' {b}",
                        "{p} {b}", "{p} {b}", "{a}/{b}", "{a} ({b})", "no. of {a}", "{a}-{b}",
@@ -596,7 +601,7 @@ def _synthetic_value(rng: random.Random, shape: str) -> str:
         letters = "ABCDEFGHIJKLMNOPRSTUVWXYZ"
         return "".join(rng.choice(letters) for _ in range(rng.randint(2, 4)))
     if shape == "made-up":
-        return "".join(rng.sample(_SYLLABLES, rng.randint(2, 3))).capitalize()
+        return _made_up_word(rng).capitalize()
     words = rng.sample(_VALUE_WORDS, rng.randint(1, 4))
     return " ".join(w.capitalize() for w in words)
 
