@@ -438,19 +438,19 @@ def reconcile(capture: Capture, shape, adapter: str | os.PathLike, *,
     (GiB as passed, and tokens: whole ``CPU_KV_BLOCK_TOKENS``-token blocks of
     ``kv_bytes_per_token``), checkpoint bytes, adapter bytes (lab 03 ``adapter_bytes``), delta
     FLOPs / base FLOPs (lab 01 ``lora_overhead``), the LoRA slot buffers the demo measured
-    (``lora_slot_bytes``; only when the capture has that figure and LoRA on), the adapter's rank in a slot (lab 04 ``SlotCache.acquire``: it fails
-    when r > the capture's ``max_lora_rank``) and the demo batch in one scheduler step (lab 04
-    ``schedule_step``). Each ``Check.figure`` names its figure with the word a reader (and the
-    tests, case-insensitively) look for: "weight", "KV cache", "checkpoint", "adapter" (bytes),
-    "FLOPs", "step" and "rank" (the slot check), e.g. ``adapter rank <= max_lora_rank``; only
-    one figure contains "checkpoint". The GPU weight check's ``how`` gives its two terms in
-    GiB to three decimals, ``lab 03 base_bytes 12.550 + LoRA slots 0.306``, summing to
-    ``derived``; the step check's ``how`` names the distinct adapters of the demo rows and
-    ``max_loras`` (``lab 04 schedule_step: 2 adapter(s), max_loras=3``). Use
-    ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture`` raises
-    ``TypeError``; an adapter folder without ``adapter_config.json``, ``FileNotFoundError``;
-    an adapter module whose tensors are not one ``lora_A`` and one ``lora_B`` (a half pair,
-    ``lora_embedding_*``), ``ValueError`` naming the module.
+    (``lora_slot_bytes``; only when the capture has that figure and LoRA on), the adapter's rank in
+    a slot (lab 04 ``SlotCache.acquire``: it fails when r > the capture's ``max_lora_rank``) and
+    the demo batch in one scheduler step (lab 04 ``schedule_step``). Each ``Check.figure`` names
+    its figure with the word a reader (and the tests, case-insensitively) look for: "weight",
+    "KV cache", "checkpoint", "adapter" (bytes), "FLOPs", "step" and "rank" (the slot check), e.g.
+    ``adapter rank <= max_lora_rank``; only one figure contains "checkpoint". The GPU weight
+    check's ``how`` gives its two terms, base and LoRA slots, in GiB to three decimals
+    (``12.550 + 0.306``), summing to ``derived``; the step check's ``how`` names the demo rows'
+    distinct adapters and ``max_loras`` (``2 adapter(s), max_loras=3``). Use
+    ``load_lab("lab-03")``. A ``capture`` that is not a ``Capture`` raises ``TypeError``; an
+    adapter folder without ``adapter_config.json``, ``FileNotFoundError``; an adapter module whose
+    tensors are not one ``lora_A`` and one ``lora_B`` (a half pair, ``lora_embedding_*``),
+    ``ValueError`` naming the module.
     """
     # BEGIN SOLUTION: TODO(lab-02): one Check per figure, derived with labs 01/03/04
     if not isinstance(capture, Capture):
@@ -696,11 +696,11 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
     ``trace[i]``: the adapter request i used (None: the base model), in the order served;
     ``latencies_ms[i]``: its latency in ms. Cold = a miss of a ``num_slots`` LRU replaying the
     trace (``load_lab("lab-04").replay``); base requests never wait for a load and are hot.
-    Returns count, p50 and p99 (nearest rank) per label and overall, and the share of the
-    requests at or above the overall p99 that are cold. ``ValueError`` naming the argument for
-    mismatched lengths or a latency array that is not 1-D (``latencies_ms``), an empty trace
-    (``trace``), negative or non-finite latencies (``latencies_ms``; the message gives the
-    first bad value and its position, ``-2.0 at position 1``) or ``num_slots < 1``; ``TypeError`` for a non-int
+    Returns count, p50 and p99 (nearest rank) per label and overall, and the share of the requests
+    at or above the overall p99 that are cold. ``ValueError`` naming the argument for mismatched
+    lengths or a latency array that is not 1-D (``latencies_ms``), an empty trace (``trace``),
+    negative or non-finite latencies (``latencies_ms``; the message gives the first bad value and
+    its position, ``-2.0 at position 1``) or ``num_slots < 1``; ``TypeError`` for a non-int
     ``num_slots``.
     """
     # BEGIN SOLUTION: TODO(lab-02): replay the trace through lab 04's cache, then summarize hot and cold latencies and the p99 tail
