@@ -95,6 +95,36 @@ def batched_lora_forward(
                               "scatter-added back to the group's rows")
 
 
+# --- the per-row gather path (BGMV): decode, one adapter index per row
+
+
+def gather_shrink(x: np.ndarray, A_stack: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Shrink each row through its own adapter, gathered per row: vLLM's ``bgmv_shrink``.
+
+    x: (T, d_in); A_stack: (L, r, d_in); idx: (T,) integers in [-1, L).
+    Returns (T, r) in x's dtype: row i is A_stack[idx[i]] @ x[i], and exactly zero where
+    idx[i] == -1. One gather of the adapter rows' A and one batched product, no loop over rows.
+    Beware: ``A_stack[idx]`` reads -1 as the LAST adapter, so a base row gathered by its raw
+    index gets the last slot's weights whenever that slot holds an adapter.
+    """
+    raise NotImplementedError("TODO(lab-01): gather A for the rows whose idx is not -1, one "
+                              "batched product, zeros elsewhere")
+
+
+def gather_expand(h: np.ndarray, B_stack: np.ndarray, idx: np.ndarray,
+                  scale: float = 1.0) -> np.ndarray:
+    """Expand each row through its own adapter, gathered per row: vLLM's ``bgmv_expand``.
+
+    h: (T, r); B_stack: (L, d_out, r); idx: (T,) integers in [-1, L); scale = lora_alpha / r.
+    Returns (T, d_out) in h's dtype: row i is scale * B_stack[idx[i]] @ h[i], and exactly zero
+    where idx[i] == -1 (whatever h holds on that row). So
+    ``gather_expand(gather_shrink(x, A_stack, idx), B_stack, idx, scale)`` equals
+    ``lora_delta_loop(x, A_stack, B_stack, idx, scale)``.
+    """
+    raise NotImplementedError("TODO(lab-01): gather B for the rows whose idx is not -1, one "
+                              "batched product, zeros elsewhere")
+
+
 def lora_overhead(d_in: int, d_out: int, r: int) -> float:
     """LoRA delta FLOPs over base FLOPs for one row of one layer.
 
