@@ -90,11 +90,22 @@ def names_lab(name: str, lab: str) -> bool:
     return lab == name or lab.startswith(name + "-")
 
 
+_FOUND: dict[tuple[str | None, str], str] = {}  # (PHASE11_LABS_DIR, name) -> a lab's folder
+
+
 def find_lab(name: str) -> str:
-    """Accept a full folder name or its prefix (``lab-03``) and return the folder name."""
+    """Accept a full folder name or its prefix (``lab-03``) and return the folder name.
+
+    Remembered per labs folder: lab 02's punica ops call ``load_lab("lab-01")`` hundreds of
+    times per engine step, and listing the folder each time cost a millisecond a call."""
+    key = (os.environ.get(LABS_DIR_ENV), name)
+    found = _FOUND.get(key)
+    if found is not None:
+        return found
     matches = [lab for lab in lab_names() if names_lab(name, lab)]
     if len(matches) != 1:
         raise LabImplError(f"lab: expected one of {lab_names()}, got {name!r}")
+    _FOUND[key] = matches[0]
     return matches[0]
 
 

@@ -1,4 +1,4 @@
-"""Progress lines for the slow tests: which engine is starting, about how long it takes, and
+"""Progress lines for the slow tests: which engine is starting, how long it has run, and
 which ``engine`` test is running, also under ``pytest -q``.
 
 A pytest plugin, registered by the root ``conftest.py`` (``pytest_plugins``). Nothing is printed
@@ -8,15 +8,17 @@ reporter (the way live logging writes):
 
 - at the start of each ``engine`` test (not under ``-v``, where pytest already names it):
   ``[engine 2/9] test_lab.py::test_one_batch_three_behaviours``;
-- around a slow step, from the fixture that takes it (``with slow_step(what, expect_s):``):
-  ``[engine] starting: one vLLM engine (3 slots) -- about 30 s on 2 idle cores, longer on a
-  busy machine`` before, and ``[engine] ready after 41 s: one vLLM engine (3 slots)`` after.
+- around a slow step, from the fixture that takes it (``with slow_step(what):``):
+  ``[engine] starting: one vLLM engine (3 slots)`` before, ``[engine] still running after 30 s:
+  one vLLM engine (3 slots)`` every ``HEARTBEAT_S`` seconds while it runs, and ``[engine] done
+  after 41 s: one vLLM engine (3 slots)`` after: elapsed time, never a promise of how long.
 
 Outside a pytest run (a script importing a test's helper) ``slow_step`` prints nothing.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,8 @@ ENGINE_MARK = "engine"
 PREFIX = "[engine]"
 
 _config: pytest.Config | None = None
-_engine_items: list[str] = []  # node ids of the engine tests that will run, in run order
+_engine_items: list[str] = []
+_LOCK = threading.Lock()  # one writer at a time: the main thread or a heartbeat  # node ids of the engine tests that will run, in run order
 
 
 def _runs(item: pytest.Item) -> bool:
@@ -43,7 +46,7 @@ def say(line: str) -> None:
     if reporter is None:
         return
     capman = config.pluginmanager.get_plugin("capturemanager")
-    with capman.global_and_fixture_disabled() if capman else _nothing():
+    with _LOCK, capman.global_and_fixture_disabled() if capman else _nothing():
         if reporter._tw.width_of_current_line:  # -q: the line of dots so far
             reporter._tw.line()
         reporter.write_line(line)
@@ -55,16 +58,28 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+HEARTBEAT_S = 30.0  # a line at least this often while a slow step runs
+
+
 @contextmanager
-def slow_step(what: str, expect_s: float) -> Iterator[None]:
-    """Say that ``what`` starts and takes about ``expect_s`` seconds on 2 idle cores, then how
-    long it took (also when it fails)."""
-    say(f"{PREFIX} starting: {what} -- about {expect_s:.0f} s on 2 idle cores, longer on a "
-        f"busy machine")
-    start = time.monotonic()
+def slow_step(what: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Say that ``what`` starts, that it is still running every ``every_s`` seconds (from a
+    background thread: the step itself may be inside vLLM), then how long it took (also when it
+    fails)."""
+    say(f"{PREFIX} starting: {what}")
+    start, stop = time.monotonic(), threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(every_s):
+            say(f"{PREFIX} still running after {time.monotonic() - start:.0f} s: {what}")
+
+    beat = threading.Thread(target=heartbeat, name="progress-heartbeat", daemon=True)
+    beat.start()
     try:
         yield
     finally:
+        stop.set()
+        beat.join()
         say(f"{PREFIX} done after {time.monotonic() - start:.0f} s: {what}")
 
 
