@@ -22,11 +22,11 @@ CUDA_ONLY_EXTRAS := torchvision torchaudio torchcodec
 # instructor-only
 .PHONY: help install test test-grader test-fast test-starter check-starters check-suite check-spec starters demo capture \
         assets eval-assets latency \
-        bench-lab01 figures lint grade student-release clean sandbox-deps mutation
+        bench-lab01 bench-engine figures lint grade student-release clean sandbox-deps mutation
 # /instructor-only
 # release-only
-# .PHONY: help install test test-fast demo capture assets eval-assets latency bench-lab01 figures \
-#         lint clean
+# .PHONY: help install test test-fast demo capture assets eval-assets latency bench-lab01 \
+#         bench-engine figures lint clean
 # /release-only
 
 help: ## list the targets
@@ -104,6 +104,9 @@ latency: install ## re-record lab 02's hot/cold latency trace on a real server, 
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
+
+bench-engine: install ## lab 02 part 3: mixed/base-only generate time, vLLM's CPU LoRA ops vs yours (BENCH_JSON=path)
+	$(PY) $(LAB02)/tools/bench_engine.py
 
 figures: install ## redraw every committed figure
 	@for f in $(LABS)/*/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done

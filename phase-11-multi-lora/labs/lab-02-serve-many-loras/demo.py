@@ -9,10 +9,13 @@ text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora`
 query-to-question prompt tagged ``question-lora``, then ``sql-lora`` on one held-out row of
 each other style (a paraphrase, a sql-create-context row of a held-out domain, and vLLM's own
 "Name the ICAO for lilongwe international airport"). Prints the rows side by side with their
-tags, then what each output does in sqlite3, on its own row's table. The lab code comes from ``LAB_IMPL`` (the
-repository's default when unset).
+tags, the engine's own account of the batch (the scheduler step that admitted all six rows
+together), then what each output does in sqlite3, on its own row's table. Last, the LoRA tax of
+that batch: its prefill against a base-only prefill of the same prompts, on vLLM's stock CPU
+ops and on part 3's (``lab_ops``), when part 3 is done. The lab code comes from ``LAB_IMPL``
+(the repository's default when unset).
 
-The engine's own log (vLLM's INFO lines) goes to a file whose path is printed; ``--verbose``
+The engine's own log (vLLM's INFO lines) goes to a new file per run whose path is printed; ``--verbose``
 shows it as it comes. ``--capture PATH`` writes the whole run, engine log and demo lines
 interleaved, to PATH: that is how capture/demo.log is made (``make capture``). ``--adapter
 NAME=PATH`` adds a tenant of your own (for example one retrained with
@@ -110,6 +113,80 @@ def style_rows(evaluation) -> list[tuple[str, dict]]:
             ("vLLM tests/lora", evaluation.load_vllm()[STYLE_ROW])]
 
 
+def record_steps(llm) -> list[dict]:
+    """Record every engine step the in-process scheduler plans from now on: how many requests
+    and tokens it scheduled together, and the tag of each request it admitted."""
+    scheduler = llm.llm_engine.engine_core.engine_core.scheduler
+    steps, plan = [], scheduler.schedule
+
+    def schedule(*args, **kwargs):
+        out = plan(*args, **kwargs)
+        if out.total_num_scheduled_tokens:
+            steps.append({"requests": len(out.num_scheduled_tokens),
+                          "tokens": out.total_num_scheduled_tokens,
+                          "admitted": [r.lora_request.lora_name if r.lora_request else "base"
+                                       for r in out.scheduled_new_reqs]})
+        return out
+
+    scheduler.schedule = schedule
+    return steps
+
+
+def print_steps(steps: list[dict], rows: int) -> None:
+    """The engine's own account of the batch: which step admitted which rows."""
+    first = steps[0] if steps else None
+    if first is None:
+        print("[demo] the scheduler planned no step")
+        return
+    together = "all rows in ONE step" if len(first["admitted"]) == rows else "over several steps"
+    print(f"[demo] engine step 1 scheduled {first['requests']} requests, "
+          f"{first['tokens']} prompt tokens ({together}): {', '.join(first['admitted'])}")
+    decode = steps[1:]
+    if decode:
+        print(f"[demo] then {len(decode)} decode steps of up to "
+              f"{max(s['requests'] for s in decode)} requests each")
+
+
+OPS_REPEATS = 3  # prefill timings per (ops, batch): the median is printed
+
+
+def lab_ops_ready(lab) -> str | None:
+    """None when part 3's ops run on a tiny batch (``try_ops``); else why not (its TODO)."""
+    try:
+        lab.try_ops(lab.lab_ops())
+    except Exception as err:  # noqa: BLE001 - reported, not raised: parts 1-2 still demo
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def print_ops_tax(lab, llm, prompts: list[str], tags: list, greedy) -> None:
+    """The six rows' prefill (one new token), mixed and base-only, on vLLM's stock ops and on
+    part 3's: the ratio each gives. ``make bench-engine`` measures it properly."""
+    import statistics
+
+    why = lab_ops_ready(lab)
+    if why is not None:
+        print(f"[demo] part 3 (your ops in the engine): not yet ({why})")
+        return
+    one_token = greedy(max_tokens=1)
+    ratios = {}
+    for name, ops in (("stock", lab.stock_ops()), ("yours", lab.lab_ops())):
+        lab.install_ops(ops)
+        seconds = {}
+        for batch, batch_tags in (("base", [None] * len(tags)), ("mixed", tags)):
+            runs = []
+            for _ in range(OPS_REPEATS):
+                t0 = time.perf_counter()
+                lab.generate_mixed(llm, prompts, batch_tags, one_token)
+                runs.append(time.perf_counter() - t0)
+            seconds[batch] = statistics.median(runs)
+        ratios[name] = seconds["mixed"] / seconds["base"]
+    lab.install_ops(lab.stock_ops())
+    print(f"[demo] the six rows' prefill, mixed / base-only (medians of {OPS_REPEATS}): "
+          f"vLLM's stock CPU ops {ratios['stock']:.2f}x, your part-3 ops {ratios['yours']:.2f}x "
+          f"(make bench-engine measures it on 24 prompts)")
+
+
 def run_demo(extra: dict[str, str]) -> None:
     from vllm.lora.request import LoRARequest
 
@@ -138,11 +215,14 @@ def run_demo(extra: dict[str, str]) -> None:
               tenants[ADAPTER_NAME]) for style, r in styles]
     rows += [(name, "templates", row, sql_prompt, LoRARequest(name, 100 + i, path))
              for i, (name, path) in enumerate(extra.items())]
+    steps = record_steps(llm)
     t0 = time.monotonic()
     texts = [t.strip() for t in lab.generate_mixed(
         llm, [r[3] for r in rows], [r[4] for r in rows], evaluation.greedy())]
     seconds = time.monotonic() - t0
     print(f"\n== one generate() call: {len(rows)} rows, {len(rows)} tags ({seconds:.1f} s) ==")
+    print_steps(list(steps), len(rows))
+    steps.clear()
     print(f"[demo] sql prompt:      {sql_prompt!r}")
     print(f"[demo] question prompt: {question_prompt!r}")
     print(f"[demo] gold query:      {row['gold_sql']!r}")
@@ -170,12 +250,22 @@ def run_demo(extra: dict[str, str]) -> None:
         if tag == QUESTION_NAME:
             verdict += f" gold question: {sqldata.same_question(r, text)}"
         print(f"row {i}  tag={tag:<{width}}  {verdict}  ({style})")
+    print("\n== the LoRA tax of this batch ==")
+    print_ops_tax(lab, llm, [r[3] for r in rows], [r[4] for r in rows], evaluation.greedy)
+
+
+def run_log() -> Path:
+    """A new log file for this run (concurrent demos never share one)."""
+    fd, name = tempfile.mkstemp(prefix="lab02-demo-", suffix=".log")
+    os.close(fd)
+    return Path(name)
 
 
 def run_child(argv: list[str], log_path: Path, verbose: bool) -> int:
     """Run the demo in a child; its whole output goes to ``log_path``, the demo's own lines (or
     everything, ``verbose``) to the terminal."""
-    env = os.environ | {"PYTHONUNBUFFERED": "1", CHILD_ENV: "1"}
+    # one BLAS thread: part 3's numpy matmuls share the cores torch's OpenMP threads are bound to
+    env = {"OPENBLAS_NUM_THREADS": "1"} | os.environ | {"PYTHONUNBUFFERED": "1", CHILD_ENV: "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env=env)
@@ -208,7 +298,7 @@ def main() -> None:
     if os.environ.get(CHILD_ENV):
         run_demo(extra)
         return
-    log_path = args.capture or Path(tempfile.gettempdir()) / "lab02-demo-engine.log"
+    log_path = args.capture or run_log()
     print(f"[demo] starting vLLM's CPU engine (about a minute on 2 cores); its log: {log_path}"
           + ("" if args.verbose else " (--verbose shows it here)"), flush=True)
     passthrough = [f"--adapter={item}" for item in args.adapter]

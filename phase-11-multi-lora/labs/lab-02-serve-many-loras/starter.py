@@ -276,3 +276,169 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
     """
     raise NotImplementedError("TODO(lab-02): replay the trace through lab 04's cache, then "
                               "summarize hot and cold latencies and the p99 tail")
+
+
+# === part 3: lab 01 inside the engine (vLLM's six CPU punica ops) ===
+#
+# vLLM's CPU build computes every LoRA delta with six ops from vllm/lora/ops/torch_ops/lora_ops.py,
+# which vllm/lora/punica_wrapper/punica_cpu.py imports by name. Stock, `sgmv_*` throws away the
+# segments it is handed (`repeat_interleave`) and `bgmv_*` gathers one copy of the adapter per
+# token, `lora_b_weights[lora_indices_tensor]`, where a base row's -1 is the last slot. Here the
+# same six signatures run lab 01's grouping, shrink and expand instead (`load_lab("lab-01")`).
+# Every tensor argument is a CPU torch tensor (from the engine) or a numpy array (from the fast
+# tests); `as_array` views either as numpy without a copy, so lab 01's numpy writes land in the
+# engine's own buffers.
+
+PUNICA_CPU = "vllm.lora.punica_wrapper.punica_cpu"  # the module whose names the engine calls
+OP_NAMES = ("sgmv_shrink", "sgmv_expand", "sgmv_expand_slice",
+            "bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+OPS_ENV = "LAB02_PUNICA_OPS"  # "lab": vLLM's plugin hook installs these ops in every process
+
+
+def as_array(t) -> np.ndarray:
+    """A CPU torch tensor, as vLLM passes it, viewed as a numpy array without a copy (so writes
+    land in the tensor); a numpy array, as the fast tests pass it, as it is (given)."""
+    return t if isinstance(t, np.ndarray) else t.numpy()
+
+
+def prefill_groups(b_seq_start_loc, seq_len_tensor, lora_indices_tensor
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group vLLM's prefill segments by slot: lab 01's ``(order, adapter_ids, offsets)`` over tokens.
+
+    Segment s covers tokens ``[b_seq_start_loc[s], b_seq_start_loc[s] + seq_len_tensor[s])``,
+    all using slot ``lora_indices_tensor[s]`` (-1: no adapter). vLLM merges only *consecutive*
+    tokens of one slot, so a slot can own several segments. Returns ``order``, the token rows of
+    every non-base segment grouped by slot (lab 01's ``group_by_adapter`` over the segments,
+    so stable: segments, and tokens inside a segment, keep their order); ``adapter_ids``, the
+    distinct slots present; ``offsets``, so that tokens ``order[offsets[g]:offsets[g+1]]`` all use
+    slot ``adapter_ids[g]``. Base segments form no group. Inputs are 1-D integer tensors or arrays
+    of one length; their contents are left unchanged. vLLM calls the ops hundreds of times per
+    step on the same segments, in buffers it refills in place for the next step: a result may be
+    reused only for the same *contents*, never for the same tensor object.
+    """
+    raise NotImplementedError("TODO(lab-02): group the segments with lab 01's group_by_adapter, "
+                              "then list each group's token rows")
+
+
+def decode_groups(lora_indices_tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group per-token slot indices (the decode path: one index per row, -1 for base rows).
+
+    Exactly lab 01's ``group_by_adapter`` on the indices as a numpy array; base rows form no
+    group. The tensor is left unchanged; as for ``prefill_groups``, a result may be reused only
+    for the same contents.
+    """
+    raise NotImplementedError("TODO(lab-02): lab 01's group_by_adapter on the indices")
+
+
+def shrink_groups(inputs, lora_a_weights, output_tensor, groups, scaling: float) -> None:
+    """``output_tensor[rows, :r] = scaling * lab01.shrink(inputs[rows], A[slot])`` per group.
+
+    ``inputs``: (T, d_in); ``lora_a_weights``: the slots, (max_loras, 1, r, d_in) (or without
+    the 1); ``output_tensor``: (T, >= r), written in place; ``groups``: ``(order, slot_ids,
+    offsets)`` from ``prefill_groups`` or ``decode_groups``. Inputs and weights are computed in
+    the output's dtype, as vLLM's ops do. Rows in no group (base rows) are left untouched: no
+    slot, the last one included, is ever read for them.
+    """
+    raise NotImplementedError("TODO(lab-02): for each group, lab 01's shrink of its rows through "
+                              "its slot's A, scaled, written to its rows")
+
+
+def expand_groups(inputs, lora_b_weights, output_tensor, groups, slice_offset: int,
+                  slice_size: int, add_inputs: bool) -> None:
+    """``output_tensor[rows, slice] (+)= lab01.expand(inputs[rows], B[slot])`` per group.
+
+    ``inputs``: (T, r); ``lora_b_weights``: the slots, (max_loras, 1, d_out, r) (or without the
+    1); ``output_tensor``: (T, >= slice_offset + slice_size), changed in place in columns
+    ``[slice_offset, slice_offset + slice_size)`` only; the delta's first ``slice_size`` columns
+    are added there when ``add_inputs``, else written over them. Rows in no group are left
+    untouched.
+    """
+    raise NotImplementedError("TODO(lab-02): for each group, lab 01's expand of its rows through "
+                              "its slot's B, added to (or written over) its rows' slice")
+
+
+def sgmv_shrink(inputs, lora_a_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                lora_indices_tensor, batches: int, max_seq_length: int, token_nums: int,
+                scaling: float) -> None:
+    """vLLM's ``sgmv_shrink``: the prefill shrink, one group per slot from the segments."""
+    raise NotImplementedError("TODO(lab-02): shrink_groups over prefill_groups")
+
+
+def sgmv_expand(inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                lora_indices_tensor, batches: int, max_seq_length: int, token_nums: int,
+                add_inputs: bool = False) -> None:
+    """vLLM's ``sgmv_expand``: the prefill expand into the output's first columns, as many as
+    both the slot's ``d_out`` and the output have (vLLM's ``common_len``: padding may differ)."""
+    raise NotImplementedError("TODO(lab-02): expand_groups over prefill_groups, into the first "
+                              "min(d_out, output width) columns")
+
+
+def sgmv_expand_slice(inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                      lora_indices_tensor, batches: int, max_seq_length: int, token_nums: int,
+                      slice_offset: int, slice_size: int, add_inputs: bool = False) -> None:
+    """vLLM's ``sgmv_expand_slice``: the prefill expand into columns
+    ``[slice_offset, slice_offset + slice_size)`` (one of q/k/v, or gate/up)."""
+    raise NotImplementedError("TODO(lab-02): expand_groups over prefill_groups, into the slice")
+
+
+def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor,
+                scaling: float = 1.0) -> None:
+    """vLLM's ``bgmv_shrink`` (its A weights are named ``lora_b_weights`` there too): the
+    per-token shrink, grouped by ``decode_groups``."""
+    raise NotImplementedError("TODO(lab-02): shrink_groups over decode_groups")
+
+
+def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor,
+                add_inputs: bool = True) -> None:
+    """vLLM's ``bgmv_expand``: the per-token expand into the first ``common_len`` columns."""
+    raise NotImplementedError("TODO(lab-02): expand_groups over decode_groups, into the first "
+                              "min(d_out, output width) columns")
+
+
+def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor,
+                      slice_offset: int, slice_size: int, add_inputs: bool = True) -> None:
+    """vLLM's ``bgmv_expand_slice``: the per-token expand into the slice."""
+    raise NotImplementedError("TODO(lab-02): expand_groups over decode_groups, into the slice")
+
+
+def lab_ops() -> dict[str, object]:
+    """This module's six ops, by vLLM's names (given)."""
+    return {name: globals()[name] for name in OP_NAMES}
+
+
+def stock_ops() -> dict[str, object]:
+    """vLLM's own six CPU ops, from ``vllm.lora.ops.torch_ops`` (given)."""
+    from vllm.lora.ops import torch_ops
+
+    return {name: getattr(torch_ops, name) for name in OP_NAMES}
+
+
+def try_ops(ops: Mapping[str, object]) -> None:
+    """Call each of the six ops once on a tiny batch of numpy arrays (given): raises what an op
+    raises, so that a TODO shows before an engine runs a whole batch on it."""
+    f32 = np.float32
+    x, h, idx = np.ones((2, 3), f32), np.ones((2, 1), f32), np.array([0, -1])
+    A, B = np.ones((1, 1, 1, 3), f32), np.ones((1, 1, 3, 1), f32)
+    seg = (np.array([0]), np.array([2]), np.array([0]), 1, 2, 2)  # one segment of 2 tokens
+    ops["sgmv_shrink"](x, A, np.zeros((2, 1), f32), *seg, 1.0)
+    ops["sgmv_expand"](h, B, np.zeros((2, 3), f32), *seg, True)
+    ops["sgmv_expand_slice"](h, B, np.zeros((2, 6), f32), *seg, 3, 3, True)
+    ops["bgmv_shrink"](x, A, np.zeros((2, 1), f32), idx, 1.0)
+    ops["bgmv_expand"](h, B, np.zeros((2, 3), f32), idx, True)
+    ops["bgmv_expand_slice"](h, B, np.zeros((2, 6), f32), idx, 3, 3, True)
+
+
+def install_ops(ops: Mapping[str, object]) -> dict[str, object]:
+    """Make the engine call ``ops`` (given): set each of the six names on ``punica_cpu``, the module
+    whose globals the CPU punica wrapper calls at every step, and return the ones it replaced.
+    An in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) uses them from its next step on."""
+    import importlib
+
+    module = importlib.import_module(PUNICA_CPU)
+    missing = sorted(set(OP_NAMES) - set(ops))
+    if missing:
+        raise ValueError(f"ops: expected all six of {OP_NAMES}, missing {missing}")
+    before = {name: getattr(module, name) for name in OP_NAMES}
+    for name in OP_NAMES:
+        setattr(module, name, ops[name])
+    return before

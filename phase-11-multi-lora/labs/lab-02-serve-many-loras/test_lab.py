@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import first_mismatch, in_worker, load_lab, load_support, progress
+from labkit import first_mismatch, in_worker, load_lab, load_support
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
@@ -39,7 +39,6 @@ INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 SMALL_MAX_MODEL_LEN = 4096  # "small": at most vLLM's chunked-prefill budget on the CPU build
 MAX_CPU_KV_BYTES = 2 * 2**30  # "bounded": unset, the CPU build reserves most of the machine's RAM
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
-ALIASING_ROWS = 6  # enough rows to see the one-slot aliasing, few enough to stay fast
 # Quality bar, greedy through vLLM on the held-out rows (recorded in assets/quality.json by
 # tools/eval_adapter.py; the engine tests re-measure a subset of rows, row by row):
 SAME_RESULT_MIN = 0.95  # the SQL tenant's query returns the gold result on >= 95% of rows
@@ -114,20 +113,6 @@ def write_adapter(folder: Path, config: dict, layers: int, dims: dict[str, tuple
             tensors[f"{stem}.lora_B.weight"] = (dtype, (d_out, r))
     write_safetensors(folder / "adapter_model.safetensors", tensors)
     return folder
-
-
-@dataclass
-class Broken:
-    """A fixture's failure, re-raised inside each test: a starter fails, it does not error."""
-
-    error: BaseException
-
-    def get(self):
-        raise self.error
-
-
-def ready(value):
-    return value.get() if isinstance(value, Broken) else value
 
 
 # --- stand-ins for vLLM: contracts checked without an engine ---------------------------------
@@ -549,53 +534,9 @@ def test_a_capture_names_no_path_of_the_recording_machine():
 
 
 # --- the real engine (CPU build) -------------------------------------------------------------
-
-ENGINE_SLOTS = 3  # both tenants resident and one slot left empty (the README's -1 finding)
-SUBSET = 8  # held-out rows the engine tests re-measure; `make eval-assets` measures all 60
-PARAPHRASE_SUBSET = 4
-
-
-# Engines live as long as the module, whatever the test order, for two reasons of vLLM 0.32
-# (CPU build, engine core in this process):
-# - deleting an engine runs EngineCore.shutdown(), whose cleanup_dist_env_and_memory() clears
-#   the process's distributed state: every other engine in the process then fails its next step
-#   ("pipeline model parallel group is not initialized"). So no test deletes an engine.
-# - an engine whose step raised (the worker rejecting an adapter above max_lora_rank) never
-#   finishes another batch: its scheduler keeps the failed request. So the over-rank test runs on
-#   the one-slot engine, whose only batch its fixture ran before any test gets it.
-ENGINE_START_S = 30  # build_llm on 2 idle cores: vLLM's import, the model, the LoRA slots
-EVAL_BATCH_S = 30  # the evaluation batch below: 28 rows of up to 32 greedy tokens
-ONE_SLOT_BATCH_S = 15  # the one-slot engine's batch: 12 rows of up to 32 greedy tokens
-
-
-# The engines live where the lab's code runs (its worker under LAB_ISOLATE=1), in LLMS, by name;
-# the tests name them, and each tag, as data: None (the base), a tenant's name, or a
-# (name, id, path) tuple for a LoRARequest.
-LLMS: dict[str, object] = {}
-
-
-def start_engine(name: str, max_loras: int) -> str:
-    """``lab.build_llm`` on the CPU base with ``max_loras`` slots, kept in LLMS as ``name``."""
-    LLMS[name] = load_lab(LAB.name).build_llm(base_model.base_model(), max_loras=max_loras,
-                                              max_lora_rank=slot_rank(SQL_LORA),
-                                              max_cpu_loras=max_loras)
-    return name
-
-
-def generate_on(name: str, prompts: list[str], tags: list) -> list[str]:
-    """``lab.generate_mixed`` on engine ``name``, greedy, each tag made a LoRARequest there."""
-    from vllm.lora.request import LoRARequest
-
-    tenants = evaluation.lora_requests()
-    requests = [None if t is None else tenants[t] if isinstance(t, str) else LoRARequest(*t)
-                for t in tags]
-    return load_lab(LAB.name).generate_mixed(LLMS[name], prompts, requests, evaluation.greedy())
-
-
-def evaluate_on(name: str, rows: list) -> list[str]:
-    """``evaluation.run``: the rows as ONE batch through ``lab.generate_mixed`` on ``name``."""
-    return evaluation.run(load_lab(LAB.name).generate_mixed, LLMS[name], rows)
-
+#
+# The engines (``engine``: 3 slots; ``one_slot``: 1 slot, its batch run before any test) and the
+# evaluation batch (``eval_runs``) are the lab's conftest.py fixtures, shared with part 3's spec.
 
 SCRATCH: list[tempfile.TemporaryDirectory] = []  # removed when the process ends
 
@@ -607,77 +548,15 @@ def write_adapter_there(name: str, config: dict, layers: int, dims: dict, dtype:
     return str(write_adapter(Path(SCRATCH[-1].name) / name, config, layers, dims, dtype))
 
 
-@pytest.fixture(scope="module")
-def engine(lab):
-    """ONE CPU engine for this module: both tenants in slots, one slot left empty."""
-    try:
-        with progress.slow_step(f"the module's vLLM engine ({ENGINE_SLOTS} slots)",
-                                ENGINE_START_S):
-            return in_worker(lab, start_engine, "module", ENGINE_SLOTS)
-    except Exception as err:  # noqa: BLE001 - reported by each test that needs the engine
-        return Broken(err)
-
-
-@dataclass
-class OneSlot:
-    """The one-slot engine and its one mixed batch (base rows, then the same rows as sql-lora);
-    each field the value or the ``Broken`` that kept it from being made."""
-
-    llm: object
-    rows: list[dict]
-    texts: object
-
-
-@pytest.fixture(scope="module")
-def one_slot(lab):
-    """A second engine, ``max_loras=1``: its batch runs here, once, before any test sees it."""
-    rows = eval_rows()[:ALIASING_ROWS]
-    prompts = prompts_of(rows)
-    try:
-        with progress.slow_step("a second vLLM engine (1 slot)", ENGINE_START_S):
-            llm = in_worker(lab, start_engine, "one-slot", 1)
-    except Exception as err:  # noqa: BLE001
-        return OneSlot(Broken(err), rows, Broken(err))
-    try:
-        with progress.slow_step(f"the one-slot batch ({2 * len(rows)} rows)", ONE_SLOT_BATCH_S):
-            texts = in_worker(lab, generate_on, llm, prompts + prompts,
-                              [None] * len(rows) + [evaluation.SQL] * len(rows))
-    except Exception as err:  # noqa: BLE001
-        texts = Broken(err)
-    return OneSlot(llm, rows, texts)
-
-
-@pytest.fixture(scope="module")
-def eval_runs(lab, engine):
-    """The evaluation batch over the first rows, as ONE generate_mixed call: each row as the
-    base, through sql-lora and through question-lora, plus paraphrased rows through sql-lora."""
-    try:
-        rows = evaluation.batch(eval_rows()[:SUBSET],
-                                evaluation.load_paraphrase()[:PARAPHRASE_SUBSET])
-        llm = ready(engine)
-        with progress.slow_step(f"the evaluation batch ({len(rows)} rows)", EVAL_BATCH_S):
-            return rows, in_worker(lab, evaluate_on, llm, rows)
-    except Exception as err:  # noqa: BLE001
-        return Broken(err)
-
-
-def side(runs, split: str, tag: str | None) -> tuple[list[dict], list[str]]:
-    """The rows and outputs of one side of the evaluation batch."""
-    rows, texts = runs
-    pairs = [(r.row, t) for r, t in zip(rows, texts, strict=True)
-             if r.split == split and r.tag == tag]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
 @pytest.mark.engine
-def test_one_batch_three_behaviours(lab, engine):
-    llm, row = ready(engine), eval_rows()[0]
+def test_one_batch_three_behaviours(lab, engine, engines):
+    llm, row = engine.get(), eval_rows()[0]
     sql_prompt = sqldata.sql_prompt(row["schema"], row["question"])
     question_prompt = sqldata.question_prompt(row["schema"], row["gold_sql"])
     prompts = [sql_prompt, sql_prompt, question_prompt]
     tags = [None, evaluation.SQL, evaluation.QUESTION]
     base_text, sql_text, question_text = (
-        t.strip() for t in in_worker(lab, generate_on, llm, prompts, tags))
+        t.strip() for t in engines.generate(llm, prompts, tags))
     # Three behaviours, one batch: SQL that runs against the row's table only where the tag
     # asks for it; the question tenant writes a question. Quality is tested below.
     assert sqldata.is_sql(sql_text) and sqldata.executes(row, sql_text), (
@@ -687,7 +566,7 @@ def test_one_batch_three_behaviours(lab, engine):
         f"the untagged row is the base model and must not answer in SQL: {base_text!r}")
     assert question_text.endswith("?") and not sqldata.is_sql(question_text), (
         f"the question-lora row must answer with a question: {question_text!r}")
-    alone = [in_worker(lab, generate_on, llm, [p], [t])[0].strip()
+    alone = [engines.generate(llm, [p], [t])[0].strip()
              for p, t in zip(prompts, tags, strict=True)]
     assert [base_text, sql_text, question_text] == alone, (
         "a row in a mixed batch must read exactly as the same request alone (greedy): "
@@ -696,8 +575,8 @@ def test_one_batch_three_behaviours(lab, engine):
 
 @pytest.mark.engine
 def test_quality_rows_reproduce_the_recorded_verdicts(eval_runs):
-    rows, texts = ready(eval_runs)
-    measured = evaluation.verdicts(rows, texts)
+    runs = eval_runs.get()
+    measured = evaluation.verdicts(runs.rows, runs.texts)
     recorded = evaluation.recorded()["per_row"]
     stale = {f"{split} row {i}": {k: (v, recorded[split][str(i)][k]) for k, v in got.items()
                                   if recorded[split][str(i)][k] != v}
@@ -764,11 +643,11 @@ def test_one_slot_gives_base_rows_the_adapter_on_the_cpu_build(lab, eval_runs, o
     """The finding: with max_loras=1 on vLLM 0.32's CPU build, base rows batched with adapter
     rows get the adapter's delta (torch_ops gathers `lora_b_weights[-1]`, the only slot).
     eval_diff must detect it. On another platform or a fixed release, base rows stay clean."""
-    rows, base_clean = side(ready(eval_runs), "eval", None)
-    _, adapter = side(ready(eval_runs), "eval", evaluation.SQL)
-    rows, base_clean, adapter = (x[:ALIASING_ROWS] for x in (rows, base_clean, adapter))
+    rows, base_clean = eval_runs.get().side("eval", None)
+    _, adapter = eval_runs.get().side("eval", evaluation.SQL)
+    rows, base_clean, adapter = (x[:len(one_slot.rows)] for x in (rows, base_clean, adapter))
     assert rows == one_slot.rows, "the one-slot batch must hold the evaluation's first rows"
-    texts = ready(one_slot.texts)
+    texts = one_slot.texts.get()
     base_mixed = [t.strip() for t in texts[: len(rows)]]
     diff = lab.eval_diff(with_outputs(rows, base_clean), with_outputs(rows, base_mixed))
     if aliasing_expected():
@@ -790,7 +669,7 @@ def test_merged_adapter_matches_the_served_adapter(lab, eval_runs, tmp_path):
     torch = pytest.importorskip("torch")
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")
-    rows, served = side(ready(eval_runs), "eval", evaluation.SQL)
+    rows, served = eval_runs.get().side("eval", evaluation.SQL)
     base = transformers.AutoModelForCausalLM.from_pretrained(base_dir(), dtype=torch.float32)
     merged = peft.PeftModel.from_pretrained(base, SQL_LORA).merge_and_unload().eval()
     tok = transformers.AutoTokenizer.from_pretrained(base_dir(), padding_side="left")
@@ -805,10 +684,10 @@ def test_merged_adapter_matches_the_served_adapter(lab, eval_runs, tmp_path):
 
 
 @pytest.mark.engine
-def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot):
+def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_slot, engines):
     """Refusing the adapter before the batch, or letting vLLM's worker reject it, both pass:
     the test runs on the one-slot engine, which no test uses after its own batch."""
-    llm = ready(one_slot.llm)
+    llm = one_slot.llm.get()
     config = adapter_config(SQL_LORA)
     too_big = 2 * slot_rank(SQL_LORA)
     shape = base_shape()
@@ -819,7 +698,7 @@ def test_an_adapter_above_max_lora_rank_is_rejected_with_vllms_message(lab, one_
                        shape.layers, dims, "F32")
     prompt = prompts_of(eval_rows()[:1])[0]
     with pytest.raises(ValueError, match="max_lora_rank") as err:
-        in_worker(lab, generate_on, llm, [prompt, prompt], [None, ("big", 9, folder)])
+        engines.generate(llm, [prompt, prompt], [None, ("big", 9, folder)])
     assert f"LoRA rank {too_big} is greater than max_lora_rank" in str(err.value), (
         f"vLLM's own message must reach the caller, got: {err.value}")
 

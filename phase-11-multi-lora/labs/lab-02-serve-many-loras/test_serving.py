@@ -46,7 +46,6 @@ SQL_ROWS = 4  # eval rows sent through the API to each of the adapter and the ba
 SQL_MAX_TOKENS = 32  # the longest gold query in eval.jsonl is 20 tokens of SmolLM2
 RUNTIME_NAME = "sql-runtime"
 LOG_LEVEL_ENV = "VLLM_LOGGING_LEVEL"  # DEBUG: the server's log records each slot load
-SERVER_START_S = 40  # serve on 2 idle cores: two interpreters import vLLM, load the model
 
 
 def flag_values(argv: list[str], flag: str) -> list[str]:
@@ -321,7 +320,7 @@ def served(lab):
     handle = Served()
     try:
         with progress.slow_step(f"vLLM's OpenAI server ({NUM_SLOTS} slot, "
-                                f"{1 + NUM_TENANTS} adapters)", SERVER_START_S):
+                                f"{1 + NUM_TENANTS} adapters)"):
             handle.stack.callback(in_worker, lab, stop_server)
             handle.server, handle.tenants, handle.work = in_worker(lab, start_server)
     except Exception as err:  # noqa: BLE001 - reported by each test through handle.get()
