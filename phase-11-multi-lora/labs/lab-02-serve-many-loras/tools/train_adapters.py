@@ -18,8 +18,8 @@
               assets/MANIFEST.md: machine, versions, time, steps and learning curves.
 
 Train your own tenant: `--tenants sql-lora --out /tmp/my-assets --seed 7` writes a variant
-beside the shipped one; serve it with the demo's `--adapter NAME=PATH` (README, "Train your
-own tenant").
+beside the shipped one; serve it with the demo's `--adapter NAME=PATH` (assets/TENANTS.md,
+"Train your own tenant").
 """
 
 from __future__ import annotations
