@@ -19,6 +19,14 @@ SLOTS = 8  # max_loras per engine in every table
 FLEET_ENGINES = 13  # the 100-tenant fleet: ceil(100 / 8)
 RANKS = (8, 16, 64)
 TARGET_SETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": "all-linear"}
+# vLLM #28761, the log's only source: Qwen3-30B-A3B at TP 4, --max-loras 16 --max-lora-rank 32,
+# "Model loading took X GiB" per rank; each layout pair (attention, experts) beside the logged
+# figure it would have to explain
+MOE_DEPLOYMENT = dict(max_loras=16, max_lora_rank=32, tp=4)
+MOE_LOGGED_GIB = {("default", "default"): 53.9761, ("fully_sharded", "default"): 53.9761,
+                  ("fully_sharded", "fully_sharded"): 26.9761}
+MOE_LAYOUTS = (("default", "default"), ("fully_sharded", "default"),
+               ("fully_sharded", "fully_sharded"))
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -77,9 +85,53 @@ def readings_table(econ: ModuleType) -> str:
     return markdown(["reading", "division", "ratio", "what it is"], rows)
 
 
+def moe_reconciliation_table(econ: ModuleType) -> str:
+    """Per-rank prediction for each layout pair beside the #28761 log, and the residual."""
+    shape, d = econ.QWEN3_30B_A3B, MOE_DEPLOYMENT
+    base = econ.moe_base_params(shape) * 2 // d["tp"]
+    rows = []
+    for attention, experts in MOE_LAYOUTS:
+        parts = [econ.sharded_slot_bytes(shape, d["max_loras"], d["max_lora_rank"], d["tp"],
+                                         layout, targets)
+                 for layout, targets in ((attention, econ.ATTENTION_TARGETS),
+                                         (experts, econ.EXPERT_TARGETS))]
+        predicted = econ.model_loading_bytes(shape, d["max_loras"], d["max_lora_rank"], d["tp"],
+                                             attention, experts)
+        logged = MOE_LOGGED_GIB[attention, experts]
+        rows.append([f"`{attention}` / `{experts}`", f"{econ.to_gib(base):.4f}",
+                     f"{econ.to_gib(parts[0]):.4f}", f"{econ.to_gib(parts[1]):.4f}",
+                     f"{econ.to_gib(predicted):.4f}", f"{logged}",
+                     f"{logged - econ.to_gib(predicted):+.4f}"])
+    return markdown(["attention / experts", "base / tp", "attention slots", "expert slots",
+                     "predicted GiB", "logged GiB", "residual"], rows)
+
+
+def moe_left_out_table(econ: ModuleType) -> str:
+    """What the rules leave out, per rank, as vLLM 0.32 allocates it for the #28761 deployment."""
+    shape, d = econ.QWEN3_30B_A3B, MOE_DEPLOYMENT
+    h, e, n, tp = shape.hidden, shape.num_experts, shape.layers, d["tp"]
+    slots = d["max_loras"] * d["max_lora_rank"]
+    whole = 2 * (n * (h * e + 2 * h) + h)  # router and norms, bf16, on every rank
+    items = [
+        ("router and norms kept whole on every rank (beyond their 1/tp share)",
+         whole - whole // tp),
+        ("router slots (vLLM wraps the router: A (r, hidden) and B (experts, r), whole)",
+         2 * n * slots * (h + e)),
+        ("lm_head slots (LogitsProcessorWithLoRA: A (r, hidden) and B (vocab, r), whole)",
+         2 * slots * (h + shape.vocab)),
+        ("embed_tokens slots (A (vocab, r) and B (hidden, r), whole)",
+         2 * slots * (shape.vocab + h)),
+    ]
+    rows = [[what, f"{econ.to_gib(nbytes):.4f}"] for what, nbytes in items]
+    rows.append(["together", f"{econ.to_gib(sum(nbytes for _, nbytes in items)):.4f}"])
+    return markdown(["left out", "GiB per rank"], rows)
+
+
 def all_tables(econ: ModuleType) -> dict[str, str]:
     return {"cfo": cfo_table(econ), "adapters": adapter_table(econ),
-            "blast radius": blast_radius_table(econ), "readings": readings_table(econ)}
+            "blast radius": blast_radius_table(econ), "readings": readings_table(econ),
+            "moe reconciliation": moe_reconciliation_table(econ),
+            "moe left out": moe_left_out_table(econ)}
 
 
 def main() -> None:
