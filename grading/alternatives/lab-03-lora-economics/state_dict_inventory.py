@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 
 # === units ======================================================================================
@@ -334,3 +334,132 @@ def engines_needed(tenants: int, max_loras: int) -> int:
 
 def gpus_saved(tenants: int, max_loras: int) -> int:
     return tenants - engines_needed(tenants, max_loras)
+
+
+# === mixture of experts, one tensor-parallel rank ===============================================
+# The same inventory idea: list the Hugging Face Qwen3-MoE checkpoint's tensors for the base, and
+# the stacked LoRA tensors vLLM allocates on one rank (the shapes its create_lora_weights pass to
+# torch.zeros) for the slots, then sum numel.
+
+MOE_MODEL_TYPES = ("qwen3_moe",)
+ATTENTION_TARGETS = ("q", "k", "v", "o")
+EXPERT_TARGETS = ("gate", "up", "down")
+COLUMN_PARALLEL = ("q", "k", "v", "gate", "up")
+ROW_PARALLEL = ("o", "down")
+LAYOUTS = ("default", "fully_sharded")
+
+
+@dataclass(frozen=True)
+class MoEShape(ModelShape):
+    num_experts: int = 1
+    experts_per_token: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_count("num_experts", self.num_experts)
+        _check_count("experts_per_token", self.experts_per_token)
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(f"experts_per_token: at most num_experts={self.num_experts}, got "
+                             f"{self.experts_per_token}")
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping) -> MoEShape:
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"cfg: expected a config.json dict, got {type(cfg).__name__}")
+        if cfg.get("model_type") not in MOE_MODEL_TYPES:
+            raise ValueError(f"cfg['model_type']: expected one of {MOE_MODEL_TYPES}, "
+                             f"got {cfg.get('model_type')!r}")
+        missing = [k for k in ("moe_intermediate_size", "num_experts", "num_experts_per_tok")
+                   if k not in cfg]
+        if missing:
+            raise ValueError(f"cfg: missing required keys {missing}")
+        if cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers"):
+            raise ValueError("cfg: every layer must be MoE: decoder_sparse_step 1 and no "
+                             "mlp_only_layers")
+        dense = ModelShape.from_hf_config({**cfg, "model_type": "llama",
+                                           "intermediate_size": cfg["moe_intermediate_size"]})
+        return cls(**{f.name: getattr(dense, f.name) for f in fields(ModelShape)},
+                   num_experts=cfg["num_experts"], experts_per_token=cfg["num_experts_per_tok"])
+
+
+QWEN3_30B_A3B = MoEShape(hidden=2048, intermediate=768, layers=48, heads=32, kv_heads=4,
+                         vocab=151936, head_dim=128, num_experts=128, experts_per_token=8)
+
+
+def _moe(shape: object) -> MoEShape:
+    if not isinstance(shape, MoEShape):
+        raise TypeError(f"shape: a MoEShape is required, got {type(shape).__name__}")
+    return shape
+
+
+def moe_state_dict(shape: MoEShape) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of every tensor a Qwen3-MoE checkpoint holds (no q/k norms counted)."""
+    for name, dims in base_state_dict(shape):
+        if ".mlp." not in name:
+            yield name, dims
+    for i in range(shape.layers):
+        yield f"model.layers.{i}.mlp.gate.weight", (shape.num_experts, shape.hidden)
+        for j in range(shape.num_experts):
+            for t in EXPERT_TARGETS:
+                d_in, d_out = module_dims(shape, t)
+                yield f"model.layers.{i}.mlp.experts.{j}.{t}_proj.weight", (d_out, d_in)
+
+
+def moe_base_params(shape: MoEShape) -> int:
+    return numel(moe_state_dict(_moe(shape)))
+
+
+def _share(n: int, tp: int, what: str) -> int:
+    if n % tp:
+        raise ValueError(f"tp: {tp} does not divide {what} ({n})")
+    return n // tp
+
+
+def rank_buffers(shape: ModelShape, max_loras: int, max_lora_rank: int, tp: int, layout: str,
+                 targets: Iterable[str] | str) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """vLLM 0.32's stacked LoRA tensors on one rank: ``(max_loras, experts, rows, cols)``."""
+    _check_count("max_loras", max_loras)
+    r = _check_count("max_lora_rank", max_lora_rank)
+    _check_count("tp", tp)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: {layout!r} is not one of {LAYOUTS}")
+    full = layout == "fully_sharded"
+    chosen = normalize_targets(targets)
+    experts = shape.num_experts if isinstance(shape, MoEShape) else 1
+    for i in range(shape.layers):
+        for t in chosen:
+            d_in, d_out = module_dims(shape, t)
+            e = experts if t in EXPERT_TARGETS else 1
+            if t in COLUMN_PARALLEL:  # MergedQKV / w13: A by rank when fully sharded, B by d_out
+                a = (max_loras, e, _share(r, tp, "max_lora_rank") if full else r, d_in)
+                b = (max_loras, e, _share(d_out, tp, f"{t} d_out"), r)
+            else:  # RowParallel / w2: A by d_in, B by d_out when fully sharded
+                a = (max_loras, e, r, _share(d_in, tp, f"{t} d_in"))
+                b = (max_loras, e, _share(d_out, tp, f"{t} d_out") if full else d_out, r)
+            yield f"layers.{i}.{t}.lora_a_stacked", a
+            yield f"layers.{i}.{t}.lora_b_stacked", b
+
+
+def sharded_slot_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                       layout: str = "default", targets: Iterable[str] | str = ENGINE_TARGETS,
+                       dtype_bytes: int = 2) -> int:
+    dtype_bytes = _check_count("dtype_bytes", dtype_bytes)
+    return dtype_bytes * numel(rank_buffers(shape, max_loras, max_lora_rank, tp, layout, targets))
+
+
+def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                        attention_layout: str = "default", expert_layout: str | None = None,
+                        dtype_bytes: int = 2) -> int:
+    _moe(shape)
+    layouts = {"attention_layout": attention_layout,
+               "expert_layout": attention_layout if expert_layout is None else expert_layout}
+    for name, layout in layouts.items():
+        if layout not in LAYOUTS:
+            raise ValueError(f"{name}: {layout!r} is not one of {LAYOUTS}")
+    tp = _check_count("tp", tp)
+    weights = Fraction(_check_count("dtype_bytes", dtype_bytes) * moe_base_params(shape), tp)
+    slots = sum(sharded_slot_bytes(shape, max_loras, max_lora_rank, tp, layouts[key], targets,
+                                   dtype_bytes)
+                for key, targets in (("attention_layout", ATTENTION_TARGETS),
+                                     ("expert_layout", EXPERT_TARGETS)))
+    return math.floor(weights) + slots

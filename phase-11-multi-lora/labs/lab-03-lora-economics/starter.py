@@ -22,7 +22,7 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # === units: one name per unit, so 1e9 and 2**30 never meet by accident =========================
 
@@ -380,19 +380,11 @@ class MoEShape(ModelShape):
                              f"mlp_only_layers), got decoder_sparse_step="
                              f"{cfg.get('decoder_sparse_step')!r}, mlp_only_layers="
                              f"{cfg.get('mlp_only_layers')!r}")
-        heads = cfg["num_attention_heads"]
-        return cls(
-            hidden=cfg["hidden_size"],
-            intermediate=cfg["moe_intermediate_size"],
-            layers=cfg["num_hidden_layers"],
-            heads=heads,
-            kv_heads=cfg.get("num_key_value_heads") or heads,
-            vocab=cfg["vocab_size"],
-            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            head_dim=cfg.get("head_dim"),
-            num_experts=cfg["num_experts"],
-            experts_per_token=cfg["num_experts_per_tok"],
-        )
+        # the attention and embeddings read as Llama's; one expert's width is the MLP's
+        dense = ModelShape.from_hf_config({**cfg, "model_type": "llama",
+                                           "intermediate_size": cfg["moe_intermediate_size"]})
+        return cls(**{f.name: getattr(dense, f.name) for f in fields(ModelShape)},
+                   num_experts=cfg["num_experts"], experts_per_token=cfg["num_experts_per_tok"])
 
 
 # Qwen/Qwen3-30B-A3B's config.json (README section 6 says which fields were checked where)
