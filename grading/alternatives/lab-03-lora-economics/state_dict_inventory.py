@@ -463,3 +463,84 @@ def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp:
                 for key, targets in (("attention_layout", ATTENTION_TARGETS),
                                      ("expert_layout", EXPERT_TARGETS)))
     return math.floor(weights) + slots
+
+
+# === fleet sizing ==============================================================================
+# Hits counted from lab 04's per-request labels (replay) instead of its stats, and the fewest
+# slots found by bisection (LRU's hit rate never falls as slots grow) instead of a scan.
+
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class FleetChoice:
+    engines: int
+    max_loras: int
+    max_lora_rank: int
+    kv_tokens: int
+    hit_rate: float
+
+
+def engine_kv_tokens(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                     memory_budget_bytes: int, kv_bytes_per_token: int,
+                     targets: Iterable[str] | str = ENGINE_TARGETS, dtype_bytes: int = 2) -> int:
+    free = (_check_count("memory_budget_bytes", memory_budget_bytes, minimum=0)
+            - base_bytes(shape, dtype_bytes)
+            - slot_reservation_bytes(shape, max_loras, max_lora_rank, targets, dtype_bytes))
+    return math.floor(Fraction(free, _check_count("kv_bytes_per_token", kv_bytes_per_token)))
+
+
+def fleet_hit_rate(trace: Iterable[int | None], engines: int, max_loras: int) -> float:
+    from labkit import load_lab
+
+    engines, max_loras = _check_count("engines", engines), _check_count("max_loras", max_loras)
+    tenants = list(trace)
+    for i, t in enumerate(tenants):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int)):
+            raise TypeError(f"trace: item {i} is {t!r}, not a tenant id")
+        if t is not None and t < 0:
+            raise ValueError(f"trace: item {i} is {t}, a negative tenant id")
+    replay = load_lab("lab-04").replay
+    hits = lookups = 0
+    for e in range(engines):
+        share = [t for t in tenants if t is not None and t % engines == e]
+        hits += sum(replay(share, max_loras))
+        lookups += len(share)
+    return hits / lookups if lookups else 0.0
+
+
+def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[int | None],
+               memory_budget_bytes: int, kv_bytes_per_token: int, min_kv_tokens: int,
+               target_hit_rate: float, targets: Iterable[str] | str = ENGINE_TARGETS,
+               dtype_bytes: int = 2) -> FleetChoice | None:
+    ranks = tuple(_check_count("tenant_ranks", r) for r in tenant_ranks)
+    if not ranks:
+        raise ValueError("tenant_ranks: no tenants")
+    _check_count("min_kv_tokens", min_kv_tokens, minimum=0)
+    if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, int | float):
+        raise TypeError(f"target_hit_rate: {target_hit_rate!r} is not a number")
+    if not 0 < target_hit_rate <= 1:
+        raise ValueError(f"target_hit_rate: {target_hit_rate!r} is outside (0, 1]")
+    trace = list(trace)
+    if any(t is not None and t not in range(len(ranks)) for t in trace):
+        raise ValueError(f"trace: every item must be a tenant index below {len(ranks)} or None")
+    fits = [r for r in VLLM_MAX_LORA_RANKS if r >= max(ranks)]
+    if not fits:
+        return None
+    rank = fits[0]
+    kv = {n: engine_kv_tokens(shape, n, rank, memory_budget_bytes, kv_bytes_per_token, targets,
+                              dtype_bytes) for n in range(1, len(ranks) + 1)}
+    affordable = [n for n, tokens in kv.items() if tokens >= min_kv_tokens]
+    if not affordable:
+        return None
+    most = max(affordable)  # kv falls as slots grow, so the affordable counts are 1..most
+    for engines in range(1, len(ranks) + 1):
+        if fleet_hit_rate(trace, engines, most) < target_hit_rate:
+            continue
+        lo, hi = 1, most
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fleet_hit_rate(trace, engines, mid) >= target_hit_rate \
+                else (mid + 1, hi)
+        return FleetChoice(engines, lo, rank, kv[lo], fleet_hit_rate(trace, engines, lo))
+    return None

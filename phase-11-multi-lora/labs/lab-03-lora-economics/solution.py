@@ -590,3 +590,132 @@ def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp:
                                  EXPERT_TARGETS, dtype_bytes)
     return base + attention + experts
     # END SOLUTION
+
+
+# === exercise: fleet sizing, where slots compete with the KV cache ==============================
+#
+# README section 7. Slots come from this lab, the hit rate from lab 04's simulate (through
+# labkit.load_lab, so it follows LAB_IMPL), the bytes of one token's K and V from lab 02's
+# kv_bytes_per_token (the caller passes the number).
+
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank vLLM 0.32 takes
+
+
+@dataclass(frozen=True)
+class FleetChoice:
+    """A fleet of identical engines, one GPU each, and why it meets the targets.
+
+    ``engines``: how many; ``max_loras`` / ``max_lora_rank``: every engine's knobs;
+    ``kv_tokens``: the KV-cache tokens each engine holds beside its weights and slots
+    (``engine_kv_tokens``); ``hit_rate``: the fleet's slot hit rate on the trace
+    (``fleet_hit_rate``).
+    """
+
+    engines: int
+    max_loras: int
+    max_lora_rank: int
+    kv_tokens: int
+    hit_rate: float
+
+
+def engine_kv_tokens(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                     memory_budget_bytes: int, kv_bytes_per_token: int,
+                     targets: Iterable[str] | str = ENGINE_TARGETS, dtype_bytes: int = 2) -> int:
+    """KV-cache tokens one engine holds: what the budget leaves after weights and slots.
+
+    ``(memory_budget_bytes - base_bytes - slot_reservation_bytes) // kv_bytes_per_token``, with
+    the slots of ``max_loras`` at ``max_lora_rank`` over ``targets``; negative when the weights
+    and slots alone exceed the budget. ``memory_budget_bytes``: an int >= 0 (the GPU memory the
+    engine may use); ``kv_bytes_per_token``: an int >= 1 (lab 02's ``kv_bytes_per_token``).
+    """
+    # BEGIN SOLUTION: TODO(lab-03): the budget minus base weights and slot reservation, in whole tokens of KV cache
+    budget = _check_count("memory_budget_bytes", memory_budget_bytes, minimum=0)
+    per_token = _check_count("kv_bytes_per_token", kv_bytes_per_token)
+    used = (base_bytes(shape, dtype_bytes)
+            + slot_reservation_bytes(shape, max_loras, max_lora_rank, targets, dtype_bytes))
+    return (budget - used) // per_token
+    # END SOLUTION
+
+
+def fleet_hit_rate(trace: Iterable[int | None], engines: int, max_loras: int) -> float:
+    """The fleet's slot hit rate: tenant ``t`` is served by engine ``t % engines``.
+
+    Each engine runs an LRU of ``max_loras`` slots over its share of ``trace`` (lab 04's
+    ``simulate``, reached with ``labkit.load_lab("lab-04")``); the fleet's rate is the engines'
+    hits over their lookups, 0.0 without lookups. Trace items are tenant ids, ints >= 0, or
+    ``None`` for a base-model request (no slot, no lookup); anything else raises ``TypeError``
+    or ``ValueError`` naming ``trace``. ``engines`` and ``max_loras``: ints >= 1.
+    """
+    # BEGIN SOLUTION: TODO(lab-03): split the trace by engine (tenant % engines), simulate each engine's LRU with lab 04's simulate, pool hits over lookups
+    from labkit import load_lab  # lab 04, as LAB_IMPL selects it
+
+    _check_count("engines", engines)
+    _check_count("max_loras", max_loras)
+    shares: list[list[int]] = [[] for _ in range(engines)]
+    for i, tenant in enumerate(trace):
+        if tenant is None:
+            continue
+        if isinstance(tenant, bool) or not isinstance(tenant, int):
+            raise TypeError(f"trace: expected tenant ids (int) or None, got "
+                            f"{type(tenant).__name__} {tenant!r} at position {i}")
+        if tenant < 0:
+            raise ValueError(f"trace: expected tenant ids >= 0, got {tenant} at position {i}")
+        shares[tenant % engines].append(tenant)
+    simulate = load_lab("lab-04").simulate
+    stats = [simulate(share, max_loras) for share in shares if share]
+    lookups = sum(s.lookups for s in stats)
+    return sum(s.hits for s in stats) / lookups if lookups else 0.0
+    # END SOLUTION
+
+
+def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[int | None],
+               memory_budget_bytes: int, kv_bytes_per_token: int, min_kv_tokens: int,
+               target_hit_rate: float, targets: Iterable[str] | str = ENGINE_TARGETS,
+               dtype_bytes: int = 2) -> FleetChoice | None:
+    """The fleet with the fewest engines that meets every target, or None if none does.
+
+    Tenant ``t`` has an adapter of rank ``tenant_ranks[t]`` and is served by engine
+    ``t % engines``; ``trace`` lists its requests (``None``: base model). The search space:
+    ``engines`` and ``max_loras`` from 1 to the number of tenants, ``max_lora_rank`` in
+    ``VLLM_MAX_LORA_RANKS``. A choice is legal when ``max_lora_rank`` is at least every
+    tenant's rank, every engine keeps ``engine_kv_tokens >= min_kv_tokens``, and
+    ``fleet_hit_rate >= target_hit_rate``. Among the legal choices with the fewest engines,
+    the one whose engines keep the most KV tokens. ``tenant_ranks`` and ``trace`` may be any
+    iterables (each is read once). ``tenant_ranks``: ints >= 1, at least one (``TypeError`` /
+    ``ValueError`` naming ``tenant_ranks``); a trace item that is not a tenant's index raises
+    ``ValueError`` naming ``trace``; ``target_hit_rate``: a number in (0, 1] (``TypeError`` /
+    ``ValueError`` naming it); ``min_kv_tokens``: an int >= 0.
+    """
+    # BEGIN SOLUTION: TODO(lab-03): search engines upwards; at each count, the smallest legal rank and the fewest slots that meet both targets
+    ranks = [_check_count("tenant_ranks", r) for r in tenant_ranks]
+    if not ranks:
+        raise ValueError("tenant_ranks: expected at least one tenant, got none")
+    _check_count("min_kv_tokens", min_kv_tokens, minimum=0)
+    if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, int | float):
+        raise TypeError(f"target_hit_rate: expected a number, got "
+                        f"{type(target_hit_rate).__name__} {target_hit_rate!r}")
+    if not 0 < target_hit_rate <= 1:
+        raise ValueError(f"target_hit_rate: expected a rate in (0, 1], got {target_hit_rate!r}")
+    trace = list(trace)
+    strays = [t for t in trace if t is not None and t not in range(len(ranks))]
+    if strays:
+        raise ValueError(f"trace: expected tenant indices in [0, {len(ranks)}) or None, "
+                         f"got {strays[0]!r}")
+    legal_ranks = [r for r in VLLM_MAX_LORA_RANKS if r >= max(ranks)]
+    if not legal_ranks:
+        return None
+    rank = legal_ranks[0]  # a larger rank only takes memory from the KV cache
+
+    def kv_tokens(max_loras: int) -> int:
+        return engine_kv_tokens(shape, max_loras, rank, memory_budget_bytes, kv_bytes_per_token,
+                                targets, dtype_bytes)
+
+    for engines in range(1, len(ranks) + 1):
+        for max_loras in range(1, len(ranks) + 1):
+            if kv_tokens(max_loras) < min_kv_tokens:
+                break  # more slots only leave fewer tokens
+            rate = fleet_hit_rate(trace, engines, max_loras)
+            if rate >= target_hit_rate:
+                return FleetChoice(engines, max_loras, rank, kv_tokens(max_loras), rate)
+    return None
+    # END SOLUTION

@@ -455,3 +455,79 @@ def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp:
     """
     raise NotImplementedError("TODO(lab-03): base bytes over tp, plus the attention slots and the "
                               "expert slots, each under its layout")
+
+
+# === exercise: fleet sizing, where slots compete with the KV cache ==============================
+#
+# README section 7. Slots come from this lab, the hit rate from lab 04's simulate (through
+# labkit.load_lab, so it follows LAB_IMPL), the bytes of one token's K and V from lab 02's
+# kv_bytes_per_token (the caller passes the number).
+
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank vLLM 0.32 takes
+
+
+@dataclass(frozen=True)
+class FleetChoice:
+    """A fleet of identical engines, one GPU each, and why it meets the targets.
+
+    ``engines``: how many; ``max_loras`` / ``max_lora_rank``: every engine's knobs;
+    ``kv_tokens``: the KV-cache tokens each engine holds beside its weights and slots
+    (``engine_kv_tokens``); ``hit_rate``: the fleet's slot hit rate on the trace
+    (``fleet_hit_rate``).
+    """
+
+    engines: int
+    max_loras: int
+    max_lora_rank: int
+    kv_tokens: int
+    hit_rate: float
+
+
+def engine_kv_tokens(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                     memory_budget_bytes: int, kv_bytes_per_token: int,
+                     targets: Iterable[str] | str = ENGINE_TARGETS, dtype_bytes: int = 2) -> int:
+    """KV-cache tokens one engine holds: what the budget leaves after weights and slots.
+
+    ``(memory_budget_bytes - base_bytes - slot_reservation_bytes) // kv_bytes_per_token``, with
+    the slots of ``max_loras`` at ``max_lora_rank`` over ``targets``; negative when the weights
+    and slots alone exceed the budget. ``memory_budget_bytes``: an int >= 0 (the GPU memory the
+    engine may use); ``kv_bytes_per_token``: an int >= 1 (lab 02's ``kv_bytes_per_token``).
+    """
+    raise NotImplementedError("TODO(lab-03): the budget minus base weights and slot reservation, "
+                              "in whole tokens of KV cache")
+
+
+def fleet_hit_rate(trace: Iterable[int | None], engines: int, max_loras: int) -> float:
+    """The fleet's slot hit rate: tenant ``t`` is served by engine ``t % engines``.
+
+    Each engine runs an LRU of ``max_loras`` slots over its share of ``trace`` (lab 04's
+    ``simulate``, reached with ``labkit.load_lab("lab-04")``); the fleet's rate is the engines'
+    hits over their lookups, 0.0 without lookups. Trace items are tenant ids, ints >= 0, or
+    ``None`` for a base-model request (no slot, no lookup); anything else raises ``TypeError``
+    or ``ValueError`` naming ``trace``. ``engines`` and ``max_loras``: ints >= 1.
+    """
+    raise NotImplementedError("TODO(lab-03): split the trace by engine (tenant % engines), "
+                              "simulate each engine's LRU with lab 04's simulate, pool hits over "
+                              "lookups")
+
+
+def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[int | None],
+               memory_budget_bytes: int, kv_bytes_per_token: int, min_kv_tokens: int,
+               target_hit_rate: float, targets: Iterable[str] | str = ENGINE_TARGETS,
+               dtype_bytes: int = 2) -> FleetChoice | None:
+    """The fleet with the fewest engines that meets every target, or None if none does.
+
+    Tenant ``t`` has an adapter of rank ``tenant_ranks[t]`` and is served by engine
+    ``t % engines``; ``trace`` lists its requests (``None``: base model). The search space:
+    ``engines`` and ``max_loras`` from 1 to the number of tenants, ``max_lora_rank`` in
+    ``VLLM_MAX_LORA_RANKS``. A choice is legal when ``max_lora_rank`` is at least every
+    tenant's rank, every engine keeps ``engine_kv_tokens >= min_kv_tokens``, and
+    ``fleet_hit_rate >= target_hit_rate``. Among the legal choices with the fewest engines,
+    the one whose engines keep the most KV tokens. ``tenant_ranks`` and ``trace`` may be any
+    iterables (each is read once). ``tenant_ranks``: ints >= 1, at least one (``TypeError`` /
+    ``ValueError`` naming ``tenant_ranks``); a trace item that is not a tenant's index raises
+    ``ValueError`` naming ``trace``; ``target_hit_rate``: a number in (0, 1] (``TypeError`` /
+    ``ValueError`` naming it); ``min_kv_tokens``: an int >= 0.
+    """
+    raise NotImplementedError("TODO(lab-03): search engines upwards; at each count, the smallest "
+                              "legal rank and the fewest slots that meet both targets")
