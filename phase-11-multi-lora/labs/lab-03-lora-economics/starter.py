@@ -393,6 +393,7 @@ QWEN3_30B_A3B = MoEShape(hidden=2048, intermediate=768, layers=48, heads=32, kv_
 
 
 def _check_moe_shape(shape: object) -> MoEShape:
+    """``shape`` itself if it is a ``MoEShape``; otherwise ``TypeError`` naming ``shape``."""
     if not isinstance(shape, MoEShape):
         raise TypeError(f"shape: expected a MoEShape, got {type(shape).__name__}")
     return shape
@@ -529,5 +530,5 @@ def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[i
     ``ValueError`` naming ``trace``; ``target_hit_rate``: a number in (0, 1] (``TypeError`` /
     ``ValueError`` naming it); ``min_kv_tokens``: an int >= 0.
     """
-    raise NotImplementedError("TODO(lab-03): search engines upwards; at each count, the smallest "
-                              "legal rank and the fewest slots that meet both targets")
+    raise NotImplementedError("TODO(lab-03): search the space in an order that meets the fewest "
+                              "engines first, then the most KV tokens")
