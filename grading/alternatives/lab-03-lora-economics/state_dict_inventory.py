@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 
 # === units ======================================================================================
@@ -334,3 +334,213 @@ def engines_needed(tenants: int, max_loras: int) -> int:
 
 def gpus_saved(tenants: int, max_loras: int) -> int:
     return tenants - engines_needed(tenants, max_loras)
+
+
+# === mixture of experts, one tensor-parallel rank ===============================================
+# The same inventory idea: list the Hugging Face Qwen3-MoE checkpoint's tensors for the base, and
+# the stacked LoRA tensors vLLM allocates on one rank (the shapes its create_lora_weights pass to
+# torch.zeros) for the slots, then sum numel.
+
+MOE_MODEL_TYPES = ("qwen3_moe",)
+ATTENTION_TARGETS = ("q", "k", "v", "o")
+EXPERT_TARGETS = ("gate", "up", "down")
+COLUMN_PARALLEL = ("q", "k", "v", "gate", "up")
+ROW_PARALLEL = ("o", "down")
+LAYOUTS = ("default", "fully_sharded")
+
+
+@dataclass(frozen=True)
+class MoEShape(ModelShape):
+    num_experts: int = 1
+    experts_per_token: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_count("num_experts", self.num_experts)
+        _check_count("experts_per_token", self.experts_per_token)
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(f"experts_per_token: at most num_experts={self.num_experts}, got "
+                             f"{self.experts_per_token}")
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping) -> MoEShape:
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"cfg: expected a config.json dict, got {type(cfg).__name__}")
+        if cfg.get("model_type") not in MOE_MODEL_TYPES:
+            raise ValueError(f"cfg['model_type']: expected one of {MOE_MODEL_TYPES}, "
+                             f"got {cfg.get('model_type')!r}")
+        missing = [k for k in ("moe_intermediate_size", "num_experts", "num_experts_per_tok")
+                   if k not in cfg]
+        if missing:
+            raise ValueError(f"cfg: missing required keys {missing}")
+        if cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers"):
+            raise ValueError("cfg: every layer must be MoE: decoder_sparse_step 1 and no "
+                             "mlp_only_layers")
+        dense = ModelShape.from_hf_config({**cfg, "model_type": "llama",
+                                           "intermediate_size": cfg["moe_intermediate_size"]})
+        return cls(**{f.name: getattr(dense, f.name) for f in fields(ModelShape)},
+                   num_experts=cfg["num_experts"], experts_per_token=cfg["num_experts_per_tok"])
+
+
+QWEN3_30B_A3B = MoEShape(hidden=2048, intermediate=768, layers=48, heads=32, kv_heads=4,
+                         vocab=151936, head_dim=128, num_experts=128, experts_per_token=8)
+
+
+def _moe(shape: object) -> MoEShape:
+    if not isinstance(shape, MoEShape):
+        raise TypeError(f"shape: a MoEShape is required, got {type(shape).__name__}")
+    return shape
+
+
+def moe_state_dict(shape: MoEShape) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """``(name, shape)`` of every tensor a Qwen3-MoE checkpoint holds (no q/k norms counted)."""
+    for name, dims in base_state_dict(shape):
+        if ".mlp." not in name:
+            yield name, dims
+    for i in range(shape.layers):
+        yield f"model.layers.{i}.mlp.gate.weight", (shape.num_experts, shape.hidden)
+        for j in range(shape.num_experts):
+            for t in EXPERT_TARGETS:
+                d_in, d_out = module_dims(shape, t)
+                yield f"model.layers.{i}.mlp.experts.{j}.{t}_proj.weight", (d_out, d_in)
+
+
+def moe_base_params(shape: MoEShape) -> int:
+    return numel(moe_state_dict(_moe(shape)))
+
+
+def _share(n: int, tp: int, what: str) -> int:
+    if n % tp:
+        raise ValueError(f"tp: {tp} does not divide {what} ({n})")
+    return n // tp
+
+
+def rank_buffers(shape: ModelShape, max_loras: int, max_lora_rank: int, tp: int, layout: str,
+                 targets: Iterable[str] | str) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """vLLM 0.32's stacked LoRA tensors on one rank: ``(max_loras, experts, rows, cols)``."""
+    _check_count("max_loras", max_loras)
+    r = _check_count("max_lora_rank", max_lora_rank)
+    _check_count("tp", tp)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: {layout!r} is not one of {LAYOUTS}")
+    full = layout == "fully_sharded"
+    chosen = normalize_targets(targets)
+    experts = shape.num_experts if isinstance(shape, MoEShape) else 1
+    for i in range(shape.layers):
+        for t in chosen:
+            d_in, d_out = module_dims(shape, t)
+            e = experts if t in EXPERT_TARGETS else 1
+            if t in COLUMN_PARALLEL:  # MergedQKV / w13: A by rank when fully sharded, B by d_out
+                a = (max_loras, e, _share(r, tp, "max_lora_rank") if full else r, d_in)
+                b = (max_loras, e, _share(d_out, tp, f"{t} d_out"), r)
+            else:  # RowParallel / w2: A by d_in, B by d_out when fully sharded
+                a = (max_loras, e, r, _share(d_in, tp, f"{t} d_in"))
+                b = (max_loras, e, _share(d_out, tp, f"{t} d_out") if full else d_out, r)
+            yield f"layers.{i}.{t}.lora_a_stacked", a
+            yield f"layers.{i}.{t}.lora_b_stacked", b
+
+
+def sharded_slot_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                       layout: str = "default", targets: Iterable[str] | str = ENGINE_TARGETS,
+                       dtype_bytes: int = 2) -> int:
+    dtype_bytes = _check_count("dtype_bytes", dtype_bytes)
+    return dtype_bytes * numel(rank_buffers(shape, max_loras, max_lora_rank, tp, layout, targets))
+
+
+def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                        attention_layout: str = "default", expert_layout: str | None = None,
+                        dtype_bytes: int = 2) -> int:
+    _moe(shape)
+    layouts = {"attention_layout": attention_layout,
+               "expert_layout": attention_layout if expert_layout is None else expert_layout}
+    for name, layout in layouts.items():
+        if layout not in LAYOUTS:
+            raise ValueError(f"{name}: {layout!r} is not one of {LAYOUTS}")
+    tp = _check_count("tp", tp)
+    weights = Fraction(_check_count("dtype_bytes", dtype_bytes) * moe_base_params(shape), tp)
+    slots = sum(sharded_slot_bytes(shape, max_loras, max_lora_rank, tp, layouts[key], targets,
+                                   dtype_bytes)
+                for key, targets in (("attention_layout", ATTENTION_TARGETS),
+                                     ("expert_layout", EXPERT_TARGETS)))
+    return math.floor(weights) + slots
+
+
+# === fleet sizing ==============================================================================
+# Hits counted from lab 04's per-request labels (replay) instead of its stats, and the fewest
+# slots found by bisection (LRU's hit rate never falls as slots grow) instead of a scan.
+
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class FleetChoice:
+    engines: int
+    max_loras: int
+    max_lora_rank: int
+    kv_tokens: int
+    hit_rate: float
+
+
+def engine_kv_tokens(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                     memory_budget_bytes: int, kv_bytes_per_token: int,
+                     targets: Iterable[str] | str = ENGINE_TARGETS, dtype_bytes: int = 2) -> int:
+    free = (_check_count("memory_budget_bytes", memory_budget_bytes, minimum=0)
+            - base_bytes(shape, dtype_bytes)
+            - slot_reservation_bytes(shape, max_loras, max_lora_rank, targets, dtype_bytes))
+    return math.floor(Fraction(free, _check_count("kv_bytes_per_token", kv_bytes_per_token)))
+
+
+def fleet_hit_rate(trace: Iterable[int | None], engines: int, max_loras: int) -> float:
+    from labkit import load_lab
+
+    engines, max_loras = _check_count("engines", engines), _check_count("max_loras", max_loras)
+    tenants = list(trace)
+    for i, t in enumerate(tenants):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int)):
+            raise TypeError(f"trace: item {i} is {t!r}, not a tenant id")
+        if t is not None and t < 0:
+            raise ValueError(f"trace: item {i} is {t}, a negative tenant id")
+    replay = load_lab("lab-04").replay
+    hits = lookups = 0
+    for e in range(engines):
+        share = [t for t in tenants if t is not None and t % engines == e]
+        hits += sum(replay(share, max_loras))
+        lookups += len(share)
+    return hits / lookups if lookups else 0.0
+
+
+def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[int | None],
+               memory_budget_bytes: int, kv_bytes_per_token: int, min_kv_tokens: int,
+               target_hit_rate: float, targets: Iterable[str] | str = ENGINE_TARGETS,
+               dtype_bytes: int = 2) -> FleetChoice | None:
+    ranks = tuple(_check_count("tenant_ranks", r) for r in tenant_ranks)
+    if not ranks:
+        raise ValueError("tenant_ranks: no tenants")
+    _check_count("min_kv_tokens", min_kv_tokens, minimum=0)
+    if isinstance(target_hit_rate, bool) or not isinstance(target_hit_rate, int | float):
+        raise TypeError(f"target_hit_rate: {target_hit_rate!r} is not a number")
+    if not 0 < target_hit_rate <= 1:
+        raise ValueError(f"target_hit_rate: {target_hit_rate!r} is outside (0, 1]")
+    trace = list(trace)
+    if any(t is not None and t not in range(len(ranks)) for t in trace):
+        raise ValueError(f"trace: every item must be a tenant index below {len(ranks)} or None")
+    fits = [r for r in VLLM_MAX_LORA_RANKS if r >= max(ranks)]
+    if not fits:
+        return None
+    rank = fits[0]
+    kv = {n: engine_kv_tokens(shape, n, rank, memory_budget_bytes, kv_bytes_per_token, targets,
+                              dtype_bytes) for n in range(1, len(ranks) + 1)}
+    affordable = [n for n, tokens in kv.items() if tokens >= min_kv_tokens]
+    if not affordable:
+        return None
+    most = max(affordable)  # kv falls as slots grow, so the affordable counts are 1..most
+    for engines in range(1, len(ranks) + 1):
+        if fleet_hit_rate(trace, engines, most) < target_hit_rate:
+            continue
+        lo, hi = 1, most
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fleet_hit_rate(trace, engines, mid) >= target_hit_rate \
+                else (mid + 1, hi)
+        return FleetChoice(engines, lo, rank, kv[lo], fleet_hit_rate(trace, engines, lo))
+    return None

@@ -250,14 +250,21 @@ class Request:
     tokens: int = 1
 
 
-def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId | None],
-                  max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
+def _walk_limits(running_adapters: Iterable[AdapterId | None], max_loras: int,
+                 max_batch: int) -> tuple[int, int, set]:
+    """A walk's adapter limit, its seats and the adapters already in the batch, checked."""
     limit = _int_at_least("max_loras", max_loras, 1)
     seats = _int_at_least("max_batch", max_batch, 0)
     active = set(running_adapters) - {None}
     if len(active) > limit:
         raise ValueError(f"running_adapters: {sorted(map(repr, active))} is more than "
                          f"max_loras={limit}")
+    return limit, seats, active
+
+
+def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId | None],
+                  max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
+    limit, seats, active = _walk_limits(running_adapters, max_loras, max_batch)
     waiting = list(waiting)
     taken, left = [], []
     i = 0
@@ -333,3 +340,66 @@ class Engine:
                 raise RuntimeError(f"still busy after max_steps={max_steps}")
             out.append(self.step())
         return out
+
+
+# --- section 6: defer against barrier, measured ------------------------------------------------
+# A barrier walked directly (not cut from schedule_step's answer), and a drain that keeps each
+# running request's finishing step instead of a countdown.
+
+POLICIES = ("defer", "barrier")
+
+
+def barrier_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId | None],
+                 max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
+    limit, seats, active = _walk_limits(running_adapters, max_loras, max_batch)
+    waiting = list(waiting)
+    i = 0
+    while i < len(waiting) and i < seats:
+        adapter = waiting[i].adapter
+        if adapter is not None and adapter not in active:
+            if len(active) == limit:
+                break  # the barrier: nothing behind this request runs this step
+            active.add(adapter)
+        i += 1
+    return waiting[:i], waiting[i:]
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    policy: str
+    steps: int
+    waits: tuple[int, ...]
+
+
+def drain(requests: Iterable[Request], max_loras: int, max_batch: int,
+          policy: str = "defer") -> DrainReport:
+    walks = {"defer": schedule_step, "barrier": barrier_step}
+    if policy not in walks:
+        raise ValueError(f"policy: {policy!r} is neither 'defer' nor 'barrier'")
+    _int_at_least("max_loras", max_loras, 1)
+    seats = _int_at_least("max_batch", max_batch, 1)
+    queue = list(requests)
+    rids = [r.rid for r in queue]
+    if len(set(rids)) != len(rids):
+        raise ValueError(f"requests: rids must be distinct, got {rids}")
+    for r in queue:
+        _int_at_least(f"tokens of request {r.rid}", r.tokens, 1)
+    admitted: dict[int, int] = {}  # rid -> step of admission
+    done_after: dict[int, tuple[int, AdapterId | None]] = {}  # running rid -> (last step, adapter)
+    step = 0
+    while queue or done_after:
+        batch, queue = walks[policy](queue, [a for _, a in done_after.values()], max_loras,
+                                     seats - len(done_after))
+        for r in batch:
+            admitted[r.rid] = step
+            done_after[r.rid] = (step + r.tokens - 1, r.adapter)
+        done_after = {rid: v for rid, v in done_after.items() if v[0] > step}
+        step += 1
+    return DrainReport(policy, step, tuple(admitted[rid] for rid in rids))
+
+
+def defer_vs_barrier(requests: Iterable[Request], max_loras: int,
+                     max_batch: int) -> tuple[DrainReport, DrainReport]:
+    workload = tuple(requests)
+    defer, barrier = (drain(workload, max_loras, max_batch, p) for p in POLICIES)
+    return defer, barrier

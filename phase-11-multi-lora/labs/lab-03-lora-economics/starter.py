@@ -22,7 +22,7 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 # === units: one name per unit, so 1e9 and 2**30 never meet by accident =========================
 
@@ -318,3 +318,217 @@ def engines_needed(tenants: int, max_loras: int) -> int:
 def gpus_saved(tenants: int, max_loras: int) -> int:
     """GPUs saved versus one dedicated GPU per tenant: tenants - engines_needed."""
     raise NotImplementedError("TODO(lab-03): tenants minus engines_needed")
+
+
+# === exercise: LoRA on a mixture-of-experts model, at a tensor-parallel degree ==================
+#
+# README section 6. Every rule below is checked against vLLM 0.32's own code:
+# vllm/lora/layers/fused_moe.py (FusedMoEWithLoRA._create_lora_a_weights / _b_weights),
+# vllm/lora/layers/column_parallel_linear.py and row_parallel_linear.py / base_linear.py.
+
+MOE_MODEL_TYPES = ("qwen3_moe",)  # attention as Llama's, every layer's MLP a set of experts
+ATTENTION_TARGETS = ("q", "k", "v", "o")
+EXPERT_TARGETS = ("gate", "up", "down")  # one of each per expert in an MoE layer
+COLUMN_PARALLEL = ("q", "k", "v", "gate", "up")  # tensor parallelism splits their d_out
+ROW_PARALLEL = ("o", "down")  # tensor parallelism splits their d_in
+LAYOUTS = ("default", "fully_sharded")  # vLLM's fully_sharded_loras off / on
+
+
+@dataclass(frozen=True)
+class MoEShape(ModelShape):
+    """A Llama-style decoder whose every MLP is ``num_experts`` experts plus a router (Qwen3-MoE).
+
+    ``intermediate`` is one expert's MLP width (``moe_intermediate_size``): each layer holds
+    ``num_experts`` gate/up/down triples of that width and a router ``hidden -> num_experts``.
+    ``experts_per_token`` (top-k) sets the compute per token, not the memory.
+    """
+
+    num_experts: int = 1
+    experts_per_token: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_count("num_experts", self.num_experts)
+        _check_count("experts_per_token", self.experts_per_token)
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(f"experts_per_token: expected at most num_experts="
+                             f"{self.num_experts}, got {self.experts_per_token}")
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping) -> MoEShape:
+        """Read a Hugging Face ``qwen3_moe`` config (the dict in ``config.json``).
+
+        Uses hidden_size, moe_intermediate_size (as ``intermediate``), num_hidden_layers,
+        num_attention_heads, vocab_size, num_experts, num_experts_per_tok; num_key_value_heads,
+        tie_word_embeddings and head_dim as ``ModelShape.from_hf_config`` does. A
+        ``model_type`` other than qwen3_moe, a missing key, or a config whose layers are not all
+        MoE (``decoder_sparse_step`` other than 1, or ``mlp_only_layers`` not empty) raises
+        ``ValueError``.
+        """
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"cfg: expected a config.json dict, got {type(cfg).__name__}")
+        if cfg.get("model_type") not in MOE_MODEL_TYPES:
+            raise ValueError(f"cfg['model_type']: expected one of {MOE_MODEL_TYPES}, "
+                             f"got {cfg.get('model_type')!r}")
+        required = ("hidden_size", "moe_intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "vocab_size", "num_experts", "num_experts_per_tok")
+        missing = [key for key in required if key not in cfg]
+        if missing:
+            raise ValueError(f"cfg: missing required keys {missing}")
+        if cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers"):
+            raise ValueError("cfg: expected every layer to be MoE (decoder_sparse_step 1, no "
+                             f"mlp_only_layers), got decoder_sparse_step="
+                             f"{cfg.get('decoder_sparse_step')!r}, mlp_only_layers="
+                             f"{cfg.get('mlp_only_layers')!r}")
+        # the attention and embeddings read as Llama's; one expert's width is the MLP's
+        dense = ModelShape.from_hf_config({**cfg, "model_type": "llama",
+                                           "intermediate_size": cfg["moe_intermediate_size"]})
+        return cls(**{f.name: getattr(dense, f.name) for f in fields(ModelShape)},
+                   num_experts=cfg["num_experts"], experts_per_token=cfg["num_experts_per_tok"])
+
+
+# Qwen/Qwen3-30B-A3B's config.json (README section 6 says which fields were checked where)
+QWEN3_30B_A3B = MoEShape(hidden=2048, intermediate=768, layers=48, heads=32, kv_heads=4,
+                         vocab=151936, head_dim=128, num_experts=128, experts_per_token=8)
+
+
+def _check_moe_shape(shape: object) -> MoEShape:
+    """``shape`` itself if it is a ``MoEShape``; otherwise ``TypeError`` naming ``shape``."""
+    if not isinstance(shape, MoEShape):
+        raise TypeError(f"shape: expected a MoEShape, got {type(shape).__name__}")
+    return shape
+
+
+def moe_base_params(shape: MoEShape) -> int:
+    """Parameters of an MoE base model: ``base_params`` with every expert counted.
+
+    Per layer: q,k,v,o, two norms, ``num_experts`` gate/up/down triples of width
+    ``intermediate`` and one router (``hidden x num_experts``, no bias); then embeddings, the
+    final norm and the lm_head as in ``base_params``. ``shape`` must be a ``MoEShape``
+    (``TypeError`` naming ``shape``).
+    """
+    raise NotImplementedError("TODO(lab-03): base_params plus, per layer, the other experts' "
+                              "gate/up/down and the router")
+
+
+def _split(what: str, size: int, tp: int) -> int:
+    """``size / tp`` where vLLM splits a dimension across ranks; tp must divide it."""
+    if size % tp:
+        raise ValueError(f"tp: expected a divisor of {what}={size}, got {tp}")
+    return size // tp
+
+
+def sharded_slot_bytes(shape: ModelShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                       layout: str = "default", targets: Iterable[str] | str = ENGINE_TARGETS,
+                       dtype_bytes: int = 2) -> int:
+    """Slot bytes one of ``tp`` tensor-parallel ranks holds: ``slot_reservation_bytes`` per rank.
+
+    A slot holds, per layer and target, ``A: (max_lora_rank, d_in)`` and ``B: (d_out,
+    max_lora_rank)``; on a ``MoEShape`` gate, up and down hold one A and one B per expert.
+    What each rank keeps of them (README section 6):
+
+    - column-parallel targets (q, k, v, gate, up; tp splits d_out): B by d_out on every layout;
+      A whole under ``"default"``, split by rank under ``"fully_sharded"``;
+    - row-parallel targets (o, down; tp splits d_in): A by d_in on every layout; B whole under
+      ``"default"``, split by d_out under ``"fully_sharded"``.
+
+    At ``tp=1`` this is ``slot_reservation_bytes`` (for a ``MoEShape``, with every expert).
+    ``tp``: an int >= 1 that divides every dimension it splits (else ``ValueError`` naming
+    ``tp``); ``layout``: ``"default"`` or ``"fully_sharded"`` (else ``ValueError`` naming
+    ``layout``); the other arguments as in ``slot_reservation_bytes``.
+    """
+    raise NotImplementedError("TODO(lab-03): per layer and target, the rank's share of A and B "
+                              "under the layout, times experts, slots and dtype_bytes")
+
+
+def model_loading_bytes(shape: MoEShape, max_loras: int, max_lora_rank: int, tp: int = 1,
+                        attention_layout: str = "default", expert_layout: str | None = None,
+                        dtype_bytes: int = 2) -> int:
+    """What one rank's "Model loading took" counts, by this lab's rules (README section 6).
+
+    The rank's share of the base weights, ``moe_base_params * dtype_bytes // tp`` (as if tp
+    split every weight evenly), plus its slots: q,k,v,o under ``attention_layout`` and the
+    experts' gate, up and down under ``expert_layout``, each from ``sharded_slot_bytes``.
+    ``expert_layout=None`` means the same as ``attention_layout`` (vLLM 0.32 has one flag,
+    ``fully_sharded_loras``, for both). ``shape`` must be a ``MoEShape`` (``TypeError`` naming
+    ``shape``); a layout other than the two raises ``ValueError`` naming ``attention_layout`` or
+    ``expert_layout``; the rest is checked as in ``sharded_slot_bytes``.
+    """
+    raise NotImplementedError("TODO(lab-03): base bytes over tp, plus the attention slots and the "
+                              "expert slots, each under its layout")
+
+
+# === exercise: fleet sizing, where slots compete with the KV cache ==============================
+#
+# README section 7. Slots come from this lab, the hit rate from lab 04's simulate (through
+# labkit.load_lab, so it follows LAB_IMPL), the bytes of one token's K and V from lab 02's
+# kv_bytes_per_token (the caller passes the number).
+
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank vLLM 0.32 takes
+
+
+@dataclass(frozen=True)
+class FleetChoice:
+    """A fleet of identical engines, one GPU each, and why it meets the targets.
+
+    ``engines``: how many; ``max_loras`` / ``max_lora_rank``: every engine's knobs;
+    ``kv_tokens``: the KV-cache tokens each engine holds beside its weights and slots
+    (``engine_kv_tokens``); ``hit_rate``: the fleet's slot hit rate on the trace
+    (``fleet_hit_rate``).
+    """
+
+    engines: int
+    max_loras: int
+    max_lora_rank: int
+    kv_tokens: int
+    hit_rate: float
+
+
+def engine_kv_tokens(shape: ModelShape, max_loras: int, max_lora_rank: int,
+                     memory_budget_bytes: int, kv_bytes_per_token: int,
+                     targets: Iterable[str] | str = ENGINE_TARGETS, dtype_bytes: int = 2) -> int:
+    """KV-cache tokens one engine holds: what the budget leaves after weights and slots.
+
+    ``(memory_budget_bytes - base_bytes - slot_reservation_bytes) // kv_bytes_per_token``, with
+    the slots of ``max_loras`` at ``max_lora_rank`` over ``targets``; negative when the weights
+    and slots alone exceed the budget. ``memory_budget_bytes``: an int >= 0 (the GPU memory the
+    engine may use); ``kv_bytes_per_token``: an int >= 1 (lab 02's ``kv_bytes_per_token``).
+    """
+    raise NotImplementedError("TODO(lab-03): the budget minus base weights and slot reservation, "
+                              "in whole tokens of KV cache")
+
+
+def fleet_hit_rate(trace: Iterable[int | None], engines: int, max_loras: int) -> float:
+    """The fleet's slot hit rate: tenant ``t`` is served by engine ``t % engines``.
+
+    Each engine runs an LRU of ``max_loras`` slots over its share of ``trace`` (lab 04's
+    ``simulate``, reached with ``labkit.load_lab("lab-04")``); the fleet's rate is the engines'
+    hits over their lookups, 0.0 without lookups. Trace items are tenant ids, ints >= 0, or
+    ``None`` for a base-model request (no slot, no lookup); anything else raises ``TypeError``
+    or ``ValueError`` naming ``trace``. ``engines`` and ``max_loras``: ints >= 1.
+    """
+    raise NotImplementedError("TODO(lab-03): split the trace by engine (tenant % engines), "
+                              "simulate each engine's LRU with lab 04's simulate, pool hits over "
+                              "lookups")
+
+
+def size_fleet(shape: ModelShape, tenant_ranks: Iterable[int], trace: Iterable[int | None],
+               memory_budget_bytes: int, kv_bytes_per_token: int, min_kv_tokens: int,
+               target_hit_rate: float, targets: Iterable[str] | str = ENGINE_TARGETS,
+               dtype_bytes: int = 2) -> FleetChoice | None:
+    """The fleet with the fewest engines that meets every target, or None if none does.
+
+    Tenant ``t`` has an adapter of rank ``tenant_ranks[t]`` and is served by engine
+    ``t % engines``; ``trace`` lists its requests (``None``: base model). The search space:
+    ``engines`` and ``max_loras`` from 1 to the number of tenants, ``max_lora_rank`` in
+    ``VLLM_MAX_LORA_RANKS``. A choice is legal when ``max_lora_rank`` is at least every
+    tenant's rank, every engine keeps ``engine_kv_tokens >= min_kv_tokens``, and
+    ``fleet_hit_rate >= target_hit_rate``. Among the legal choices with the fewest engines,
+    the one whose engines keep the most KV tokens. ``tenant_ranks`` and ``trace`` may be any
+    iterables (each is read once). ``tenant_ranks``: ints >= 1, at least one (``TypeError`` /
+    ``ValueError`` naming ``tenant_ranks``); a trace item that is not a tenant's index raises
+    ``ValueError`` naming ``trace``; ``target_hit_rate``: a number in (0, 1] (``TypeError`` /
+    ``ValueError`` naming it); ``min_kv_tokens``: an int >= 0.
+    """
+    raise NotImplementedError("TODO(lab-03): search the space in an order that meets the fewest "
+                              "engines first, then the most KV tokens")

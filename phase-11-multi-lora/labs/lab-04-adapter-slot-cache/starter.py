@@ -313,3 +313,68 @@ class Engine:
     def run(self, requests: Iterable[Request], max_steps: int) -> list[StepRecord]:
         """Submit ``requests`` and step until idle; ``RuntimeError`` past ``max_steps``."""
         raise NotImplementedError("TODO(lab-04): submit, then step until idle")
+
+
+# --- exercise: defer against barrier, measured --------------------------------------------------
+
+POLICIES = ("defer", "barrier")  # drain's policies: schedule_step, and the barrier strawman
+
+
+def barrier_step(waiting: Sequence[Request], running_adapters: Iterable[AdapterId | None],
+                 max_loras: int, max_batch: int) -> tuple[list[Request], list[Request]]:
+    """The strawman: ``schedule_step``'s walk, stopped at the first request it does not admit.
+
+    Admits the longest prefix of ``waiting`` that ``schedule_step`` admits; the first request it
+    leaves waiting (one that does not fit, or the first one past a full batch) and everything
+    behind it wait, even base requests that need no slot: a barrier, head-of-line blocking.
+    Same arguments, checks and return value as ``schedule_step``: ``(scheduled,
+    still_waiting)``, both in queue order.
+    """
+    raise NotImplementedError("TODO(lab-04): the prefix of the queue that schedule_step admits; "
+                              "from the first request it leaves waiting, everything waits")
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """One policy's run of a workload, from all requests queued until idle.
+
+    ``policy``: "defer" or "barrier". ``steps``: engine steps until nothing waits or runs.
+    ``waits``: one int per request, in the order the requests were given: the steps it spent in
+    the waiting queue before admission (0 = admitted at the first step); its head-of-line wait.
+    A request admitted after waiting ``w`` steps runs its ``tokens`` steps and is done, so
+    ``steps == max(w + tokens)`` over the requests (0 for no requests).
+    """
+
+    policy: str
+    steps: int
+    waits: tuple[int, ...]
+
+
+def drain(requests: Iterable[Request], max_loras: int, max_batch: int,
+          policy: str = "defer") -> DrainReport:
+    """Run ``requests``, all queued before the first step, through one policy until idle.
+
+    Each step: schedule from the waiting queue with ``schedule_step`` (``policy="defer"``) or
+    ``barrier_step`` (``"barrier"``), given the running requests' adapters and the seats left
+    (``max_batch`` minus the running requests); run one decode step for the batch; retire the
+    requests whose ``tokens`` are done. No slot cache: this measures the policy alone (with
+    ``max_loras <= num_slots`` the cache never changes who runs). A policy other than the two
+    raises ``ValueError`` naming ``policy``; repeated rids raise ``ValueError`` naming
+    ``requests``; ``max_loras`` and ``max_batch`` are ints >= 1 and each request's ``tokens`` an
+    int >= 1, checked as in ``Engine`` (``TypeError`` / ``ValueError`` naming them).
+    """
+    raise NotImplementedError("TODO(lab-04): step the chosen scheduler over the queue until idle; "
+                              "record each request's steps in the queue and the step count")
+
+
+def defer_vs_barrier(requests: Iterable[Request], max_loras: int,
+                     max_batch: int) -> tuple[DrainReport, DrainReport]:
+    """The same workload drained under both policies: ``(defer, barrier)`` reports.
+
+    Measures section 4's claim instead of asserting it. Where a request that fits sits behind
+    one that does not, deferral admits it at once and the barrier makes it wait; where no
+    request is ever deferred (the queue never holds more distinct adapters than fit), both
+    walks are the same and the reports tie in ``steps`` and ``waits``. ``requests`` may be any
+    iterable (a generator is read once). Arguments are checked as in ``drain``.
+    """
+    raise NotImplementedError("TODO(lab-04): drain one copy of the workload with each policy")

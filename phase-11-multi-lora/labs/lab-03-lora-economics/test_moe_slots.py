@@ -1,0 +1,280 @@
+"""Lab 03 spec, section 6: LoRA slots on a mixture-of-experts model, at a tensor-parallel degree.
+
+A real engine log, reconciled from first principles: vLLM #28761, Qwen3-30B-A3B at TP 4 with
+``--max-loras 16 --max-lora-rank 32`` logged "Model loading took 53.9761 GiB" per rank, and
+26.9761 GiB once its MoE LoRA was fully sharded. The layouts below are vLLM 0.32's
+(``vllm/lora/layers/fused_moe.py``, ``column_parallel_linear.py``, ``row_parallel_linear.py``);
+shapes are drawn from the ``seed`` fixture, expectations written out as the counts they stand for.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+GiB = 2**30  # the test's own unit, independent of the student's
+
+# Qwen/Qwen3-30B-A3B config.json, the fields the count needs (README section 6 says where from)
+QWEN3_30B_A3B_CONFIG = {
+    "model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144,
+    "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32,
+    "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8,
+    "vocab_size": 151936, "tie_word_embeddings": False, "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+}
+# vLLM #28761: one deployment, two logs of "Model loading took X GiB" (per rank, 4 decimals)
+MAX_LORAS, MAX_LORA_RANK, TP = 16, 32, 4
+LOGGED_GIB = {"experts default": 53.9761, "experts fully sharded": 26.9761}
+# The rules leave out only allocations (README section 6: the router and norms kept whole, the
+# router, lm_head and embedding slots, LoRA metadata buffers): the log may exceed the prediction
+# by their sum, under half a GiB per rank here, and can never fall below it.
+LOADING_SLACK_GIB = 0.5
+PUBLISHED_ROUNDING = 0.05e9  # "30.5B" on the model card: three significant figures
+
+ATTENTION = ("q", "k", "v", "o")
+EXPERTS = ("gate", "up", "down")
+COLUMN_PARALLEL = ("q", "k", "v", "gate", "up")  # vLLM splits d_out across ranks
+
+
+def layer_dims(h: int, i: int, heads: int, kv: int, hd: int) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) per target: the test's own inventory of one decoder layer."""
+    return {"q": (h, heads * hd), "k": (h, kv * hd), "v": (h, kv * hd), "o": (heads * hd, h),
+            "gate": (h, i), "up": (h, i), "down": (i, h)}
+
+
+def rank_slot_params(dims, rank: int, tp: int, sharded: bool, experts: int, targets) -> int:
+    """One layer's slot parameters on one rank, per vLLM 0.32's stacked LoRA tensors.
+
+    Column-parallel: B (d_out / tp, r); A (r, d_in), or (r / tp, d_in) fully sharded.
+    Row-parallel: A (r, d_in / tp); B (d_out, r), or (d_out / tp, r) fully sharded.
+    """
+    total = 0
+    for target in targets:
+        d_in, d_out = dims[target]
+        if target in COLUMN_PARALLEL:
+            a, b = (rank // tp if sharded else rank) * d_in, d_out // tp * rank
+        else:
+            a, b = rank * (d_in // tp), (d_out // tp if sharded else d_out) * rank
+        total += (experts if target in EXPERTS else 1) * (a + b)
+    return total
+
+
+def draw_moe(rng: random.Random) -> dict:
+    """A small MoE shape whose every split dimension is a multiple of 4 (tp in 1, 2, 4)."""
+    kv = rng.choice([1, 2, 4])
+    return dict(hidden=4 * rng.randint(2, 16), intermediate=4 * rng.randint(1, 12),
+                layers=rng.randint(1, 4), heads=kv * rng.choice([1, 2, 4]), kv_heads=kv,
+                vocab=rng.randint(10, 500), head_dim=4 * rng.randint(1, 8),
+                num_experts=rng.randint(1, 9), experts_per_token=1)
+
+
+def dims_of(spec: dict) -> dict[str, tuple[int, int]]:
+    return layer_dims(spec["hidden"], spec["intermediate"], spec["heads"], spec["kv_heads"],
+                      spec["head_dim"])
+
+
+# --- the shape ----------------------------------------------------------------------------------
+
+
+@pytest.mark.structural
+def test_qwen3_30b_a3b_reads_from_its_config(lab):
+    shape = lab.MoEShape.from_hf_config(QWEN3_30B_A3B_CONFIG)
+    assert shape == lab.QWEN3_30B_A3B, "QWEN3_30B_A3B must be what its config.json reads as"
+    assert (shape.intermediate, shape.num_experts, shape.head_dim) == (768, 128, 128), \
+        "intermediate is one expert's width (moe_intermediate_size), head_dim as given"
+    with pytest.raises(ValueError, match="model_type"):
+        lab.MoEShape.from_hf_config({**QWEN3_30B_A3B_CONFIG, "model_type": "llama"})
+    with pytest.raises(ValueError, match="mlp_only_layers"):
+        lab.MoEShape.from_hf_config({**QWEN3_30B_A3B_CONFIG, "mlp_only_layers": [0]})
+    with pytest.raises(ValueError, match="num_experts"):
+        lab.MoEShape.from_hf_config({k: v for k, v in QWEN3_30B_A3B_CONFIG.items()
+                                     if k != "num_experts"})
+
+
+def test_qwen3_30b_a3b_has_30_5b_params(lab):
+    h, i, n, vocab, e, q, kv = 2048, 768, 48, 151936, 128, 32 * 128, 4 * 128
+    per_layer = 2 * h * q + 2 * h * kv + e * 3 * h * i + h * e + 2 * h  # attention, experts,
+    expected = 2 * vocab * h + n * per_layer + h                         # router, two norms
+    got = lab.moe_base_params(lab.QWEN3_30B_A3B)
+    assert got == expected, f"moe_base_params(Qwen3-30B-A3B) = {got:,}, expected {expected:,}"
+    assert abs(got - 30.5e9) <= PUBLISHED_ROUNDING, f"published as 30.5B, got {got:,}"
+
+
+def test_moe_base_params_counts_every_expert_and_the_router(lab, seed):
+    rng = random.Random(seed)
+    for _ in range(20):
+        spec = draw_moe(rng)
+        dims, e, h = dims_of(spec), spec["num_experts"], spec["hidden"]
+        attention = sum(dims[t][0] * dims[t][1] for t in ATTENTION)
+        experts = e * sum(dims[t][0] * dims[t][1] for t in EXPERTS)
+        expected = (2 * spec["vocab"] * h + spec["layers"] * (attention + experts + h * e + 2 * h)
+                    + h)
+        got = lab.moe_base_params(lab.MoEShape(**spec))
+        assert got == expected, f"moe_base_params({spec}) = {got:,}, expected {expected:,}"
+
+
+# --- slots per rank -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["default", "fully_sharded"])
+def test_one_rank_holds_the_whole_reservation(lab, seed, layout):
+    rng = random.Random(seed)
+    for _ in range(10):
+        spec = {**draw_moe(rng), "num_experts": 1}
+        dense = lab.ModelShape(**{k: v for k, v in spec.items()
+                                  if k not in ("num_experts", "experts_per_token")})
+        loras, rank = rng.randint(1, 8), rng.choice([1, 8, 16])
+        got = lab.sharded_slot_bytes(dense, loras, rank, 1, layout)
+        want = lab.slot_reservation_bytes(dense, loras, rank)
+        assert got == want, f"tp=1, {layout}: a rank holds slot_reservation_bytes, {got} != {want}"
+
+
+def test_default_layout_splits_one_factor_per_linear(lab, seed):
+    rng = random.Random(seed)
+    for _ in range(20):
+        spec, tp = draw_moe(rng), rng.choice([1, 2, 4])
+        loras, rank = rng.randint(1, 4), 4 * rng.randint(1, 8)
+        expected = (loras * spec["layers"] * 2
+                    * rank_slot_params(dims_of(spec), rank, tp, False, spec["num_experts"],
+                                       ATTENTION + EXPERTS))
+        got = lab.sharded_slot_bytes(lab.MoEShape(**spec), loras, rank, tp, "default")
+        assert got == expected, (
+            f"{spec}, max_loras={loras}, rank={rank}, tp={tp}, default layout: got {got:,}, "
+            f"expected {expected:,} (column-parallel B and row-parallel A split, the rest whole)")
+
+
+def test_fully_sharded_puts_every_slot_byte_on_one_rank(lab, seed):
+    rng = random.Random(seed)
+    for _ in range(20):
+        spec, tp = draw_moe(rng), rng.choice([2, 4])
+        loras, rank = rng.randint(1, 4), 4 * rng.randint(1, 8)
+        shape = lab.MoEShape(**spec)
+        whole = lab.sharded_slot_bytes(shape, loras, rank, 1, "fully_sharded")
+        per_rank = lab.sharded_slot_bytes(shape, loras, rank, tp, "fully_sharded")
+        assert per_rank * tp == whole, (
+            f"{spec}, tp={tp}: fully sharded, the ranks together hold the reservation once: "
+            f"{tp} x {per_rank:,} != {whole:,}")
+        expected = loras * spec["layers"] * 2 * rank_slot_params(
+            dims_of(spec), rank, tp, True, spec["num_experts"], ATTENTION + EXPERTS)
+        assert per_rank == expected
+        default = lab.sharded_slot_bytes(shape, loras, rank, tp, "default")
+        assert default > per_rank, "the default layout replicates a factor the other one splits"
+
+
+def test_expert_slots_hold_one_a_and_b_per_expert(lab, seed):
+    rng = random.Random(seed)
+    spec = draw_moe(rng)
+    one = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 1}), 2, 8, 2,
+                                 "default", ("gate", "up", "down"))
+    for e in (2, 7, 128):
+        many = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": e}), 2, 8, 2,
+                                      "default", ["gate_up_proj", "down_proj"])
+        assert many == e * one, f"{e} experts hold {e} x the expert slots of one: {many} != {e * one}"
+    attention = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 9}), 2, 8, 2,
+                                       "default", ("q", "k", "v", "o"))
+    assert attention == lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 1}), 2, 8,
+                                               2, "default", ("q", "k", "v", "o")), \
+        "the experts do not multiply the attention slots"
+
+
+def test_rank_share_is_linear_in_slots_rank_and_dtype(lab):
+    shape = lab.QWEN3_30B_A3B
+    one = lab.sharded_slot_bytes(shape, 1, 8, 4, "fully_sharded")
+    assert lab.sharded_slot_bytes(shape, 16, 8, 4, "fully_sharded") == 16 * one
+    assert lab.sharded_slot_bytes(shape, 1, 32, 4, "fully_sharded") == 4 * one
+    assert lab.sharded_slot_bytes(shape, 1, 8, 4, "fully_sharded", dtype_bytes=4) == 2 * one
+
+
+# --- the log, reconciled --------------------------------------------------------------------------
+
+
+def assert_reconciles(predicted: int, logged_gib: float, what: str) -> None:
+    residual = logged_gib - predicted / GiB
+    assert 0 <= residual <= LOADING_SLACK_GIB, (
+        f"{what}: predicted {predicted / GiB:.4f} GiB per rank, logged {logged_gib} GiB; the "
+        f"residual {residual:+.4f} GiB must lie in [0, {LOADING_SLACK_GIB}] (what the rules "
+        f"leave out only adds memory)")
+
+
+def test_the_fully_sharded_log_reconciles(lab):
+    predicted = lab.model_loading_bytes(lab.QWEN3_30B_A3B, MAX_LORAS, MAX_LORA_RANK, TP,
+                                        "fully_sharded")
+    assert_reconciles(predicted, LOGGED_GIB["experts fully sharded"], "every slot fully sharded")
+
+
+def test_the_larger_log_reconciles_with_only_the_experts_unsharded(lab):
+    predicted = lab.model_loading_bytes(lab.QWEN3_30B_A3B, MAX_LORAS, MAX_LORA_RANK, TP,
+                                        attention_layout="fully_sharded",
+                                        expert_layout="default")
+    assert_reconciles(predicted, LOGGED_GIB["experts default"],
+                      "attention fully sharded, experts in the default layout")
+
+
+def test_the_default_layout_everywhere_would_exceed_the_larger_log(lab):
+    predicted = lab.model_loading_bytes(lab.QWEN3_30B_A3B, MAX_LORAS, MAX_LORA_RANK, TP,
+                                        "default")
+    assert predicted / GiB > LOGGED_GIB["experts default"], (
+        f"default layout everywhere predicts {predicted / GiB:.4f} GiB: it must exceed the "
+        f"logged {LOGGED_GIB['experts default']} GiB, so the logged run cannot have used it")
+    assert predicted == lab.model_loading_bytes(lab.QWEN3_30B_A3B, MAX_LORAS, MAX_LORA_RANK, TP,
+                                                "default", "default"), \
+        "expert_layout=None means the attention layout"
+
+
+def test_the_two_logs_differ_by_the_expert_slots_alone(lab):
+    experts = [lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, MAX_LORAS, MAX_LORA_RANK, TP, layout,
+                                      EXPERTS) for layout in ("default", "fully_sharded")]
+    logged = round(LOGGED_GIB["experts default"] - LOGGED_GIB["experts fully sharded"], 4)
+    assert round((experts[0] - experts[1]) / GiB, 4) == logged, (
+        f"the expert slots shrink by {(experts[0] - experts[1]) / GiB:.4f} GiB per rank when "
+        f"fully sharded; the logs differ by {logged} GiB")
+
+
+def test_model_loading_counts_the_base_share_and_both_slot_sets(lab, seed):
+    rng = random.Random(seed)
+    for _ in range(10):
+        spec, tp = draw_moe(rng), rng.choice([1, 2, 4])
+        loras, rank = rng.randint(1, 4), 4 * rng.randint(1, 8)
+        shape = lab.MoEShape(**spec)
+        attention_layout, expert_layout = rng.choice(["default", "fully_sharded"]), \
+            rng.choice(["default", "fully_sharded"])
+        base = lab.moe_base_params(shape) * 2 // tp
+        dims = dims_of(spec)
+        slots = loras * spec["layers"] * 2 * (
+            rank_slot_params(dims, rank, tp, attention_layout == "fully_sharded", 1, ATTENTION)
+            + rank_slot_params(dims, rank, tp, expert_layout == "fully_sharded",
+                               spec["num_experts"], EXPERTS))
+        got = lab.model_loading_bytes(shape, loras, rank, tp, attention_layout, expert_layout)
+        assert got == base + slots, (
+            f"{spec}, tp={tp}, attention {attention_layout}, experts {expert_layout}: got "
+            f"{got:,}, expected base share {base:,} + slots {slots:,}")
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+BAD_CALLS = {
+    "unknown layout": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4, "s-lora"),
+                       ValueError, "layout"),
+    "tp not dividing a width": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 3),
+                                ValueError, "tp"),
+    "tp not dividing the rank": (lambda lab: lab.sharded_slot_bytes(
+        lab.QWEN3_30B_A3B, 16, 8, 16, "fully_sharded"), ValueError, "tp"),
+    "zero tp": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 0), ValueError, "tp"),
+    "float tp": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4.0), TypeError,
+                 "tp"),
+    "dense shape to moe_base_params": (lambda lab: lab.moe_base_params(lab.LLAMA2_7B), TypeError,
+                                       "shape"),
+    "dense shape to model_loading_bytes": (lambda lab: lab.model_loading_bytes(lab.LLAMA2_7B, 16,
+                                                                               32, 4),
+                                           TypeError, "shape"),
+    "unknown expert layout": (lambda lab: lab.model_loading_bytes(
+        lab.QWEN3_30B_A3B, 16, 32, 4, "default", "sharded"), ValueError, "expert_layout"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_moe_input_is_refused_naming_the_argument(lab, case):
+    call, error, argument = BAD_CALLS[case]
+    with pytest.raises(error, match=argument):
+        call(lab)
