@@ -31,6 +31,7 @@ HYPOTHESIS_PROFILE = "phase11"
 settings.register_profile(
     HYPOTHESIS_PROFILE,
     max_examples=60,
+    stateful_step_count=10,  # a state machine's steps per example: 60 x 10 fits the 5 s budget
     deadline=None,  # shared 2-core machines: a slow example is not a wrong one
     # no "explain" phase: it costs seconds per failure and adds nothing a student reads;
     # not derandomized: the seed comes from LAB_SEED (pytest_configure below), so a hidden seed

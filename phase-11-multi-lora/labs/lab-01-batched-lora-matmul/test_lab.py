@@ -16,10 +16,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from labkit import assert_bitwise_equal, assert_close, in_worker, load_lab
 
 DTYPES = [np.float32, np.float64]
+# every floating dtype the module docstring admits; float16 holds the integers these integer-valued
+# batches reach (at most 1,800: d_in <= 8, r <= 4, entries in [-3, 3], scale <= 2) exactly
+ADMITTED_DTYPES = [np.float16, np.float32, np.float64]
 SCALE = 2.0  # lora_alpha / r = 32 / 16; a power of two keeps integer-valued products exact
 SMALL_INT = 3  # inputs drawn from [-3, 3]: every sum in these shapes stays far below 2**24
 
@@ -437,3 +441,210 @@ def test_lora_overhead_refuses_non_positive_sizes(lab, args, name):
     with pytest.raises(ValueError) as err:
         lab.lora_overhead(*args)
     assert_names(err, name)
+
+
+# --- defaults, long batches, several bad entries -----------------------------------------------
+
+
+def _arrays(rng, T, d_in=4, d_out=5, r=2, L=3):
+    return (rng.standard_normal((T, d_in)), rng.standard_normal((d_out, d_in)),
+            rng.standard_normal((L, r, d_in)), rng.standard_normal((L, d_out, r)),
+            rng.integers(-1, L, size=T))
+
+
+def test_scale_defaults_to_one(lab, rng):
+    x, W, A_stack, B_stack, idx = _arrays(rng, int(rng.integers(2, 9)))
+    h = rng.standard_normal((x.shape[0], 2))
+    for fn, args in [("expand", (h, B_stack[0])), ("lora_delta_loop", (x, A_stack, B_stack, idx)),
+                     ("batched_lora_forward", (x, W, A_stack, B_stack, idx))]:
+        got, want = getattr(lab, fn)(*args), getattr(lab, fn)(*args, scale=1.0)
+        assert np.array_equal(got, want), f"{fn}: the documented default is scale=1.0"
+
+
+@pytest.mark.parametrize("T", [257, 1000])
+def test_long_batches_equal_the_loop(lab, rng, T):
+    # more rows than any small-int cache: lengths are compared by value
+    x, W, A_stack, B_stack, idx = _arrays(rng, T + int(rng.integers(0, 50)))
+    want = x @ W.T + lab.lora_delta_loop(x, A_stack, B_stack, idx, scale=2.0)
+    assert_close(lab.batched_lora_forward(x, W, A_stack, B_stack, idx, scale=2.0), want,
+                 rtol=1e-12, atol=1e-12, why=f"a batch of {len(idx)} rows")
+
+
+def test_the_first_bad_idx_entry_is_reported(lab, rng):
+    T, L = int(rng.integers(6, 12)), 3
+    x, W, A_stack, B_stack, _ = _arrays(rng, T, L=L)
+    idx = rng.integers(-1, L, size=T)
+    rows = np.sort(rng.choice(T, size=3, replace=False))
+    # the first bad row holds the smallest bad value, the last the largest: "first" is by row
+    values = np.sort(rng.choice(np.r_[np.arange(L, L + 40), np.arange(-40, -1)], 3,
+                                replace=False))[::-1] if rng.random() < 0.5 else None
+    values = np.array([L, L + 7, L + 30]) + int(rng.integers(0, 20)) if values is None else values
+    idx[rows] = values
+    first = (int(rows[0]), int(idx[rows[0]]))
+    for call in (lambda: lab.batched_lora_forward(x, W, A_stack, B_stack, idx),
+                 lambda: lab.lora_delta_loop(x, A_stack, B_stack, idx)):
+        with pytest.raises(ValueError) as err:
+            call()
+        message = str(err.value)
+        assert re.search(rf"\brow {first[0]}\b", message) and str(first[1]) in message, (
+            f"bad entries at rows {rows.tolist()} ({idx[rows].tolist()}): the first in row "
+            f"order, {first[1]} at row {first[0]}, is reported, got: {message}")
+
+
+# --- every admitted form, and the calls after the first ----------------------------------------
+
+SCALE_FORMS = {  # scale = 2 in every real-number form the docstring admits
+    "float": lambda: 2.0, "int": lambda: 2, "np.float64": lambda: np.float64(2.0),
+    "np.float32": lambda: np.float32(2.0), "np.int32": lambda: np.int32(2),
+}
+IDX_FORMS = {
+    "int64": lambda v: np.asarray(v, dtype=np.int64), "int32": lambda v: np.asarray(v, np.int32),
+    "int16": lambda v: np.asarray(v, np.int16), "list": lambda v: list(v),
+    "intp-view": lambda v: np.asarray(v, np.intp)[::-1].copy()[::-1],
+}
+
+
+@st.composite
+def admitted_calls(draw_, max_T=10):
+    b = draw_(batches(max_T))
+    dtype = draw_(st.sampled_from(ADMITTED_DTYPES))
+    b = replace(b, x=b.x.astype(dtype), W=b.W.astype(dtype), A_stack=b.A_stack.astype(dtype),
+                B_stack=b.B_stack.astype(dtype))
+    return b, draw_(st.sampled_from(list(SCALE_FORMS))), draw_(st.sampled_from(list(IDX_FORMS)))
+
+
+@given(call=admitted_calls())
+def test_every_admitted_form_gives_the_definition_in_xs_dtype(lab, call):
+    b, scale_form, idx_form = call
+    want = dense_reference(b)  # scale 2.0, from the arrays before the call
+    idx = IDX_FORMS[idx_form](b.idx.tolist())
+    y = lab.batched_lora_forward(b.x, b.W, b.A_stack, b.B_stack, idx, scale=SCALE_FORMS[scale_form]())
+    assert y.dtype == b.x.dtype, (
+        f"{b.x.dtype} arrays, scale as {scale_form}, idx as {idx_form}: the output must stay "
+        f"{b.x.dtype}, got {y.dtype}")
+    assert_bitwise_equal(y, want, why=f"{b.x.dtype} arrays, scale as {scale_form}, idx as "
+                                      f"{idx_form}, idx={b.idx.tolist()}")
+    delta = lab.lora_delta_loop(b.x, b.A_stack, b.B_stack, IDX_FORMS[idx_form](b.idx.tolist()),
+                                scale=SCALE_FORMS[scale_form]())
+    assert delta.dtype == b.x.dtype and np.array_equal(delta, want - b.x @ b.W.T), (
+        f"lora_delta_loop with {b.x.dtype} arrays, scale as {scale_form}, idx as {idx_form}")
+
+
+@pytest.mark.parametrize("dtype", ADMITTED_DTYPES)
+def test_shrink_and_expand_keep_every_floating_dtype(lab, rng, dtype):
+    x, A = draw(rng, (5, 6), dtype, True), draw(rng, (3, 6), dtype, True)
+    h = lab.shrink(x, A)
+    assert h.dtype == dtype and np.array_equal(h, x @ A.T), f"shrink in {np.dtype(dtype)}"
+    B = draw(rng, (4, 3), dtype, True)
+    y = lab.expand(h, B, scale=np.float64(2.0))
+    assert y.dtype == dtype, (f"expand with a numpy float64 scale must stay in h's dtype "
+                              f"{np.dtype(dtype)}, got {y.dtype}")
+    assert np.array_equal(y, (2 * (h @ B.T)).astype(dtype)), f"expand in {np.dtype(dtype)}"
+
+
+class ForwardOnReusedBuffers(RuleBasedStateMachine):
+    """A serving loop's buffers: idx and x are refilled in place between steps, as an engine
+    reuses its metadata tensors; every step must answer for the values it is handed now."""
+
+    lab = None  # the implementation under test, set by the test that runs the machine
+
+    @initialize(seed=st.integers(0, 2**32 - 1))
+    def allocate(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.b = make_batch(self.rng, T=12, d_in=6, d_out=5, r=2, L=4)
+        self.idx, self.x = self.b.idx.copy(), self.b.x.copy()  # the reused buffers
+
+    @rule(data=st.data())
+    def refill_idx(self, data):
+        self.idx[:] = data.draw(st.lists(st.integers(-1, 3), min_size=12, max_size=12))
+
+    @rule()
+    def refill_x(self):
+        self.x[:] = draw(self.rng, self.x.shape, self.x.dtype, True)
+
+    @rule()
+    def forward(self):
+        b = replace(self.b, x=self.x.copy(), idx=self.idx.copy())  # the expectation's copies
+        y = self.lab.batched_lora_forward(self.x, b.W, b.A_stack, b.B_stack, self.idx,
+                                          scale=b.scale)
+        assert_bitwise_equal(y, dense_reference(b), why=(
+            f"after the buffers were refilled in place (idx now {b.idx.tolist()}), the forward "
+            "must use the current values, not groups or rows remembered from an earlier call"))
+
+    @rule()
+    def group(self):
+        idx = self.idx.copy()
+        problems = grouping_problems(idx, *self.lab.group_by_adapter(self.idx))
+        assert not problems, (f"group_by_adapter on a refilled idx buffer {idx.tolist()}:\n  "
+                              + "\n  ".join(problems))
+
+
+def test_forward_on_buffers_refilled_in_place(lab):
+    ForwardOnReusedBuffers.lab = lab
+    run_state_machine_as_test(ForwardOnReusedBuffers)
+
+
+# --- the "how": one base matmul, the stacks read once per group --------------------------------
+
+MATMUL_LIKE = ("matmul", "dot", "einsum", "tensordot", "inner", "vdot")
+
+
+class Counted(np.ndarray):
+    """An array that counts, in ``Counted.counts``, the matmul-like operations that consume it or
+    a view of it (``<tag>:matmul``) and the indexing of the original array (``<tag>:reads``)."""
+
+    counts: dict = {}
+
+    def __array_finalize__(self, obj):
+        self.tag = getattr(obj, "tag", None)
+        self.root = False
+
+    def __getitem__(self, key):
+        if self.root:
+            Counted.counts[f"{self.tag}:reads"] = Counted.counts.get(f"{self.tag}:reads", 0) + 1
+        return super().__getitem__(key)
+
+    def _note(self, name, args):
+        if name in MATMUL_LIKE:
+            for tag in {a.tag for a in args if isinstance(a, Counted)}:
+                Counted.counts[f"{tag}:matmul"] = Counted.counts.get(f"{tag}:matmul", 0) + 1
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        self._note(ufunc.__name__, inputs)
+        plain = [a.view(np.ndarray) if isinstance(a, Counted) else a for a in inputs]
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        self._note(func.__name__, [a for a in args if isinstance(a, np.ndarray)])
+        return super().__array_function__(func, types, args, kwargs)
+
+
+def counted(a: np.ndarray, tag: str) -> Counted:
+    c = a.view(Counted)
+    c.tag, c.root = tag, True
+    return c
+
+
+def forward_counts(x, W, A_stack, B_stack, idx, scale) -> dict:
+    """Where the lab runs: the forward on counted W and stacks, and what it counted."""
+    Counted.counts = {}
+    forward = load_lab("lab-01").batched_lora_forward
+    forward(x, counted(W, "W"), counted(A_stack, "A_stack"), counted(B_stack, "B_stack"), idx,
+            scale=scale)
+    return dict(Counted.counts)
+
+
+def test_one_base_matmul_and_one_read_of_each_stack_per_group(lab, rng):
+    b = make_batch(rng, T=int(rng.integers(24, 40)), L=int(rng.integers(2, 5)), integer=False)
+    groups = len(set(b.idx.tolist()) - {-1})
+    counts = in_worker(lab, forward_counts, *b.args, b.scale)
+    base = counts.get("W:matmul", 0)
+    assert base <= 1, (
+        f"batched_lora_forward ran {base} matmuls on W for {len(b.idx)} rows: the base term is "
+        "ONE matmul for every row (x @ W.T), not one per row or per group")
+    for stack in ("A_stack", "B_stack"):
+        reads = counts.get(f"{stack}:reads", 0)
+        assert reads <= groups, (
+            f"batched_lora_forward indexed {stack} {reads} times for {groups} adapter groups "
+            f"and {len(b.idx)} rows: one shrink and one expand per group reads each adapter "
+            "once, not once per row")
