@@ -23,8 +23,9 @@ Checked both ways, statically (nothing is imported or run):
    of its owner's table: no sentence is left out of the ledger;
 2. every phrase occurs in its owner's docstring (``README.md``: in the README), whitespace
    collapsed: the ledger cannot quote a sentence the docs no longer say;
-3. every test a phrase names is a test function (or a class holding tests, a hypothesis state
-   machine) in one of the lab's ``test_*.py`` files; ``file.py::name`` picks one file;
+3. every test a phrase names is a test function (or a ``Test*`` class, or a name bound to a
+   state machine's ``TestCase``) in one of the lab's ``test_*.py`` files; ``file.py::name``
+   picks one file;
 4. a phrase with an empty list of tests is a promise with no test: a defect. A string value (the
    sentence is context) must say why, and a promise never hides behind one: rewording the
    sentence so that it promises nothing is the way to drop a test.
