@@ -162,6 +162,7 @@ def test_grouped_matches_loop_on_random_floats(lab, rng, dtype):
 def test_output_rows_follow_input_rows_however_adapters_interleave(lab, rng):
     b = make_batch(rng)
     y = lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert_bitwise_equal(y, dense_reference(b), why="the unshuffled batch gives the definition")
     for trial in range(3):
         perm = rng.permutation(len(b.idx))
         y_perm = lab.batched_lora_forward(*b.rows(perm).args, scale=b.scale)
@@ -216,6 +217,8 @@ def test_each_group_delta_has_rank_at_most_r(lab, rng):
     b = make_batch(rng, T=48, d_in=24, d_out=20, r=r, L=3, integer=False)
     b = replace(b, W=np.zeros_like(b.W))  # the output is then the delta alone
     delta = lab.batched_lora_forward(*b.args, scale=b.scale)
+    assert_close(delta, dense_reference(b), rtol=TOL[np.float64], atol=TOL[np.float64],
+                 why="with W = 0 the output is each row's delta")
     for a in range(b.A_stack.shape[0]):
         rows = np.flatnonzero(b.idx == a)
         assert rows.size > r
@@ -241,6 +244,8 @@ def test_never_materializes_B_times_A(lab, rng):
     b = make_batch(rng, T, d_in, d_out, r, L, np.float32, integer=False,
                    idx=[0, 1, 2, 3, -1, 0, 3, 1])
     dense_bytes = d_out * d_in * b.x.itemsize
+    assert_close(lab.batched_lora_forward(*b.args, scale=b.scale), dense_reference(b),
+                 rtol=TOL[np.float32], atol=TOL[np.float32], why="the forward's value first")
     peak = in_worker(lab, forward_peak_bytes, b.args, b.scale)  # where the lab's code runs
     assert peak < MATERIALIZE_FRACTION * dense_bytes, (
         f"batched_lora_forward allocated up to {peak:,} B at T={T}; one d_out x d_in array is "
@@ -349,28 +354,55 @@ BAD_FORWARD_INPUTS = {
 
 
 def small_batch(rng: np.random.Generator) -> Batch:
-    return make_batch(rng, T=5, d_in=6, d_out=7, r=2, L=4,
-                      idx=[0, 1, -1, 3, 2])
+    """A valid batch of seeded sizes, L = 4 adapters, every adapter and a base row present."""
+    d_in, d_out = (int(v) for v in rng.choice(np.arange(3, 10), size=2, replace=False))
+    return make_batch(rng, T=int(rng.integers(5, 9)), d_in=d_in, d_out=d_out,
+                      r=int(rng.integers(2, 4)), L=4)
 
 
-def assert_names(err: pytest.ExceptionInfo, pattern: str) -> None:
-    assert re.search(rf"\b({pattern})\b", str(err.value)), (
-        f"the {err.type.__name__} must name the argument ({pattern}), got: {err.value}")
+def check_forward(lab, b: Batch) -> None:
+    """The valid call before a refusal: its result is the definition (a placeholder fails)."""
+    want = dense_reference(b)
+    assert_bitwise_equal(lab.batched_lora_forward(*b.args, scale=b.scale), want,
+                         why="the valid batch a refusal test starts from must give the definition")
+
+
+def offending(error: type, value) -> tuple[str, ...]:
+    """How a message carries a bad array: its dtype for a TypeError, else its shape."""
+    value = np.asarray(value)
+    if error is TypeError:
+        return (str(value.dtype),)
+    return (str(value.shape), *(str(d) for d in value.shape))
+
+
+def assert_names(err: pytest.ExceptionInfo, pattern: str, shows: tuple[str, ...] = ()) -> None:
+    message = str(err.value)
+    assert re.search(rf"\b({pattern})\b", message), (
+        f"the {err.type.__name__} must name the argument ({pattern}), got: {message}")
+    assert not shows or any(f in message for f in shows), (
+        f"the {err.type.__name__} must carry the offending value (one of {shows}), got: "
+        f"{message}")
 
 
 @pytest.mark.parametrize("case", BAD_FORWARD_INPUTS, ids=list(BAD_FORWARD_INPUTS))
 def test_forward_refuses_bad_input_naming_the_argument(lab, rng, case):
     breaks, error, name = BAD_FORWARD_INPUTS[case]
-    b = breaks(small_batch(rng))
+    valid = small_batch(rng)
+    check_forward(lab, valid)
+    b = breaks(valid)
+    bad = next(getattr(b, f) for f in ("x", "W", "A_stack", "B_stack", "idx")
+               if getattr(b, f) is not getattr(valid, f))
     with pytest.raises(error) as err:
         lab.batched_lora_forward(*b.args, scale=b.scale)
-    assert_names(err, name)
+    assert_names(err, name, offending(error, bad))
 
 
 @pytest.mark.parametrize("value, row", [(7, 3), (4, 1), (-2, 4)],
                          ids=["far-above-L", "equal-to-L", "below-minus-one"])
 def test_idx_out_of_range_is_refused_not_wrapped(lab, rng, value, row):
     b = small_batch(rng)
+    check_forward(lab, b)
+    row = row % len(b.idx)
     idx = b.idx.copy()
     idx[row] = value
     for call in (lambda: lab.batched_lora_forward(*replace(b, idx=idx).args, scale=b.scale),
@@ -387,29 +419,40 @@ def test_idx_out_of_range_is_refused_not_wrapped(lab, rng, value, row):
 
 def test_loop_refuses_rank_mismatch(lab, rng):
     b = small_batch(rng)
+    assert_bitwise_equal(lab.lora_delta_loop(*b.loop_args, scale=b.scale),
+                         dense_reference(b) - b.x @ b.W.T, why="the valid loop call first")
+    bad = b.B_stack[:, :, :-1]
     with pytest.raises(ValueError) as err:
-        lab.lora_delta_loop(b.x, b.A_stack, b.B_stack[:, :, :-1], b.idx, scale=b.scale)
-    assert_names(err, "A_stack|B_stack")
+        lab.lora_delta_loop(b.x, b.A_stack, bad, b.idx, scale=b.scale)
+    assert_names(err, "A_stack|B_stack", offending(ValueError, bad))
 
 
 def test_shrink_and_expand_refuse_mismatched_widths(lab, rng):
-    x, A = draw(rng, (4, 6), np.float64, True), draw(rng, (2, 5), np.float64, True)
+    T, d_in, r, d_out = (int(v) for v in rng.integers(3, 9, size=4))
+    x, A = draw(rng, (T, d_in), np.float64, True), draw(rng, (r, d_in), np.float64, True)
+    assert_bitwise_equal(lab.shrink(x, A), x @ A.T, why="the valid shrink first")
     with pytest.raises(ValueError) as err:
-        lab.shrink(x, A)
-    assert_names(err, "A|x")
-    h, B = draw(rng, (4, 2), np.float64, True), draw(rng, (7, 3), np.float64, True)
+        lab.shrink(x, A[:, :-1])
+    assert_names(err, "A|x", offending(ValueError, A[:, :-1]))
+    h, B = draw(rng, (T, r), np.float64, True), draw(rng, (d_out, r), np.float64, True)
+    assert_bitwise_equal(lab.expand(h, B), h @ B.T, why="the valid expand first")
     with pytest.raises(ValueError) as err:
-        lab.expand(h, B)
-    assert_names(err, "B|h")
+        lab.expand(h, B[:, :-1])
+    assert_names(err, "B|h", offending(ValueError, B[:, :-1]))
 
 
 @pytest.mark.parametrize("idx, error", [([0.0, 1.0], TypeError), ([0, -2, 1], ValueError),
                                         ([[0, 1]], ValueError)],
                          ids=["float", "below-minus-one", "2d"])
-def test_group_by_adapter_refuses_bad_idx(lab, idx, error):
+def test_group_by_adapter_refuses_bad_idx(lab, rng, idx, error):
+    valid = rng.integers(-1, 5, size=int(rng.integers(3, 12)))
+    problems = grouping_problems(valid, *lab.group_by_adapter(valid))
+    assert not problems, f"the valid grouping first, of {valid.tolist()}: {problems[0]}"
+    idx = np.asarray(idx)
     with pytest.raises(error) as err:
-        lab.group_by_adapter(np.asarray(idx))
-    assert_names(err, "idx")
+        lab.group_by_adapter(idx)
+    assert_names(err, "idx", ("float64",) if error is TypeError else (
+        ("-2", "row 1") if idx.ndim == 1 else (str(idx.shape),)))
 
 
 # --- the arithmetic of "mixed batches cost almost nothing" -------------------------------------
@@ -435,12 +478,17 @@ def test_lora_overhead_below_one_percent_at_7b_shapes(lab):
             assert 0 < got < 0.01, f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected < 1%"
 
 
-@pytest.mark.parametrize("args, name", [((0, 4096, 16), "d_in"), ((4096, -1, 16), "d_out"),
-                                        ((4096, 4096, 0), "r")], ids=["d_in", "d_out", "r"])
-def test_lora_overhead_refuses_non_positive_sizes(lab, args, name):
+@pytest.mark.parametrize("name", ["d_in", "d_out", "r"])
+def test_lora_overhead_refuses_non_positive_sizes(lab, rng, name):
+    sizes = [int(v) for v in rng.integers(1, 10_000, size=3)]
+    d_in, d_out, r = sizes
+    assert lab.lora_overhead(*sizes) == pytest.approx(r * (d_in + d_out) / (d_in * d_out),
+                                                      rel=1e-12), "the valid call first"
+    bad = list(sizes)
+    bad[["d_in", "d_out", "r"].index(name)] = -int(rng.integers(0, 100))  # 0 or below
     with pytest.raises(ValueError) as err:
-        lab.lora_overhead(*args)
-    assert_names(err, name)
+        lab.lora_overhead(*bad)
+    assert_names(err, name, (str(bad[["d_in", "d_out", "r"].index(name)]),))
 
 
 # --- defaults, long batches, several bad entries -----------------------------------------------
@@ -452,6 +500,14 @@ def _arrays(rng, T, d_in=4, d_out=5, r=2, L=3):
             rng.integers(-1, L, size=T))
 
 
+def _loop_delta(x, A_stack, B_stack, idx, scale):
+    out = np.zeros((x.shape[0], B_stack.shape[1]))
+    for i, a in enumerate(idx):
+        if a != -1:
+            out[i] = scale * (B_stack[a] @ (A_stack[a] @ x[i]))
+    return out
+
+
 def test_scale_defaults_to_one(lab, rng):
     x, W, A_stack, B_stack, idx = _arrays(rng, int(rng.integers(2, 9)))
     h = rng.standard_normal((x.shape[0], 2))
@@ -459,6 +515,9 @@ def test_scale_defaults_to_one(lab, rng):
                      ("batched_lora_forward", (x, W, A_stack, B_stack, idx))]:
         got, want = getattr(lab, fn)(*args), getattr(lab, fn)(*args, scale=1.0)
         assert np.array_equal(got, want), f"{fn}: the documented default is scale=1.0"
+    want = x @ W.T + _loop_delta(x, A_stack, B_stack, idx, 1.0)
+    assert_close(lab.batched_lora_forward(x, W, A_stack, B_stack, idx), want, rtol=1e-12,
+                 atol=1e-12, why="the default scale=1.0: the definition at scale 1")
 
 
 @pytest.mark.parametrize("T", [257, 1000])
@@ -629,15 +688,17 @@ def forward_counts(x, W, A_stack, B_stack, idx, scale) -> dict:
     """Where the lab runs: the forward on counted W and stacks, and what it counted."""
     Counted.counts = {}
     forward = load_lab("lab-01").batched_lora_forward
-    forward(x, counted(W, "W"), counted(A_stack, "A_stack"), counted(B_stack, "B_stack"), idx,
-            scale=scale)
-    return dict(Counted.counts)
+    y = forward(x, counted(W, "W"), counted(A_stack, "A_stack"), counted(B_stack, "B_stack"),
+                idx, scale=scale)
+    return dict(Counted.counts), np.asarray(y).view(np.ndarray)
 
 
 def test_one_base_matmul_and_one_read_of_each_stack_per_group(lab, rng):
     b = make_batch(rng, T=int(rng.integers(24, 40)), L=int(rng.integers(2, 5)), integer=False)
     groups = len(set(b.idx.tolist()) - {-1})
-    counts = in_worker(lab, forward_counts, *b.args, b.scale)
+    counts, y = in_worker(lab, forward_counts, *b.args, b.scale)
+    assert_close(y, dense_reference(b), rtol=TOL[np.float64], atol=TOL[np.float64],
+                 why="the forward on counted arrays must still give the definition")
     base = counts.get("W:matmul", 0)
     assert base <= 1, (
         f"batched_lora_forward ran {base} matmuls on W for {len(b.idx)} rows: the base term is "
