@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 import re
 from pathlib import Path
 
@@ -267,7 +268,8 @@ def test_100_tenants_on_8_slots_need_13_engines_and_save_87_gpus(lab):
 @pytest.mark.parametrize(("tenants", "max_loras", "engines"), [
     (0, 8, 0), (1, 8, 1), (96, 8, 12), (97, 8, 13), (5, 1, 5), (1000, 8, 125),
 ])
-def test_engines_needed_edge_cases(lab, tenants, max_loras, engines):
+def test_engines_needed_edge_cases(lab, seed, tenants, max_loras, engines):
+    check_seeded_calls(lab, seed)
     got = lab.engines_needed(tenants, max_loras)
     assert got == engines, f"engines_needed({tenants}, {max_loras}): got {got}, expected {engines}"
     assert lab.gpus_saved(tenants, max_loras) == tenants - engines
@@ -294,7 +296,29 @@ BAD_CALLS = {
 }
 
 
-def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str) -> None:
+def check_seeded_calls(lab, seed: int) -> None:
+    """Valid calls on inputs drawn from the seed, checked against the test's own arithmetic:
+    a refusal test starts from a lab that computes (a table of refusals does not)."""
+    rng = random.Random(seed * 31 + 7)
+    heads = rng.choice([2, 4, 8])
+    s = dict(hidden=heads * 8, intermediate=rng.randint(10, 300), layers=rng.randint(1, 5),
+             heads=heads, kv_heads=rng.choice([1, heads]), vocab=rng.randint(10, 500), head_dim=8,
+             tie_word_embeddings=False)
+    rank, tenants, max_loras = rng.randint(1, 99), rng.randint(0, 10**9), rng.randint(1, 64)
+    shape = lab.ModelShape(**s)
+    got = lab.lora_params(shape, rank, ALL_LINEAR)
+    assert got == lora_count(s, rank, ALL_LINEAR), (
+        f"a seeded valid call first: lora_params(rank={rank}) = {got}, expected "
+        f"{lora_count(s, rank, ALL_LINEAR)}")
+    got = lab.engines_needed(tenants, max_loras)
+    assert got == -(-tenants // max_loras), f"engines_needed({tenants}, {max_loras}) = {got}"
+    got = lab.base_bytes(shape, 2)
+    assert got == 2 * base_count(s), f"base_bytes of a seeded shape = {got}"
+
+
+def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str,
+                          seed: int) -> None:
+    check_seeded_calls(lab, seed)
     with pytest.raises(error) as err:
         call(lab)
     assert re.search(argument, str(err.value)), \
@@ -302,9 +326,9 @@ def assert_refused_naming(lab, call, argument: str, error: type[Exception], case
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
-def test_bad_input_raises_value_error_naming_the_argument(lab, case):
+def test_bad_input_raises_value_error_naming_the_argument(lab, seed, case):
     call, argument = BAD_CALLS[case]
-    assert_refused_naming(lab, call, argument, ValueError, case)
+    assert_refused_naming(lab, call, argument, ValueError, case, seed)
 
 
 WRONG_TYPES = {
@@ -319,9 +343,9 @@ WRONG_TYPES = {
 
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
-def test_wrong_types_raise_type_error_naming_the_argument(lab, case):
+def test_wrong_types_raise_type_error_naming_the_argument(lab, seed, case):
     call, argument = WRONG_TYPES[case]
-    assert_refused_naming(lab, call, argument, TypeError, case)
+    assert_refused_naming(lab, call, argument, TypeError, case, seed)
 
 
 # --- structural: the given dataclass, and the README's generated tables --------------------------
@@ -400,7 +424,8 @@ def test_any_positive_claim_is_audited(lab, claimed):
     assert audit.reading is None and "401.6" in audit.sentence
 
 
-def test_zero_engines_have_no_blast_radius(lab):
+def test_zero_engines_have_no_blast_radius(lab, seed):
+    check_seeded_calls(lab, seed)
     shape = lab.ModelShape(**SHAPE)
     assert lab.rank_blast_radius(shape, 0, 8, 16, 64) == 0, \
         "engines >= 0: a fleet of zero engines grows by zero bytes"
@@ -510,7 +535,8 @@ def test_engines_needed_is_the_exact_integer_ceiling(lab, tenants, max_loras):
 
 
 @pytest.mark.parametrize("tenants", [0, 1, 100])
-def test_max_loras_is_checked_even_with_no_tenants(lab, tenants):
+def test_max_loras_is_checked_even_with_no_tenants(lab, seed, tenants):
+    check_seeded_calls(lab, seed)
     with pytest.raises(ValueError) as err:
         lab.engines_needed(tenants, 0)
     assert "max_loras" in str(err.value), f"engines_needed({tenants}, 0): got {err.value}"
@@ -553,7 +579,8 @@ def test_readings_and_audit_hold_for_any_shape_and_rank(lab, s, rank):
 
 
 @pytest.mark.parametrize("claimed", ["inf", "nan"])
-def test_a_claim_that_is_no_finite_ratio_is_refused(lab, claimed):
+def test_a_claim_that_is_no_finite_ratio_is_refused(lab, seed, claimed):
+    check_seeded_calls(lab, seed)
     with pytest.raises(ValueError) as err:
         lab.audit_ratio_claim(float(claimed))
     assert "claimed" in str(err.value), f"audit_ratio_claim({claimed}): got {err.value}"
