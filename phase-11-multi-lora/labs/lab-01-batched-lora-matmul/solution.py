@@ -19,7 +19,7 @@ counts, idx entries, sizes <= 0; a numpy scalar or 0-d ``idx`` is a wrong shape,
 The message names the argument as the signature spells it (``x``, ``W``, ``A``, ``B``, ``h``,
 ``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the expectation and the offending value: a
 wrong dtype by its name (``int64``), a wrong shape as numpy prints it (``(1, 3, 4)``), another
-type by its name (``list``), a scalar by its value. An ``idx`` entry outside ``[-1, L)`` is
+type by its name (``list``) or its value, a scalar by its value. An ``idx`` entry outside ``[-1, L)`` is
 reported (the first one in row order, when there are several) with its value and its position,
 written ``row N``: ``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
 """

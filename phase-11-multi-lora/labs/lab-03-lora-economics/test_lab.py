@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from labkit import in_worker, load_support
@@ -525,6 +525,9 @@ def test_a_rank_12_adapter_is_counted_like_any_rank(lab):
 
 
 @given(tenants=st.integers(0, 2**80), max_loras=st.integers(1, 2**64))
+@example(tenants=2**53 + 1, max_loras=1)  # a float holds 2**53 + 1 as 2**53: one engine short
+@example(tenants=2**64 + 9, max_loras=8)
+@example(tenants=3 * 2**70 + 1, max_loras=3)
 def test_engines_needed_is_the_exact_integer_ceiling(lab, tenants, max_loras):
     want = -(-tenants // max_loras)
     got = lab.engines_needed(tenants, max_loras)
