@@ -26,7 +26,8 @@ Checked both ways, statically (nothing is imported or run):
 3. every test a phrase names is a test function (or a ``Test*`` class, or a name bound to a
    state machine's ``TestCase``) in one of the lab's ``test_*.py`` files; ``file.py::name``
    picks one file;
-4. a phrase with an empty list of tests is a promise with no test: a defect. A string value (the
+4. every test name the README cites in backticks (``test_shrink_*`` as a glob) names a test;
+5. a phrase with an empty list of tests is a promise with no test: a defect. A string value (the
    sentence is context) must say why, and a promise never hides behind one: rewording the
    sentence so that it promises nothing is the way to drop a test.
 
@@ -37,6 +38,7 @@ a quote or a bracket, or a bullet (``- `` at the start of a line).
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -166,6 +168,10 @@ def check(repo: Path, lab: str) -> Coverage | None:
                                     f"{', '.join(missing)}")
             else:
                 cov.with_test += 1
+
+    for cited in sorted(set(re.findall(r"`(test_[\w*]*)`", texts[README]))):
+        if not any(fnmatch.fnmatchcase(name, cited) for name in everywhere):
+            cov.problems.append(f"{lab}/README.md cites `{cited}`, which names no test of the lab")
 
     for owner, doc in docs.items():
         phrases = [collapse(p) for p in ledger.get(owner, {})] \
