@@ -69,7 +69,9 @@ def _check_scale(scale: object) -> float:
 
 def _check_idx(idx: object, T: int | None = None, L: int | None = None) -> np.ndarray:
     """``idx`` as a 1-D integer array of length ``T`` with entries in ``[-1, L)``."""
-    idx = np.asarray(idx)
+    given, idx = idx, np.asarray(idx)
+    if idx.size == 0 and not isinstance(given, np.ndarray):
+        idx = idx.astype(np.intp)  # an empty list holds no entry, so no non-integer one
     if not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"idx: expected an integer array of adapter ids, got dtype {idx.dtype}")
     if idx.ndim != 1:

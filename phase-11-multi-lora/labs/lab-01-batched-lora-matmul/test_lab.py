@@ -293,8 +293,11 @@ def grouping_problems(idx: np.ndarray, order, adapter_ids, offsets) -> list[str]
     [4, 4, 4, 4],
     [],
 ], ids=["interleaved", "descending", "all-base", "one-adapter", "empty"])
-def test_group_by_adapter_is_a_stable_partition(lab, idx):
-    idx = np.asarray(idx, dtype=np.int64)
+def test_group_by_adapter_is_a_stable_partition(lab, rng, idx):
+    # the pattern's shape, with adapter ids relabelled and rows repeated by the seed
+    labels = rng.permutation(int(rng.integers(5, 40)))
+    idx = np.array([-1 if a == -1 else labels[a] for a in idx], dtype=np.int64)
+    idx = np.repeat(idx, int(rng.integers(1, 4)))
     problems = grouping_problems(idx, *lab.group_by_adapter(idx))
     assert not problems, f"group_by_adapter({idx.tolist()}):\n  " + "\n  ".join(problems)
 
@@ -458,24 +461,29 @@ def test_group_by_adapter_refuses_bad_idx(lab, rng, idx, error):
 # --- the arithmetic of "mixed batches cost almost nothing" -------------------------------------
 
 
-def test_lora_overhead_at_4096_square_rank_16(lab):
+def test_lora_overhead_at_4096_square_rank_16(lab, rng):
     assert lab.lora_overhead(4096, 4096, 16) == 0.0078125  # 16 * 8192 / 4096**2 = 2**-7
+    k, r = int(rng.integers(6, 15)), int(rng.integers(0, 5))  # any power-of-two square is exact
+    assert lab.lora_overhead(2**k, 2**k, 2**r) == 2.0 ** (r + 1 - k)
 
 
-def test_lora_overhead_is_shrink_plus_expand_over_base(lab):
+def test_lora_overhead_is_shrink_plus_expand_over_base(lab, rng):
     # shrink costs r/d_out of the base matmul per row, expand r/d_in
-    for d_in, d_out, r in [(4096, 11008, 16), (11008, 4096, 8), (5120, 5120, 64), (3, 7, 2)]:
+    drawn = [tuple(int(v) for v in rng.integers(1, 20_000, size=3)) for _ in range(4)]
+    for d_in, d_out, r in [(4096, 11008, 16), (11008, 4096, 8), (5120, 5120, 64), *drawn]:
         got = lab.lora_overhead(d_in, d_out, r)
         assert got == pytest.approx(r / d_out + r / d_in, rel=1e-12), (
             f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected r/d_out + r/d_in")
 
 
-def test_lora_overhead_below_one_percent_at_7b_shapes(lab):
+def test_lora_overhead_below_one_percent_at_7b_shapes(lab, rng):
     hidden, intermediate = 4096, 11008  # Llama-2-7B: q,k,v,o are 4096x4096; MLP 4096<->11008
     for d_in, d_out in [(hidden, hidden), (hidden, intermediate), (intermediate, hidden)]:
-        for r in range(1, 17):
+        for r in rng.permutation(np.arange(1, 17)).tolist():
             got = lab.lora_overhead(d_in, d_out, r)
-            assert 0 < got < 0.01, f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected < 1%"
+            want = r * (d_in + d_out) / (d_in * d_out)
+            assert got == pytest.approx(want, rel=1e-12) and got < 0.01, (
+                f"lora_overhead({d_in}, {d_out}, {r}) = {got}, expected {want:.5f} < 1%")
 
 
 @pytest.mark.parametrize("name", ["d_in", "d_out", "r"])
