@@ -39,7 +39,7 @@ def draws(seed: int) -> dict:
     """Every valid call's numbers, from the seed: a table cannot know them in advance."""
     rng = random.Random(seed * 7919 + 4)
     adapters = [f"t{rng.randint(0, 999)}-{i}" for i in range(rng.randint(2, 6))]
-    trace = [rng.choice(adapters + [None]) for _ in range(rng.randint(8, 30))]
+    trace = [rng.choice(adapters + [None]) for _ in range(rng.randint(8, 30))] + adapters[:1]
     return dict(num_slots=rng.randint(1, 4), max_rank=rng.randint(1, 8), d_in=rng.randint(1, 9),
                 d_out=rng.randint(1, 9), adapters=adapters, trace=trace,
                 slot_bytes=rng.randint(1, 100), budget=rng.randint(100, 1000),
