@@ -9,6 +9,11 @@ message lacks a word that only ``test_*.py`` states. This check reads each lab's
 ``starter.py`` nor its ``README.md`` states. ``check_starters`` (and so ``check_suite``) counts
 each one as a defect of its lab.
 
+The other way round, each lab's promise ledger (``grading/promises/<lab>.toml``, read by
+``grading/ledger.py``) ties every sentence of the starter's docstrings to the tests that check it;
+this check prints each lab's coverage (promises, promises with a test, none without) and fails on
+a promise with no test, a sentence missing from the ledger, or a test that does not exist.
+
 The rule, precisely:
 
 1. **Which patterns.** In every ``test_*.py`` of a lab folder: the ``match=`` of
@@ -56,6 +61,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from grading import ledger
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT, lab_names
 from labkit.loader import names_lab
 
@@ -419,8 +425,9 @@ def lab_problems(repo: Path, lab: str) -> tuple[list[Fragment], list[str]]:
 
 
 def lab_defects(repo: Path, lab: str) -> list[str]:
-    """``check_starters``' view: one defect per undocumented message fragment."""
-    return [f"spec: {p}" for p in lab_problems(repo, lab)[1]]
+    """``check_starters``' view: one defect per undocumented message fragment, and one per
+    problem of the lab's promise ledger (``grading/ledger.py``: a promise with no test)."""
+    return [f"spec: {p}" for p in lab_problems(repo, lab)[1]] + ledger.lab_defects(repo, lab)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -434,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.labs or any(names_lab(w, lab) for w in args.labs)]
     if not labs:
         parser.error(f"--labs: expected some of {lab_names(args.repo)}, got {args.labs}")
-    missing = 0
+    missing = unledgered = 0
     for lab in labs:
         fragments, problems = lab_problems(args.repo, lab)
         values = sum(f.pattern is None for f in fragments)
@@ -444,8 +451,17 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"  {p}")
         missing += len(problems)
-    print(f"\n{'FAIL' if missing else 'OK'}: {missing} undocumented patterns or literals")
-    return 1 if missing else 0
+        cov = ledger.check(args.repo, lab)
+        if cov is None:
+            print(f"{lab}: no promise ledger ({ledger.ledger_path(args.repo, lab).relative_to(args.repo)})")
+            continue
+        print(cov.line())
+        for p in cov.problems:
+            print(f"  {p}")
+        unledgered += len(cov.problems)
+    print(f"\n{'FAIL' if missing or unledgered else 'OK'}: {missing} undocumented patterns or "
+          f"literals, {unledgered} promise-ledger problems")
+    return 1 if missing or unledgered else 0
 
 
 if __name__ == "__main__":

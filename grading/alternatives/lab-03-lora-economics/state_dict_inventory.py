@@ -10,6 +10,7 @@ the same tensors. Units are converted through a single table of unit sizes.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -275,10 +276,10 @@ def ratio_readings(shape: ModelShape = LLAMA2_7B, rank: int = 16,
 def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int = 16,
                       targets: Iterable[str] | str = DEFAULT_TARGETS,
                       rtol: float = AUDIT_RTOL) -> RatioAudit:
-    if isinstance(claimed, bool) or not isinstance(claimed, int | float):
+    if isinstance(claimed, bool) or not isinstance(claimed, numbers.Real):
         raise TypeError(f"claimed: expected a number, got {claimed!r}")
-    if not claimed > 0:  # NaN too
-        raise ValueError(f"claimed: expected a positive ratio, got {claimed!r}")
+    if not (claimed > 0 and math.isfinite(claimed)):  # NaN and inf too
+        raise ValueError(f"claimed: expected a positive finite ratio, got {claimed!r}")
     readings = ratio_readings(shape, rank, targets)
     truth = readings[0]
     close = sorted((abs(r.ratio - claimed) / claimed, i) for i, r in enumerate(readings))

@@ -7,14 +7,21 @@ the rank-r bottleneck (shrink, then expand). ``B @ A`` is never formed.
 Layouts follow PEFT: ``A: (r, d_in)`` is ``lora_A.weight``, ``B: (d_out, r)`` is ``lora_B.weight``,
 stacked over ``L`` adapters as ``A_stack: (L, r, d_in)`` and ``B_stack: (L, d_out, r)``.
 
-Bad input is refused, never clipped, wrapped or guessed: ``TypeError`` for a wrong type (not a
-numpy array, a non-floating dtype, float arrays of mixed dtypes, a non-integer ``idx``, a
-non-real ``scale``, a non-int size), ``ValueError`` for a wrong value (shapes, ranks, adapter
-counts, idx entries, sizes <= 0). The message names the argument as the signature spells it
-(``x``, ``W``, ``A``, ``B``, ``h``, ``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the
-expectation and the offending value. An ``idx`` entry outside ``[-1, L)`` is reported (the first
-one, when there are several) with its value and its position, written ``row N``:
-``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
+Admitted forms: the float arrays may have any floating dtype (float16, float32, float64), all of
+one dtype per call, and every result keeps it; ``scale`` is any real number that is not a bool
+(a Python or numpy float or int: a numpy float64 ``scale`` does not upcast a float32 batch);
+``idx`` is any integer array-like of shape (T,) (a list, int32 or int64, ...).
+Bad input is refused, never clipped, wrapped or guessed: ``TypeError`` for a wrong type (an
+array argument that is not a numpy array, a non-floating dtype such as int64, bool or
+complex128, float arrays of mixed dtypes, a non-integer ``idx``, a ``scale`` that is not a real
+number or is a bool, a non-int size), ``ValueError`` for a wrong value (shapes, ranks, adapter
+counts, idx entries, sizes <= 0; a numpy scalar or 0-d ``idx`` is a wrong shape, ``()``).
+The message names the argument as the signature spells it (``x``, ``W``, ``A``, ``B``, ``h``,
+``A_stack``, ``B_stack``, ``idx``, ``d_in``, ...), the expectation and the offending value: a
+wrong dtype by its name (``int64``), a wrong shape as numpy prints it (``(1, 3, 4)``), another
+type by its name (``list``) or its value, a scalar by its value. An ``idx`` entry outside ``[-1, L)`` is
+reported (the first one in row order, when there are several) with its value and its position,
+written ``row N``: ``ValueError("idx: entries must be in [-1, 4), got 7 at row 3")``.
 """
 
 from __future__ import annotations

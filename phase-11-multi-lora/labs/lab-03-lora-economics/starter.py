@@ -15,7 +15,7 @@ Conventions:
 - bad input is refused, naming the argument as the signature spells it: a wrong type raises
   ``TypeError`` (a non-int or bool count, size or rank, a non-number claim, a bare string of
   targets other than ``"all-linear"``), a wrong value ``ValueError`` (unknown, repeated or no
-  targets, rank <= 0, negative tenants or engines, max_loras <= 0, a claim <= 0);
+  targets, rank <= 0, negative tenants or engines, max_loras <= 0, a claim <= 0, NaN or inf);
   ``_check_count`` does both for a count.
 """
 
@@ -152,7 +152,9 @@ def normalize_targets(targets: Iterable[str] | str) -> tuple[str, ...]:
 
     Accepts ``q,k,v,o,gate,up,down``, their PEFT names ``q_proj ... down_proj``, vLLM's packed
     ``qkv_proj`` / ``gate_up_proj``, or the string ``"all-linear"`` (PEFT's shorthand), so
-    ``normalize_targets(adapter_config["target_modules"])`` works on a PEFT adapter.
+    ``normalize_targets(adapter_config["target_modules"])`` works on a PEFT adapter. The names
+    may come in any iterable, walked once: a list, a tuple, a set (PEFT stores
+    ``target_modules`` as one), a generator; every function taking ``targets`` takes the same.
     Unknown, repeated or no names raise ``ValueError``; a bare string other than
     ``"all-linear"`` raises ``TypeError`` (``"q_proj"`` would otherwise read as letters).
     """
@@ -273,8 +275,8 @@ def audit_ratio_claim(claimed: float, shape: ModelShape = LLAMA2_7B, rank: int =
     unless the claim is the consistent one, the consistent ratio to one decimal. A claim no
     reading explains gets ``reading`` None, and its sentence still states the consistent ratio
     to one decimal (``401.6`` for the defaults).
-    ``claimed`` must be a number (else ``TypeError``) above 0 (else ``ValueError``), each error
-    naming ``claimed``.
+    ``claimed`` must be a real number, a numpy one included (else ``TypeError``), above 0 and
+    finite (else ``ValueError``: 0, negative, NaN or inf), each error naming ``claimed``.
     """
     raise NotImplementedError("TODO(lab-03): the reading closest to the claim within rtol, and "
                               "the verdict sentence")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 import re
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from labkit import in_worker, load_support
 from labkit.loader import Impl, load_impl
@@ -33,9 +36,9 @@ PUBLISHED_ROUNDING = 0.005e9  # model cards round parameter counts to 3 signific
 AUDIT_CLAIM_TOL = 0.05  # the audit's matched ratio must be within 0.05x of the exact division
 # size_ratio in any consistent unit, (base/MB)/(adapter/MB) say, is bytes/bytes to a few ulps
 RATIO_RTOL = 1e-12
-# the values vLLM 0.32 accepts for max_lora_rank (README section 4); every doubling below stays
-# inside the list, so an implementation that only accepts these ranks is tested fairly too
-VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# "ranks are any int >= 1 ... do not restrict it to the values vLLM accepts": ranks vLLM refuses
+# for max_lora_rank (3, 12, 24, 40, 160) beside ones it accepts, and each one's double
+RANKS = (1, 3, 8, 12, 16, 24, 40, 160, 256)
 
 
 def shape_of(lab, spec: dict, **overrides):
@@ -173,8 +176,7 @@ def test_target_table_at_rank_16_reads_16_32_76_25_mib(lab):
 def test_rank_is_a_linear_memory_dial_for_every_target_set(lab):
     shapes = (lab.LLAMA2_7B, shape_of(lab, LLAMA3_8B_DIMS))
     subsets = [c for k in range(1, 8) for c in itertools.combinations(ALL_LINEAR, k)]
-    doubling = [r for r in VLLM_RANKS if 2 * r in VLLM_RANKS]  # 8 -> 16 ... 256 -> 512
-    for shape, targets, rank in itertools.product(shapes, subsets, doubling):
+    for shape, targets, rank in itertools.product(shapes, subsets, RANKS):
         one, two = (lab.adapter_bytes(shape, r, targets) for r in (rank, 2 * rank))
         assert two == 2 * one, f"doubling rank {rank} -> {2 * rank} on {targets}: {one} -> {two}"
         slots = [lab.slot_reservation_bytes(shape, 4, r, targets) for r in (rank, 2 * rank)]
@@ -266,7 +268,8 @@ def test_100_tenants_on_8_slots_need_13_engines_and_save_87_gpus(lab):
 @pytest.mark.parametrize(("tenants", "max_loras", "engines"), [
     (0, 8, 0), (1, 8, 1), (96, 8, 12), (97, 8, 13), (5, 1, 5), (1000, 8, 125),
 ])
-def test_engines_needed_edge_cases(lab, tenants, max_loras, engines):
+def test_engines_needed_edge_cases(lab, seed, tenants, max_loras, engines):
+    check_seeded_calls(lab, seed)
     got = lab.engines_needed(tenants, max_loras)
     assert got == engines, f"engines_needed({tenants}, {max_loras}): got {got}, expected {engines}"
     assert lab.gpus_saved(tenants, max_loras) == tenants - engines
@@ -293,7 +296,29 @@ BAD_CALLS = {
 }
 
 
-def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str) -> None:
+def check_seeded_calls(lab, seed: int) -> None:
+    """Valid calls on inputs drawn from the seed, checked against the test's own arithmetic:
+    a refusal test starts from a lab that computes (a table of refusals does not)."""
+    rng = random.Random(seed * 31 + 7)
+    heads = rng.choice([2, 4, 8])
+    s = dict(hidden=heads * 8, intermediate=rng.randint(10, 300), layers=rng.randint(1, 5),
+             heads=heads, kv_heads=rng.choice([1, heads]), vocab=rng.randint(10, 500), head_dim=8,
+             tie_word_embeddings=False)
+    rank, tenants, max_loras = rng.randint(1, 99), rng.randint(0, 10**9), rng.randint(1, 64)
+    shape = lab.ModelShape(**s)
+    got = lab.lora_params(shape, rank, ALL_LINEAR)
+    assert got == lora_count(s, rank, ALL_LINEAR), (
+        f"a seeded valid call first: lora_params(rank={rank}) = {got}, expected "
+        f"{lora_count(s, rank, ALL_LINEAR)}")
+    got = lab.engines_needed(tenants, max_loras)
+    assert got == -(-tenants // max_loras), f"engines_needed({tenants}, {max_loras}) = {got}"
+    got = lab.base_bytes(shape, 2)
+    assert got == 2 * base_count(s), f"base_bytes of a seeded shape = {got}"
+
+
+def assert_refused_naming(lab, call, argument: str, error: type[Exception], case: str,
+                          seed: int) -> None:
+    check_seeded_calls(lab, seed)
     with pytest.raises(error) as err:
         call(lab)
     assert re.search(argument, str(err.value)), \
@@ -301,9 +326,9 @@ def assert_refused_naming(lab, call, argument: str, error: type[Exception], case
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
-def test_bad_input_raises_value_error_naming_the_argument(lab, case):
+def test_bad_input_raises_value_error_naming_the_argument(lab, seed, case):
     call, argument = BAD_CALLS[case]
-    assert_refused_naming(lab, call, argument, ValueError, case)
+    assert_refused_naming(lab, call, argument, ValueError, case, seed)
 
 
 WRONG_TYPES = {
@@ -318,9 +343,9 @@ WRONG_TYPES = {
 
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
-def test_wrong_types_raise_type_error_naming_the_argument(lab, case):
+def test_wrong_types_raise_type_error_naming_the_argument(lab, seed, case):
     call, argument = WRONG_TYPES[case]
-    assert_refused_naming(lab, call, argument, TypeError, case)
+    assert_refused_naming(lab, call, argument, TypeError, case, seed)
 
 
 # --- structural: the given dataclass, and the README's generated tables --------------------------
@@ -350,3 +375,233 @@ def test_readme_tables_match_the_code():
         if table not in readme:
             pytest.fail(f"README table {name!r} is stale: run python tables.py and paste it",
                         pytrace=False)
+
+
+# --- module widths, floors, tolerances, zero fleets, frozen records ------------------------------
+
+# a GQA shape where every width differs: a reversed (d_in, d_out) shows in module_dims
+SHAPE = dict(hidden=64, intermediate=160, layers=2, heads=4, kv_heads=2, vocab=100)
+DIMS = {"q": (64, 64), "k": (64, 32), "v": (64, 32), "o": (64, 64),
+        "gate": (64, 160), "up": (64, 160), "down": (160, 64)}
+
+
+@pytest.mark.parametrize("target", list(DIMS))
+def test_module_dims_are_d_in_then_d_out(lab, target):
+    got = lab.module_dims(lab.ModelShape(**SHAPE), target)
+    assert tuple(got) == DIMS[target], (
+        f"module_dims(shape, {target!r}) = {got}, expected (d_in, d_out) = {DIMS[target]} "
+        f"(hidden=64, intermediate=160, kv width 2 x 16 = 32)")
+
+
+def test_o_proj_reads_the_query_width_when_head_dim_is_given(lab):
+    # heads * head_dim = 4 * 8 = 32 differs from hidden = 64: o maps the query width back
+    shape = lab.ModelShape(**SHAPE, head_dim=8)
+    assert tuple(lab.module_dims(shape, "o")) == (32, 64)
+    assert tuple(lab.module_dims(shape, "q")) == (64, 32)
+
+
+@pytest.mark.parametrize("nbytes, fit", [(GiB // 2 + 1, 1), (GiB // 3 + 1, 2), (GiB, 1),
+                                          (GiB + 1, 0), (3 * 2**20, 341)])
+def test_adapters_per_gib_is_a_floor(lab, nbytes, fit):
+    got = lab.adapters_per_gib(nbytes)
+    assert got == fit and isinstance(got, int), (
+        f"adapters_per_gib({nbytes}) = {got!r}: whole adapters per GiB, floor({GiB / nbytes:.4f})"
+        f" = {fit}")
+
+
+def test_audit_honours_rtol(lab):
+    # 430 lies 0.3% from the gb_over_gib reading 431.3
+    assert lab.audit_ratio_claim(430, rtol=0.001).reading is None, \
+        "rtol=0.001: 430 is 0.3% from 431.3x and must match nothing"
+    assert lab.audit_ratio_claim(430, rtol=0.01).reading.name == "gb_over_gib"
+    assert lab.audit_ratio_claim(600, rtol=0.5).reading is not None, \
+        "rtol=0.5: 600 is within 50% of a reading"
+
+
+@pytest.mark.parametrize("claimed", [0.5, 1, 1e-3])
+def test_any_positive_claim_is_audited(lab, claimed):
+    audit = lab.audit_ratio_claim(claimed)
+    assert audit.reading is None and "401.6" in audit.sentence
+
+
+def test_zero_engines_have_no_blast_radius(lab, seed):
+    check_seeded_calls(lab, seed)
+    shape = lab.ModelShape(**SHAPE)
+    assert lab.rank_blast_radius(shape, 0, 8, 16, 64) == 0, \
+        "engines >= 0: a fleet of zero engines grows by zero bytes"
+    assert lab.engines_needed(0, 8) == 0 and lab.gpus_saved(0, 8) == 0
+
+
+@pytest.mark.structural
+def test_units_and_published_shapes(lab):
+    assert (lab.GB, lab.MB, lab.GiB, lab.MiB) == (10**9, 10**6, 2**30, 2**20)
+    llama3_8b = lab.ModelShape(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8,
+                               vocab=128256)  # meta-llama/Meta-Llama-3-8B config.json
+    llama2_7b = lab.ModelShape(hidden=4096, intermediate=11008, layers=32, heads=32,
+                               kv_heads=32, vocab=32000)  # meta-llama/Llama-2-7b-hf
+    assert llama3_8b == lab.LLAMA3_8B and llama2_7b == lab.LLAMA2_7B
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        llama2_7b.hidden = 1  # a shape is a value: fixed once read from config.json
+
+
+def test_readings_and_verdicts_are_frozen(lab):
+    audit = lab.audit_ratio_claim(430)
+    for record in (audit, audit.reading):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.ratio = 1.0 if record is audit.reading else None
+
+
+# --- every admitted form, any shape and rank -----------------------------------------------------
+
+ALIAS = {t: (t, f"{t}_proj") for t in ALL_LINEAR}
+
+
+@st.composite
+def shapes(draw):
+    heads = draw(st.sampled_from([1, 2, 4, 8, 32]))
+    head_dim = draw(st.sampled_from([2, 8, 64, 128]))
+    return dict(hidden=heads * head_dim * draw(st.sampled_from([1, 2])),
+                intermediate=draw(st.integers(1, 20000)), layers=draw(st.integers(1, 80)),
+                heads=heads, kv_heads=draw(st.sampled_from([d for d in (1, 2, 4, 8, 32)
+                                                            if heads % d == 0])),
+                vocab=draw(st.integers(1, 200000)), head_dim=head_dim,
+                tie_word_embeddings=draw(st.booleans()))
+
+
+def dims_of(s: dict, target: str) -> tuple[int, int]:
+    q, kv, h, i = s["heads"] * s["head_dim"], s["kv_heads"] * s["head_dim"], s["hidden"], \
+        s["intermediate"]
+    return {"q": (h, q), "k": (h, kv), "v": (h, kv), "o": (q, h), "gate": (h, i), "up": (h, i),
+            "down": (i, h)}[target]
+
+
+def lora_count(s: dict, rank: int, targets) -> int:
+    return s["layers"] * sum(rank * sum(dims_of(s, t)) for t in targets)
+
+
+def base_count(s: dict) -> int:
+    per_layer = sum(a * b for a, b in (dims_of(s, t) for t in ALL_LINEAR)) + 2 * s["hidden"]
+    lm_head = 0 if s["tie_word_embeddings"] else s["vocab"] * s["hidden"]
+    return s["vocab"] * s["hidden"] + s["layers"] * per_layer + s["hidden"] + lm_head
+
+
+ITERABLES = {  # every iterable a target list arrives as: PEFT stores target_modules as a set
+    "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
+    "generator": lambda names: (n for n in names), "dict-keys": lambda names: dict.fromkeys(names),
+    "iterator": lambda names: iter(list(names)),
+}
+
+
+@given(s=shapes(), rank=st.integers(1, 600), data=st.data())
+def test_any_rank_and_any_iterable_of_targets_is_counted(lab, s, rank, data):
+    targets = data.draw(st.lists(st.sampled_from(ALL_LINEAR), min_size=1, max_size=7,
+                                 unique=True))
+    names = [data.draw(st.sampled_from(ALIAS[t])) for t in targets]
+    form = data.draw(st.sampled_from(list(ITERABLES)))
+    dtype_bytes = data.draw(st.sampled_from([1, 2, 4]))
+    shape = lab.ModelShape(**s)
+    want = lora_count(s, rank, targets)
+    canonical = tuple(t for t in ALL_LINEAR if t in targets)
+    got = lab.normalize_targets(ITERABLES[form](names))
+    assert tuple(got) == canonical, f"normalize_targets of a {form} {names}: got {got}"
+    got = lab.lora_params(shape, rank, ITERABLES[form](names))
+    assert got == want, (f"lora_params(rank={rank}, targets as a {form} {names}) = {got}, expected "
+                         f"layers x sum of r*(d_in+d_out) = {want}")
+    got = lab.adapter_bytes(shape, rank, ITERABLES[form](names), dtype_bytes)
+    assert got == want * dtype_bytes, f"adapter_bytes at dtype_bytes={dtype_bytes}: {got}"
+    got = lab.slot_reservation_bytes(shape, 3, rank, ITERABLES[form](names), dtype_bytes)
+    assert got == 3 * want * dtype_bytes, (
+        f"slot_reservation_bytes(max_loras=3, max_lora_rank={rank}, dtype_bytes={dtype_bytes}) = "
+        f"{got}, expected 3 slots x {want} params x {dtype_bytes} B")
+    assert lab.base_bytes(shape, dtype_bytes) == base_count(s) * dtype_bytes
+
+
+def test_a_rank_12_adapter_is_counted_like_any_rank(lab):
+    # 12 is no vLLM max_lora_rank, and the docstring says not to restrict ranks to those
+    got = lab.adapter_bytes(lab.LLAMA2_7B, 12)
+    assert got == 32 * 4 * 12 * 8192 * 2, f"a rank-12 q,k,v,o adapter of 7B: got {got}"
+    assert lab.slot_reservation_bytes(lab.LLAMA2_7B, 2, 12) == 2 * 32 * 12 * (
+        4 * 8192 + 3 * (4096 + 11008)) * 2
+
+
+@given(tenants=st.integers(0, 2**80), max_loras=st.integers(1, 2**64))
+@example(tenants=2**53 + 1, max_loras=1)  # a float holds 2**53 + 1 as 2**53: one engine short
+@example(tenants=2**64 + 9, max_loras=8)
+@example(tenants=3 * 2**70 + 1, max_loras=3)
+def test_engines_needed_is_the_exact_integer_ceiling(lab, tenants, max_loras):
+    want = -(-tenants // max_loras)
+    got = lab.engines_needed(tenants, max_loras)
+    assert type(got) is int and got == want, (
+        f"engines_needed({tenants}, {max_loras}) = {got!r}, expected the int ceiling {want} "
+        "(float division loses engines past 2**53)")
+    assert lab.gpus_saved(tenants, max_loras) == tenants - want
+
+
+@pytest.mark.parametrize("tenants", [0, 1, 100])
+def test_max_loras_is_checked_even_with_no_tenants(lab, seed, tenants):
+    check_seeded_calls(lab, seed)
+    with pytest.raises(ValueError) as err:
+        lab.engines_needed(tenants, 0)
+    assert "max_loras" in str(err.value), f"engines_needed({tenants}, 0): got {err.value}"
+    with pytest.raises(ValueError):
+        lab.gpus_saved(tenants, 0)
+
+
+def _figures(division: str) -> list[tuple[float, str]]:
+    return [(float(v), unit) for v, unit in re.findall(r"([\d.e+-]+) (GiB|GB)", division)]
+
+
+@given(s=shapes(), rank=st.integers(1, 600))
+def test_readings_and_audit_hold_for_any_shape_and_rank(lab, s, rank):
+    shape = lab.ModelShape(**s)
+    base, adapter = base_count(s) * 2, lora_count(s, rank, ("q", "k", "v", "o")) * 2
+    want = {"consistent": (base / GiB, "GiB", adapter / GiB, "GiB"),
+            "gb_over_gib": (base / GB, "GB", adapter / GiB, "GiB"),
+            "gib_over_gb": (base / GiB, "GiB", adapter / GB, "GB"),
+            "fp32_adapter": (base / GiB, "GiB", 2 * adapter / GiB, "GiB")}
+    readings = lab.ratio_readings(shape, rank)
+    assert [r.name for r in readings] == list(want), [r.name for r in readings]
+    for r in readings:
+        num, num_unit, den, den_unit = want[r.name]
+        assert r.ratio == pytest.approx(num / den, rel=RATIO_RTOL), f"{r.name}: {r.ratio}"
+        figures = _figures(r.division)
+        assert figures == [(float(f"{num:.4g}"), num_unit), (float(f"{den:.4g}"), den_unit)], (
+            f"{r.name} at rank {rank}: division {r.division!r} must print {num:.4g} {num_unit} "
+            f"/ {den:.4g} {den_unit} (four significant figures)")
+    mix = readings[1]
+    audit = lab.audit_ratio_claim(mix.ratio, shape, rank)
+    consistent = f"{readings[0].ratio:.1f}"
+    assert audit.reading is not None and mix.division in audit.sentence, (
+        f"a claim equal to the {mix.name} reading must quote its division, got {audit.sentence!r}")
+    if audit.reading.name != "consistent":
+        assert consistent in audit.sentence, (
+            f"the verdict must state the consistent ratio {consistent}x, got {audit.sentence!r}")
+    lost = lab.audit_ratio_claim(readings[0].ratio * 1000, shape, rank)
+    assert lost.reading is None and consistent in lost.sentence, (
+        f"an unexplained claim still states the consistent {consistent}x: {lost.sentence!r}")
+
+
+@pytest.mark.parametrize("claimed", ["inf", "nan"])
+def test_a_claim_that_is_no_finite_ratio_is_refused(lab, seed, claimed):
+    check_seeded_calls(lab, seed)
+    with pytest.raises(ValueError) as err:
+        lab.audit_ratio_claim(float(claimed))
+    assert "claimed" in str(err.value), f"audit_ratio_claim({claimed}): got {err.value}"
+
+
+def test_a_numpy_claim_is_audited(lab):
+    np = pytest.importorskip("numpy")
+    for claimed in (np.float64(430.0), np.int64(430), np.float32(430.0)):
+        audit = lab.audit_ratio_claim(claimed)
+        assert audit.reading is not None and audit.reading.name == "gb_over_gib", (
+            f"a {type(claimed).__name__} claim of 430 is a number: got {audit!r}")
+
+
+@given(s=shapes(), old=st.integers(1, 300), new=st.integers(1, 300), engines=st.integers(0, 50),
+       max_loras=st.integers(1, 16))
+def test_blast_radius_is_every_slot_of_every_engine_either_way(lab, s, old, new, engines,
+                                                                max_loras):
+    want = engines * max_loras * (lora_count(s, new, ALL_LINEAR) - lora_count(s, old, ALL_LINEAR)) * 2
+    got = lab.rank_blast_radius(lab.ModelShape(**s), engines, max_loras, old, new)
+    assert got == want, (f"rank_blast_radius({engines} engines x {max_loras} slots, rank {old} -> "
+                         f"{new}) = {got}, expected {want} (negative when the rank goes down)")

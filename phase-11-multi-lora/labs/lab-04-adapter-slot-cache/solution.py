@@ -329,10 +329,12 @@ def _replay(trace: Iterable[AdapterId | None], num_slots: int) -> tuple[SlotCach
 def simulate(trace: Iterable[AdapterId | None], num_slots: int) -> CacheStats:
     """Serve ``trace`` one request at a time through a ``num_slots`` LRU cache; return its stats.
 
-    Items are adapter ids (any hashable); ``None`` is a base-model request, which needs no
-    slot and is left out of the accounting (``lookups`` counts adapter requests only). An
-    unhashable item raises ``TypeError`` as in ``replay``.
-    Must stay fast: 100,000 requests well under a second.
+    ``trace``: any iterable, walked once (a list, a generator, a numpy array). Items are adapter
+    ids (any hashable; ids that compare equal are one adapter, as dict keys are, however they
+    were built); ``None`` is a base-model request, which needs no slot and is left out of the
+    accounting (``lookups`` counts adapter requests only). An unhashable item raises
+    ``TypeError`` as in ``replay``. ``bench.py`` times it on 100,000 requests; one dict lookup
+    per request keeps that well under a second.
     """
     # BEGIN SOLUTION: TODO(lab-04): acquire each adapter request in a SlotCache
     return _replay(trace, num_slots)[0].stats
@@ -343,7 +345,7 @@ def replay(trace: Iterable[AdapterId | None], num_slots: int) -> list[bool]:
     """Per-request hot/cold labels for ``trace``: one bool per item, True = hit (hot).
 
     An item that is neither None nor hashable raises ``TypeError`` naming the item's type and
-    its index in the trace as ``position N``.
+    its index in the trace as ``position N`` (counting every item, base requests included).
     Same cache model as ``simulate``: the False entries are exactly its misses. A base-model
     request (``None``) is labelled True: it never waits for an adapter load.
     """
@@ -377,8 +379,10 @@ def size_slots(trace: Sequence[AdapterId | None], slot_bytes: int, memory_budget
     within ``memory_budget_bytes`` at ``slot_bytes`` per slot (lab 03's
     ``slot_reservation_bytes`` for one slot). ``reserved_bytes = num_slots * slot_bytes``.
 
-    ``target_hit_rate`` must be a number (else ``TypeError``) in (0, 1] (else ``ValueError``),
-    each error naming ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
+    ``trace`` is read like ``simulate``'s: ``None`` items are base requests, which neither count
+    as an adapter nor as a lookup. ``target_hit_rate`` must be a real number, a numpy one
+    included (else ``TypeError``), in (0, 1] (else ``ValueError``), each error naming
+    ``target_hit_rate``. Hint: LRU's hit rate never decreases with more
     slots, and slots beyond the number of distinct adapters cannot help.
     """
     # BEGIN SOLUTION: TODO(lab-04): slots the budget affords; the best rate within them; the smallest count that reaches the target, or the 'cannot' answer
@@ -441,6 +445,9 @@ def schedule_step(waiting: Sequence[Request], running_adapters: Iterable[Adapter
     its place in the queue) and the walk goes on. Returns ``(scheduled, still_waiting)``, both
     in queue order. ``max_loras`` (>= 1) and ``max_batch`` (>= 0) are ints: a non-int raises
     ``TypeError``, a value below the minimum ``ValueError``, each naming the argument.
+    ``running_adapters`` holding more distinct adapters than ``max_loras`` is a batch that
+    already breaks the limit: ``ValueError`` naming ``running_adapters`` and saying it exceeds
+    ``max_loras``.
     """
     # BEGIN SOLUTION: TODO(lab-04): walk the queue once; admit or defer each request; stop when full
     max_loras = _int_at_least("max_loras", max_loras, 1)
@@ -551,7 +558,8 @@ class Engine:
         # END SOLUTION
 
     def run(self, requests: Iterable[Request], max_steps: int) -> list[StepRecord]:
-        """Submit ``requests`` and step until idle; ``RuntimeError`` past ``max_steps``."""
+        """Submit ``requests`` (through ``submit``, with its checks) and step until idle;
+        ``RuntimeError`` past ``max_steps``."""
         # BEGIN SOLUTION: TODO(lab-04): submit, then step until idle
         self.submit(requests)
         records = []

@@ -7,13 +7,22 @@ traffic and the LRU thrash, the scheduler, sizing, then invariants over random w
 from __future__ import annotations
 
 import itertools
+import re
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
-from labkit import assert_bitwise_equal, first_mismatch, in_worker
+from labkit import assert_bitwise_equal, first_mismatch, in_worker, load_lab
 
 D_IN, D_OUT, MAX_RANK = 6, 5, 4  # small slots: every value below is exact in float32
 
@@ -577,3 +586,454 @@ def test_pinned_adapters_survive_every_acquire(lab, ops, num_slots):
             assert cache.resident.count(adapter) == 1
     stats = cache.stats
     assert stats.hits + stats.misses == stats.lookups
+
+
+# --- views, boundaries and records --------------------------------------------------------------
+
+
+def flat_load(adapter_id, rank=2):
+    """A rank-2 adapter whose entries encode the length of its id."""
+    v = 1.0 + len(str(adapter_id))
+    return np.full((rank, D_IN), v), np.full((D_OUT, rank), -v)
+
+
+def cache_with(lab, num_slots, adapters):
+    cache = lab.SlotCache(num_slots, MAX_RANK, D_IN, D_OUT)
+    for a in adapters:
+        cache.acquire(a, flat_load)
+    return cache
+
+
+def test_resident_is_a_copy(lab):
+    cache = cache_with(lab, 3, ["a", "b"])
+    view = cache.resident
+    view[0], view[2] = "zz", "zz"
+    assert cache.resident == ["a", "b", None], "resident is a copy: editing it changes nothing"
+    assert "zz" not in cache and cache.slot_of("zz") is None
+    assert cache.lru_order() == ["a", "b"]
+
+
+def test_slot_of_and_contains_leave_lru_order_alone(lab):
+    cache = cache_with(lab, 2, ["a", "b"])  # LRU order [a, b]: a miss evicts a
+    assert cache.slot_of("a") == 0 and "a" in cache and cache.pin_count("a") == 0
+    assert cache.lru_order() == ["a", "b"], "slot_of is a lookup: it does not refresh a"
+    cache.acquire("c", flat_load)
+    assert cache.resident == ["c", "b"], "a was least recently used and is the one evicted"
+    assert cache.stats.lookups == 3, "slot_of and `in` are not lookups"
+
+
+def test_a_rank_zero_load_is_refused(lab):
+    cache = cache_with(lab, 2, ["a"])
+    with pytest.raises(ValueError, match=r"^load\(7\)"):
+        cache.acquire(7, lambda a: flat_load(a, rank=0))
+    assert cache.resident == ["a", None] and cache.stats.lookups == 1
+
+
+@pytest.mark.parametrize("n", [3, 8, 13, 18, 23])
+def test_the_hot_set_is_rounded_not_floored(lab, n):
+    # 0.2 * n = 0.6, 1.6, 2.6, 3.6, 4.6: round and floor differ
+    hot = max(1, round(0.2 * n))
+    w = lab.zipf_80_20_weights(n)
+    assert w[:hot].sum() == pytest.approx(0.8, abs=1e-9), (
+        f"n={n}: the hottest round(0.2 n) = {hot} adapters draw 80%, got {w[:hot].sum():.4f}")
+
+
+def test_the_trace_is_drawn_from_the_given_seed_only(lab):
+    w = lab.zipf_80_20_weights(16)
+    want = np.random.default_rng(7).choice(16, size=500, p=w).tolist()
+    np.random.seed(1)
+    first = lab.zipf_80_20_trace(16, 500, 7)
+    np.random.seed(2)
+    second = lab.zipf_80_20_trace(16, 500, 7)
+    assert first == second == want, "the trace is np.random.default_rng(seed).choice(n, size, p)"
+    assert all(type(a) is int for a in first), "Python ints"
+
+
+def test_size_slots_target_is_reached_at_equality(lab):
+    trace = [0, 1, 0, 1]  # 1 slot: 0% hits; 2 slots: exactly 50%
+    sizing = lab.size_slots(trace, 10, 100, 0.5)
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (True, 2, 0.5), sizing
+
+
+def test_a_cannot_answer_caps_num_slots_at_the_distinct_adapters(lab):
+    trace = [0, 1, 2, 0, 1, 2]  # 3 distinct adapters: 3 slots give the best rate, 50%
+    sizing = lab.size_slots(trace, 10, 1000, 0.9)  # the budget affords 100 slots
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (False, 3, 0.5), sizing
+    assert sizing.reserved_bytes == 30
+
+
+def test_a_running_base_request_holds_no_adapter(lab):
+    # the Engine passes None for a running base request: it counts towards nothing
+    scheduled, waiting = lab.schedule_step([lab.Request(1, "a")], [None], max_loras=1,
+                                           max_batch=2)
+    assert [r.rid for r in scheduled] == [1] and waiting == []
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 4, flat_load)
+    records = engine.run([lab.Request(0, None, tokens=3), lab.Request(1, "a")], max_steps=5)
+    assert sorted(rid for rid, _, _ in records[0].batch) == [0, 1], (
+        "a running base request leaves the one adapter seat free: both run in step 1 (in any "
+        "order: StepRecord.batch promises its rows, not their order)")
+
+
+def test_hit_rate_is_zero_before_the_first_lookup(lab):
+    assert lab.CacheStats(0, 0, 0, 0).hit_rate == 0.0
+    assert lab.simulate([], 2).hit_rate == 0.0 and lab.simulate([None, None], 1).hit_rate == 0.0
+
+
+def test_wide_slots_load_like_narrow_ones(lab):
+    # widths past 256: shapes are compared by value
+    cache = lab.SlotCache(1, 2, 300, 400)
+    A, B = np.ones((2, 300)), np.ones((400, 2))
+    assert cache.acquire("w", lambda _: (A, B)) == 0 and cache.ranks[0] == 2
+
+
+def test_a_rank_past_256_loads(lab):
+    # ranks are compared by value: a rank-300 adapter fills a max_rank=300 slot
+    cache = lab.SlotCache(1, 300, 2, 3)
+    A, B = np.ones((300, 2)), np.ones((3, 300))
+    assert cache.acquire("r", lambda _: (A, B)) == 0 and cache.ranks[0] == 300
+    assert cache.A[0].sum() == 600 and cache.B[0].sum() == 900
+
+
+@pytest.mark.parametrize("bad", ["A-wider", "A-3d", "B-taller", "B-1d", "A-1d", "B-3d",
+                                 "B-wider-rank"])
+def test_every_wrong_shape_is_refused_before_any_copy(lab, bad):
+    A, B = np.ones((2, D_IN)), np.ones((D_OUT, 2))
+    A, B = {"A-wider": (np.ones((2, D_IN + 1)), B), "A-3d": (A[..., None], B),
+            "B-taller": (A, np.ones((D_OUT + 1, 2))), "B-1d": (A, np.ones(D_OUT)),
+            "A-1d": (np.ones(D_IN), B), "B-3d": (A, B[..., None]),
+            "B-wider-rank": (A, np.ones((D_OUT, 3)))}[bad]  # B's rank above A's: no shared r
+    cache = cache_with(lab, 1, [])
+    with pytest.raises(ValueError, match=r"^load\(7\)"):
+        cache.acquire(7, lambda _: (A, B))
+    assert cache.resident == [None] and not cache.A.any()
+
+
+def test_two_adapters_hot_set_is_one(lab):
+    w = lab.zipf_80_20_weights(2)  # round(0.4) = 0, but the hot set holds at least one adapter
+    assert w[0] == pytest.approx(0.8, abs=1e-9) and w.sum() == pytest.approx(1.0)
+
+
+def test_an_empty_trace_can_be_drawn(lab):
+    assert lab.zipf_80_20_trace(4, 0, 0) == []
+
+
+def test_size_slots_answers_with_one_slot_when_one_suffices(lab):
+    sizing = lab.size_slots([0, 0, 0, 0], 10, 100, 0.5)  # 1 slot: 3 hits of 4
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (True, 1, 0.75), sizing
+
+
+def test_size_slots_is_the_smallest_count_for_every_target(lab):
+    trace = lab.zipf_80_20_trace(12, 600, 3)
+    rates = [lab.simulate(trace, n).hit_rate for n in range(1, 13)]
+    # every rate a count achieves is itself a target: "reaches" includes equality
+    for target in sorted({*np.linspace(0.05, max(rates), 23).tolist(), *rates}):
+        want = next(n for n, r in enumerate(rates, 1) if r >= target)
+        got = lab.size_slots(trace, 10, 10**6, float(target))
+        assert got.meets_target and got.num_slots == want, (
+            f"target {target:.3f}: the smallest count is {want}, got {got}")
+
+
+def test_not_one_slot_reserves_nothing(lab):
+    sizing = lab.size_slots([0, 1], 10, 9, 0.5)
+    assert (sizing.num_slots, sizing.reserved_bytes, sizing.meets_target) == (0, 0, False)
+
+
+def test_a_trace_of_base_requests_is_answered(lab):
+    sizing = lab.size_slots([None, None, None], 10, 100, 0.5)  # no lookups: hit rate 0.0
+    assert sizing.meets_target is False and sizing.num_slots >= 0
+
+
+def test_a_large_cache_evicts_when_full(lab):
+    # more slots than small-int caching covers: "full" is a comparison of counts
+    cache = lab.SlotCache(300, 1, 1, 1)
+    for a in range(301):
+        cache.acquire(a, lambda _: (np.ones((1, 1)), np.ones((1, 1))))
+    assert 0 not in cache and cache.stats.evictions == 1 and cache.resident[0] == 300
+
+
+def test_the_hot_set_is_fitted_where_the_exponent_is_below_one(lab):
+    # n = 5000: the top 1000 adapters draw 80% at s < 1 (at s = 1 they draw less than 80%)
+    w = lab.zipf_80_20_weights(5000)
+    assert w[:1000].sum() == pytest.approx(0.8, abs=1e-9)
+    ranks = np.arange(1, 5001)
+    assert (1.0 / ranks)[:1000].sum() / (1.0 / ranks).sum() > 0.8  # so s < 1 here
+
+
+def test_a_single_adapter_cannot_use_a_second_slot(lab):
+    sizing = lab.size_slots([0, 0], 10, 100, 1.0)  # 1 slot: 50%, and a second cannot help
+    assert (sizing.meets_target, sizing.num_slots, sizing.hit_rate) == (False, 1, 0.5), sizing
+
+
+def test_run_stops_at_max_steps_past_small_counts(lab):
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 1, flat_load)
+    with pytest.raises(RuntimeError):  # "RuntimeError past max_steps"
+        engine.run([lab.Request(i, None) for i in range(300)], max_steps=299)
+
+
+@pytest.mark.structural
+def test_the_records_are_frozen(lab):
+    import dataclasses
+    for record, field in [(lab.Request(0, None), "tokens"), (lab.CacheStats(0, 0, 0, 0), "hits"),
+                          (lab.StepRecord((), (), ()), "finished"),
+                          (lab.SlotSizing(0, 0.0, 0, False, ""), "num_slots")]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(record, field, 1)
+
+
+def test_a_batch_of_more_than_256_seats_fills_exactly(lab):
+    # counts past small-int caching: "full" and "fewer than max_loras" compare values
+    base = [lab.Request(i, None) for i in range(400)]
+    scheduled, waiting = lab.schedule_step(base, [], max_loras=1, max_batch=300)
+    assert (len(scheduled), len(waiting)) == (300, 100), "max_batch seats, then the walk stops"
+    distinct = [lab.Request(i, i) for i in range(400)]
+    scheduled, waiting = lab.schedule_step(distinct, [], max_loras=300, max_batch=400)
+    assert (len(scheduled), len(waiting)) == (300, 100), "max_loras distinct adapters, the rest defer"
+
+
+def test_each_request_runs_exactly_its_tokens_steps(lab):
+    # Request.tokens: "decode steps it stays in the running batch", whatever runs beside it
+    engine = lab.Engine(lab.SlotCache(2, MAX_RANK, D_IN, D_OUT), 2, 4, flat_load)
+    requests = [lab.Request(0, "a", tokens=3), lab.Request(1, None, tokens=1),
+                lab.Request(2, "b", tokens=2)]
+    records = engine.run(requests, max_steps=5)
+    steps = {r.rid: sum(r.rid in {rid for rid, _, _ in rec.batch} for rec in records)
+             for r in requests}
+    assert steps == {0: 3, 1: 1, 2: 2}, f"steps in the batch per rid: {steps}"
+    assert [rec.finished for rec in records] == [(1,), (2,), (0,)]
+
+
+def test_a_request_runs_one_step_by_default(lab):
+    assert lab.Request(0, "a").tokens == 1, "Request(rid, adapter, tokens=1)"
+    engine = lab.Engine(lab.SlotCache(1, MAX_RANK, D_IN, D_OUT), 1, 1, flat_load)
+    records = engine.run([lab.Request(0, "a"), lab.Request(1, None)], max_steps=2)
+    assert [rec.finished for rec in records] == [(0,), (1,)]
+
+
+# --- every admitted form of a trace, and the cache's operations interleaved ---------------------
+
+
+def lru_labels(trace, num_slots: int) -> list[bool]:
+    """The cache model from first principles: hit/miss per item; None a hit that takes no slot."""
+    order: OrderedDict = OrderedDict()
+    labels = []
+    for a in trace:
+        if a is None:
+            labels.append(True)
+            continue
+        labels.append(a in order)
+        order[a] = True
+        order.move_to_end(a)
+        if len(order) > num_slots:
+            order.popitem(last=False)
+    return labels
+
+
+ID_FORMS = {  # equal ids built anew at every occurrence: one adapter, however it was made
+    "int": lambda i: i,
+    "numpy-int": lambda i: np.int64(i) if i % 2 else i,  # np.int64(3) == 3 and hashes alike
+    "str": lambda i: "".join(["tenant-", str(i)]),  # a new str object each time
+    "tuple": lambda i: ("org", str(i)),
+    "frozenset": lambda i: frozenset({"adapter", i}),
+}
+TRACE_FORMS = {
+    "list": list, "tuple": tuple, "generator": lambda items: (a for a in items),
+    "iterator": lambda items: iter(list(items)),
+}
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 7)), max_size=40),
+       st.sampled_from(list(ID_FORMS)), st.sampled_from(list(TRACE_FORMS)), st.integers(1, 4))
+def test_simulate_and_replay_read_every_form_of_a_trace(lab, raw, id_form, trace_form, num_slots):
+    want = lru_labels(raw, num_slots)
+    got, stats = in_worker(lab, read_trace, raw, id_form, trace_form, num_slots)
+    assert got == want, (
+        f"replay of a {trace_form} of {id_form} ids {raw} at {num_slots} slots: "
+        f"{first_mismatch(got, want)} (equal ids are one adapter)")
+    adapter_labels = [h for a, h in zip(raw, want, strict=True) if a is not None]
+    expected = (len(adapter_labels), sum(adapter_labels), len(adapter_labels) - sum(adapter_labels))
+    assert stats[:3] == expected, (
+        f"simulate of a {trace_form} of {id_form} ids {raw}: (lookups, hits, misses) = "
+        f"{stats[:3]}, expected {expected}")
+
+
+def read_trace(raw, id_form: str, trace_form: str, num_slots: int):
+    """Where the lab runs (a generator cannot travel): replay's labels and simulate's stats of
+    ``raw`` built in the given forms."""
+    lab = load_lab("lab-04")
+    items = [None if a is None else ID_FORMS[id_form](a) for a in raw]
+    labels = [bool(h) for h in lab.replay(TRACE_FORMS[trace_form](items), num_slots)]
+    return labels, stats_tuple(lab.simulate(TRACE_FORMS[trace_form](items), num_slots))
+
+
+def test_a_numpy_trace_is_a_trace(lab):
+    trace = np.array([0, 1, 0, 2, 1, 0, 3, 3])
+    assert lab.replay(trace, 2) == lru_labels(trace.tolist(), 2)
+    # 0 miss, 1 miss, 0 hit, 2 miss (evicts 1), 1 miss, 0 miss, 3 miss, 3 hit
+    assert stats_tuple(lab.simulate(trace, 2))[:3] == (8, 2, 6)
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 6)), min_size=1, max_size=30),
+       st.integers(1, 40), st.integers(0, 400), st.sampled_from([0.2, 0.5, 0.75, 0.9, 1.0]),
+       st.sampled_from(["float", "np.float64", "np.float32"]))
+def test_size_slots_for_any_trace_budget_and_target(lab, raw, slot_bytes, budget, target, form):
+    rate = {k: (sum(h for a, h in zip(raw, lru_labels(raw, k), strict=True) if a is not None)
+                / max(1, sum(a is not None for a in raw))) for k in range(1, 9)}
+    distinct = len({a for a in raw if a is not None})
+    affordable = budget // slot_bytes
+    wanted = {"float": float, "np.float64": np.float64, "np.float32": np.float32}[form](target)
+    got = lab.size_slots(raw, slot_bytes, budget, wanted)
+    if distinct == 0:  # no adapter at all: test_a_trace_of_base_requests_is_answered's case
+        assert got.meets_target is False
+        return
+    fits = [k for k in range(1, min(affordable, distinct) + 1) if rate[k] >= wanted]
+    if affordable == 0:
+        want = (0, False)
+    elif fits:
+        want = (fits[0], True)
+    else:
+        want = (max(1, min(affordable, distinct)), False)
+    assert (got.num_slots, got.meets_target) == want, (
+        f"size_slots({raw}, slot_bytes={slot_bytes}, budget={budget}, target={target} as "
+        f"{form}): expected (num_slots, meets_target) = {want}, got {got} (None items are "
+        "base requests: no adapter, no lookup)")
+    assert got.reserved_bytes == got.num_slots * slot_bytes
+
+
+def test_replay_counts_positions_over_every_item(lab):
+    with pytest.raises(TypeError) as err:
+        lab.replay([None, None, "a", ["b"]], 2)
+    assert re.search(r"\bposition 3\b", str(err.value)), (
+        f"the bad item is the 4th of the trace, base requests included: got {err.value}")
+
+
+@pytest.mark.parametrize("tokens, error", [(0, ValueError), (1.5, TypeError)])
+def test_run_checks_its_requests_like_submit(lab, tokens, error):
+    engine = new_engine(lab, num_slots=1, max_loras=1, max_batch=2)
+    with pytest.raises(error) as err:
+        engine.run([lab.Request(0, "a", tokens)], max_steps=5)
+    assert "tokens" in str(err.value), f"run submits through submit: got {err.value}"
+
+
+class CacheAgainstItsModel(RuleBasedStateMachine):
+    """A SlotCache driven by any interleaving of acquire, pin, unpin and the lookups, beside a
+    model: an OrderedDict for LRU order, a slot map, pin counts and the counters. Ids are built
+    anew at every call (equal, not identical)."""
+
+    lab = None  # the implementation under test, set by the test that runs the machine
+
+    @initialize(num_slots=st.integers(1, 4))
+    def start(self, num_slots):
+        self.cache, self.load = self.lab.SlotCache(num_slots, MAX_RANK, D_IN, D_OUT), flat_load
+        self.num_slots, self.slots = num_slots, [None] * num_slots
+        self.order: OrderedDict = OrderedDict()
+        self.pins: dict = {}
+        self.counts = [0, 0, 0, 0]  # lookups, hits, misses, evictions
+
+    @rule(i=st.integers(0, 5))
+    def acquire(self, i):
+        a = "".join(["ad", str(i)])
+        if a in self.order:
+            self.counts[:2] = [self.counts[0] + 1, self.counts[1] + 1]
+            self.order.move_to_end(a)
+            want = self.slots.index(a)
+        elif None in self.slots:
+            want = self.slots.index(None)
+            self.counts[0] += 1
+            self.counts[2] += 1
+        else:
+            victims = [v for v in self.order if not self.pins.get(v)]
+            if not victims:
+                with pytest.raises(RuntimeError):
+                    self.cache.acquire(a, self.load)
+                return
+            want = self.slots.index(victims[0])
+            del self.order[victims[0]]
+            self.counts = [self.counts[0] + 1, self.counts[1], self.counts[2] + 1,
+                           self.counts[3] + 1]
+        self.slots[want] = a
+        self.order[a] = True
+        got = self.cache.acquire(a, self.load)
+        assert got == want, (f"acquire({a!r}) gave slot {got}, the model says {want} "
+                             f"(slots {self.slots}, LRU {list(self.order)}, pins {self.pins})")
+
+    @rule(i=st.integers(0, 5))
+    def pin(self, i):
+        a = "".join(["ad", str(i)])
+        if a in self.order:
+            self.cache.pin(a)
+            self.pins[a] = self.pins.get(a, 0) + 1
+
+    @rule(i=st.integers(0, 5))
+    def unpin(self, i):
+        a = "".join(["ad", str(i)])
+        if self.pins.get(a):
+            self.cache.unpin(a)
+            self.pins[a] -= 1
+
+    @invariant()
+    def agrees_with_the_model(self):
+        if not hasattr(self, "cache"):
+            return
+        c = self.cache
+        assert list(c.resident) == self.slots, f"resident {c.resident}, model {self.slots}"
+        assert list(c.lru_order()) == list(self.order), (
+            f"lru_order {c.lru_order()}, model {list(self.order)}")
+        for a in list(self.order) + ["ad9"]:
+            assert c.slot_of("".join([a])) == (self.slots.index(a) if a in self.slots else None)
+            assert ("".join([a]) in c) == (a in self.order)
+            assert c.pin_count(a) == self.pins.get(a, 0)
+        assert list(c.lru_order()) == list(self.order), "slot_of and `in` must leave LRU order"
+        assert stats_tuple(c.stats) == tuple(self.counts), (
+            f"stats {stats_tuple(c.stats)}, model (lookups, hits, misses, evictions) "
+            f"{tuple(self.counts)}")
+
+
+def test_cache_operations_interleaved_agree_with_the_model(lab):
+    CacheAgainstItsModel.lab = lab
+    run_state_machine_as_test(CacheAgainstItsModel)
+
+
+class EngineWithArrivals(RuleBasedStateMachine):
+    """Requests arrive between steps (submit, step, submit, ...): every step keeps the limits,
+    runs each adapter from a slot that holds it, and at the end every request ran once."""
+
+    lab = None
+
+    @initialize(num_slots=st.integers(1, 3), max_batch=st.integers(1, 4), data=st.data())
+    def start(self, num_slots, max_batch, data):
+        self.max_loras = data.draw(st.integers(1, num_slots))
+        self.num_slots, self.max_batch = num_slots, max_batch
+        self.engine = new_engine(self.lab, num_slots, self.max_loras, max_batch)
+        self.submitted, self.finished, self.records = 0, [], []
+
+    @rule(jobs=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.integers(1, 3)),
+                        max_size=4))
+    def arrive(self, jobs):
+        self.engine.submit([self.lab.Request(self.submitted + i, a, t)
+                            for i, (a, t) in enumerate(jobs)])
+        self.submitted += len(jobs)
+
+    @rule()
+    def step(self):
+        if self.engine.idle():
+            return
+        record = self.engine.step()
+        self.records.append(record)
+        self.finished += list(record.finished)
+        problems = engine_problems(self.records, self.num_slots, self.max_loras, self.max_batch)
+        assert not problems, problems[0]
+
+    def teardown(self):
+        if not hasattr(self, "engine"):
+            return
+        for _ in range(100):
+            if self.engine.idle():
+                break
+            self.finished += list(self.engine.step().finished)
+        assert sorted(self.finished) == list(range(self.submitted)), (
+            f"every submitted request runs once: finished {sorted(self.finished)}")
+
+
+def test_engine_with_requests_arriving_between_steps(lab):
+    EngineWithArrivals.lab = lab
+    run_state_machine_as_test(EngineWithArrivals)

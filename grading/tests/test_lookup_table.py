@@ -1,0 +1,97 @@
+"""A lookup-table submission scores at most a tenth of a lab's points.
+
+The grader issue's submission pasted the handout's tables: a valid call returned a placeholder
+whose value no refusal test checked, and a bad call raised the listed error type with one
+message naming every argument. Here it is as generous as such a submission can be: it knows
+exactly which calls are bad and which type each gets (it wraps the reference and keeps only the
+error type), yet computes nothing. Every refusal test now starts from a seeded valid call whose
+result is checked, and every message must carry the offending value, so it fails nearly all of
+them. One real grading run per lab (unsandboxed, a seed the handout does not show).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grading.runner import LABS_SUBDIR, TOOLING_ROOT, RunOptions, run_lab
+
+pytestmark = pytest.mark.slow
+
+HIDDEN_LIKE_SEED = 424242  # any seed but the handout's 1101
+MAX_SHARE = 0.1  # "at most 3/30": a tenth of the lab's points
+
+# (lab folder, the public functions a table answers for, every argument name for the message)
+LABS = {
+    "lab-01-batched-lora-matmul": (
+        ("shrink", "expand", "lora_delta_loop", "group_by_adapter", "batched_lora_forward",
+         "lora_overhead"),
+        "x W A B h A_stack B_stack idx scale d_in d_out r"),
+    "lab-03-lora-economics": (
+        ("to_gib", "to_mib", "to_gb", "normalize_targets", "module_dims", "base_params",
+         "base_bytes", "lora_params", "adapter_bytes", "size_ratio", "adapters_per_gib",
+         "ratio_readings", "audit_ratio_claim", "slot_reservation_bytes", "rank_blast_radius",
+         "engines_needed", "gpus_saved"),
+        "shape rank targets target dtype_bytes claimed tenants engines max_loras max_lora_rank "
+        "old_rank new_rank adapter_nbytes"),
+}
+
+TABLE = '''
+
+# --- a lookup table: the reference's refusals, but no computation --------------------------
+_MSG = {message!r}
+
+
+def _placeholder(out):
+    import numpy as _np
+    if isinstance(out, tuple):
+        return tuple(_np.zeros_like(o) if isinstance(o, _np.ndarray) else o for o in out)
+    if isinstance(out, _np.ndarray):
+        return _np.zeros_like(out)
+    for kind, value in ((bool, False), (int, 0), (float, 0.0), (list, [])):
+        if isinstance(out, kind):
+            return value
+    return None
+
+
+def _table(f):
+    def answer(*args, **kwargs):
+        try:
+            out = f(*args, **kwargs)
+        except TypeError:
+            raise TypeError(_MSG) from None
+        except ValueError:
+            raise ValueError(_MSG) from None
+        return _placeholder(out)
+    return answer
+
+
+for _name in {names!r}:
+    globals()[_name] = _table(globals()[_name])
+'''
+
+
+def lookup_table(lab: str, dst: Path) -> Path:
+    names, message = LABS[lab]
+    source = (TOOLING_ROOT / LABS_SUBDIR / lab / "solution.py").read_text(encoding="utf-8")
+    (dst / lab).mkdir(parents=True)
+    (dst / lab / "starter.py").write_text(
+        source + TABLE.format(message=f"{message}: bad input", names=names), encoding="utf-8")
+    return dst
+
+
+@pytest.mark.parametrize("lab", list(LABS))
+def test_a_lookup_table_scores_at_most_a_tenth(lab, tmp_path):
+    if not (TOOLING_ROOT / LABS_SUBDIR / lab / "solution.py").is_file():
+        pytest.skip("needs the reference solutions")
+    submission = lookup_table(lab, tmp_path / "submission")
+    run = run_lab(TOOLING_ROOT, lab, str(submission), tmp_path / "run",
+                  RunOptions(marker_expr="not gpu and not engine", seed=HIDDEN_LIKE_SEED))
+    graded = [t for t in run.tests if t.graded]
+    passed = [t.name for t in graded if t.outcome == "passed"]
+    assert graded and not run.problems, f"{lab}: the run did not grade ({run.problems})"
+    share = len(passed) / len(graded)
+    assert share <= MAX_SHARE, (
+        f"{lab}: a lookup table passes {len(passed)} of {len(graded)} graded tests "
+        f"({share:.0%} of the points), more than {MAX_SHARE:.0%}: {sorted(set(passed))[:10]}")
