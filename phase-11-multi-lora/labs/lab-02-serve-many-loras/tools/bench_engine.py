@@ -2,6 +2,7 @@
 
     .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/bench_engine.py \
         [--rounds 3] [--prompts 24] [--verbose]          # or: make bench-engine
+        (vLLM's own log goes to a file whose path is printed; --verbose shows it instead)
     BENCH_JSON=PATH ...                                   # also write the figures as JSON
 
 One in-process CPU engine (``build_llm`` of the lab code ``LAB_IMPL`` selects: SmolLM2, 3
@@ -12,9 +13,10 @@ the time is the prefill's:
 - ``mixed``: a third untagged, a third ``sql-lora``, a third ``question-lora``, interleaved;
 - ``all``: every row an adapter, the two tenants interleaved.
 
-Each round runs the three batches under vLLM's stock CPU punica ops and under part 3's ops
-(``lab_ops``, installed with ``install_ops``), the order of the two rotated each round, so load
-drift hits both alike. A batch's ratio is its time over the base-only batch's time *with the
+After an untimed warm-up of every batch on both ops, each round runs the three batches under
+vLLM's stock CPU punica ops and under part 3's ops (``lab_ops``, installed with
+``install_ops``), the order of the two and of the batches rotated each round, so load drift
+hits all alike. A batch's ratio is its time over the base-only batch's time *with the
 same ops in the same round*; the table shows the median of the rounds' ratios. It also checks
 that both ops give the same tokens on every row, and prints the FLOP limit (``flop_limit``:
 1 + the LoRA FLOPs of the adapted linears over their base FLOPs). Machine-dependent: read the
@@ -37,6 +39,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,9 +103,11 @@ def run(rounds: int, n_prompts: int, say) -> dict:
         outs = llm.generate(prompts, sampling, lora_request=tags, use_tqdm=False)
         return time.perf_counter() - t0, [o.outputs[0].token_ids for o in outs]
 
-    for name in OPS:  # warm-up: adapters into their slots, lab 01 loaded, caches warm
-        lab.install_ops(ops[name])
-        generate("mixed")
+    for name in OPS:  # warm-up, untimed: adapters into their slots, lab 01 loaded, every
+        lab.install_ops(ops[name])  # batch shape seen once on each ops
+        for batch in BATCHES:
+            generate(batch)
+        say(f"warmed up on {name} ops")
     times = {(o, b): [] for o in OPS for b in BATCHES}
     ratios = {(o, b): [] for o in OPS for b in BATCHES}
     tokens: dict[tuple[str, str], list] = {}
@@ -111,7 +116,7 @@ def run(rounds: int, n_prompts: int, say) -> dict:
         for name in order:
             lab.install_ops(ops[name])
             seconds = {}
-            for batch in BATCHES:
+            for batch in BATCHES[k % 3:] + BATCHES[:k % 3]:  # rotated: no batch always first
                 seconds[batch], tokens[name, batch] = generate(batch)
                 times[name, batch].append(seconds[batch])
                 say(f"round {k + 1}/{rounds} {name:>5} ops {batch:>5}: {seconds[batch]:6.2f} s")
@@ -152,25 +157,43 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def quiet(log_path: Path):
+    """Send this process's stdout and stderr (vLLM's log, its C++ warnings, progress bars) to
+    ``log_path``; return a file on the terminal's stdout for the bench's own lines."""
+    terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return terminal
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=24)
-    parser.add_argument("--verbose", action="store_true", help="show vLLM's log")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show vLLM's log here (default: a log file whose path is printed)")
     args = parser.parse_args()
+    out = sys.stdout
     if not args.verbose:
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        fd, name = tempfile.mkstemp(prefix="lab02-bench-", suffix=".log")
+        os.close(fd)
+        print(f"[bench] vLLM's log: {name} (--verbose shows it here)", flush=True)
+        out = quiet(Path(name))
     start = time.monotonic()
 
     def say(line: str) -> None:
-        print(f"[bench {time.monotonic() - start:5.0f} s] {line}", flush=True)
+        print(f"[bench {time.monotonic() - start:5.0f} s] {line}", file=out, flush=True)
 
     result = run(args.rounds, args.prompts, say)
-    print("\n" + table(result))
-    out = os.environ.get("BENCH_JSON")
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {out}")
+    print("\n" + table(result), file=out, flush=True)
+    path = os.environ.get("BENCH_JSON")
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {path}", file=out, flush=True)
 
 
 if __name__ == "__main__":
