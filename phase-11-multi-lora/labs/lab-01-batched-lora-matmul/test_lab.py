@@ -704,6 +704,32 @@ def forward_counts(x, W, A_stack, B_stack, idx, scale) -> dict:
     return dict(Counted.counts), np.asarray(y).view(np.ndarray)
 
 
+def gather_counts(x, A_stack, B_stack, idx, scale) -> tuple[dict, np.ndarray]:
+    """Where the lab runs: the gather path on counted stacks, and what it counted."""
+    Counted.counts = {}
+    lab01 = load_lab("lab-01")
+    h = lab01.gather_shrink(x, counted(A_stack, "A_stack"), idx)
+    y = lab01.gather_expand(np.asarray(h).view(np.ndarray), counted(B_stack, "B_stack"), idx,
+                            scale)
+    return dict(Counted.counts), np.asarray(y).view(np.ndarray)
+
+
+def test_the_gather_path_reads_each_stack_once_not_once_per_row(lab, rng):
+    """gather_shrink / gather_expand: one gather of the adapter rows' weights and one batched
+    product, so each stack is indexed once (twice with a shape read), never once per row."""
+    b = make_batch(rng, T=int(rng.integers(24, 40)), L=int(rng.integers(2, 5)), integer=False)
+    want = lab.lora_delta_loop(b.x.copy(), b.A_stack.copy(), b.B_stack.copy(), b.idx.copy(),
+                               b.scale)
+    counts, y = in_worker(lab, gather_counts, b.x, b.A_stack, b.B_stack, b.idx, b.scale)
+    assert_close(y, want, rtol=TOL[np.float64], atol=TOL[np.float64],
+                 why="the gather path on counted arrays must still give lora_delta_loop's delta")
+    for stack, fn in (("A_stack", "gather_shrink"), ("B_stack", "gather_expand")):
+        reads = counts.get(f"{stack}:reads", 0)
+        assert reads <= 2 < len(b.idx), (
+            f"{fn} indexed {stack} {reads} times for {len(b.idx)} rows: the gather path is one "
+            "gather of every adapter row's weights, not a loop over rows")
+
+
 def test_one_base_matmul_and_one_read_of_each_stack_per_group(lab, rng):
     b = make_batch(rng, T=int(rng.integers(24, 40)), L=int(rng.integers(2, 5)), integer=False)
     groups = len(set(b.idx.tolist()) - {-1})
