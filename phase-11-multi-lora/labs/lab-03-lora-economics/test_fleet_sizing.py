@@ -103,6 +103,24 @@ def test_kv_tokens_go_negative_when_the_slots_do_not_fit(lab):
         "weights and slots past the budget leave a negative token count"
 
 
+def test_kv_tokens_follow_the_targets_and_the_dtype(lab, seed):
+    rng = random.Random(seed)
+    qkvo_per_rank = 32 * 4 * (4096 + 4096)  # layers x q,k,v,o x (d_in + d_out)
+    for _ in range(10):
+        dtype_bytes = rng.choice([1, 2, 4])
+        slots, rank = rng.randint(1, 16), rng.choice(VLLM_MAX_LORA_RANKS)
+        weights = LLAMA2_7B_BYTES // 2 * dtype_bytes
+        budget = weights + rng.randint(0, 20) * GiB + rng.randint(0, GiB)
+        want = (budget - weights - slots * rank * qkvo_per_rank * dtype_bytes) // KV_BYTES_PER_TOKEN
+        got = lab.engine_kv_tokens(lab.LLAMA2_7B, slots, rank, budget, KV_BYTES_PER_TOKEN,
+                                   targets=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                   dtype_bytes=dtype_bytes)
+        assert got == want, (
+            f"{slots} slots at rank {rank} over q,k,v,o, {dtype_bytes}-byte weights, budget "
+            f"{budget:,} B: {want:,} tokens, got {got:,} (the slots cover targets only, weights "
+            f"and slots at dtype_bytes)")
+
+
 def test_fleet_hit_rate_sends_tenant_t_to_engine_t_mod_engines(lab):
     # 2 engines, 1 slot each. Engine 0 serves tenants 0 and 2: [0, 0, 2, 0] -> miss hit miss miss.
     # Engine 1 serves tenant 1: [1, 1] -> miss hit. The fleet: 2 hits in 6 lookups.
@@ -162,6 +180,9 @@ def test_no_fleet_when_no_legal_choice_exists(lab):
     trace = [0, 1] * 20
     assert lab.size_fleet(lab.LLAMA2_7B, [8, 600], trace, 40 * GiB, KV_BYTES_PER_TOKEN, 0,
                           0.5) is None, "no max_lora_rank vLLM takes holds a rank-600 adapter"
+    assert lab.size_fleet(lab.LLAMA2_7B, [8, 8], trace, 40 * GiB, KV_BYTES_PER_TOKEN, 0,
+                          1) is None, ("a target of 1 is in (0, 1], and no LRU hits a tenant's "
+                                       "first request")
     cramped = LLAMA2_7B_BYTES + 8 * SLOT_BYTES_PER_RANK  # one rank-8 slot, no KV room
     assert lab.size_fleet(lab.LLAMA2_7B, [8, 8], trace, cramped, KV_BYTES_PER_TOKEN, 1,
                           0.5) is None, "the budget holds no KV token beside one slot"
@@ -182,9 +203,12 @@ def test_more_engines_when_slots_would_starve_the_kv_cache(lab):
 BAD_CALLS = {
     "no tenants": (dict(tenant_ranks=[]), ValueError, "tenant_ranks"),
     "rank zero": (dict(tenant_ranks=[8, 0]), ValueError, "tenant_ranks"),
+    "rank as float": (dict(tenant_ranks=[8, 16.0]), TypeError, "tenant_ranks"),
     "stray tenant": (dict(trace=[0, 1, 5]), ValueError, "trace"),
     "target above one": (dict(target_hit_rate=1.5), ValueError, "target_hit_rate"),
     "target as text": (dict(target_hit_rate="0.9"), TypeError, "target_hit_rate"),
+    "target zero": (dict(target_hit_rate=0), ValueError, "target_hit_rate"),
+    "float min_kv_tokens": (dict(min_kv_tokens=1.0), TypeError, "min_kv_tokens"),
     "negative min_kv_tokens": (dict(min_kv_tokens=-1), ValueError, "min_kv_tokens"),
     "zero kv bytes": (dict(kv_bytes_per_token=0), ValueError, "kv_bytes_per_token"),
 }
@@ -205,3 +229,28 @@ def test_fleet_hit_rate_refuses_what_is_not_a_tenant(lab):
         lab.fleet_hit_rate([0, "1"], 1, 1)
     with pytest.raises(ValueError, match="trace"):
         lab.fleet_hit_rate([0, -1], 1, 1)
+
+
+PIECE_BAD_CALLS = {
+    "negative budget": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, -1,
+                                                         KV_BYTES_PER_TOKEN),
+                        ValueError, "memory_budget_bytes"),
+    "float budget": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40.0 * GiB,
+                                                      KV_BYTES_PER_TOKEN),
+                     TypeError, "memory_budget_bytes"),
+    "zero kv bytes": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40 * GiB, 0),
+                      ValueError, "kv_bytes_per_token"),
+    "float kv bytes": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40 * GiB, 2.0),
+                       TypeError, "kv_bytes_per_token"),
+    "zero engines": (lambda lab: lab.fleet_hit_rate([0, 1], 0, 1), ValueError, "engines"),
+    "float engines": (lambda lab: lab.fleet_hit_rate([0, 1], 2.0, 1), TypeError, "engines"),
+    "zero max_loras": (lambda lab: lab.fleet_hit_rate([0, 1], 1, 0), ValueError, "max_loras"),
+    "bool max_loras": (lambda lab: lab.fleet_hit_rate([0, 1], 1, True), TypeError, "max_loras"),
+}
+
+
+@pytest.mark.parametrize("case", list(PIECE_BAD_CALLS))
+def test_kv_tokens_and_hit_rate_refuse_bad_input_naming_it(lab, case):
+    call, error, argument = PIECE_BAD_CALLS[case]
+    with pytest.raises(error, match=rf"\b{argument}\b"):
+        call(lab)

@@ -87,9 +87,28 @@ def test_qwen3_30b_a3b_reads_from_its_config(lab):
         lab.MoEShape.from_hf_config({**QWEN3_30B_A3B_CONFIG, "model_type": "llama"})
     with pytest.raises(ValueError, match="mlp_only_layers"):
         lab.MoEShape.from_hf_config({**QWEN3_30B_A3B_CONFIG, "mlp_only_layers": [0]})
+    with pytest.raises(ValueError, match="decoder_sparse_step"):
+        lab.MoEShape.from_hf_config({**QWEN3_30B_A3B_CONFIG, "decoder_sparse_step": 2})
     with pytest.raises(ValueError, match="num_experts"):
         lab.MoEShape.from_hf_config({k: v for k, v in QWEN3_30B_A3B_CONFIG.items()
                                      if k != "num_experts"})
+
+
+@pytest.mark.structural
+def test_moe_config_reads_the_optional_keys_as_the_dense_config_does(lab):
+    for dropped, tied in (("num_key_value_heads", True), ("head_dim", False), (None, True)):
+        cfg = {k: v for k, v in QWEN3_30B_A3B_CONFIG.items() if k != dropped}
+        cfg["tie_word_embeddings"] = tied
+        moe = lab.MoEShape.from_hf_config(cfg)
+        dense = lab.ModelShape.from_hf_config({**cfg, "model_type": "llama",
+                                               "intermediate_size": 768})
+        for name in ("hidden", "intermediate", "layers", "heads", "kv_heads", "vocab",
+                     "tie_word_embeddings", "head_dim"):
+            assert getattr(moe, name) == getattr(dense, name), (
+                f"without {dropped}, tie_word_embeddings={tied}: {name} must read as "
+                f"ModelShape.from_hf_config reads it, {getattr(moe, name)!r} != "
+                f"{getattr(dense, name)!r}")
+        assert (moe.num_experts, moe.experts_per_token) == (128, 8)
 
 
 def test_qwen3_30b_a3b_has_30_5b_params(lab):
@@ -114,6 +133,27 @@ def test_moe_base_params_counts_every_expert_and_the_router(lab, seed):
         assert got == expected, f"moe_base_params({spec}) = {got:,}, expected {expected:,}"
 
 
+def test_experts_per_token_is_compute_and_a_tied_head_is_counted_once(lab, seed):
+    rng = random.Random(seed)
+    for _ in range(10):
+        spec, tp = draw_moe(rng), rng.choice([1, 2, 4])
+        loras, rank = rng.randint(1, 4), 4 * rng.randint(1, 8)
+        top1 = lab.MoEShape(**spec)
+        want = (lab.moe_base_params(top1), lab.sharded_slot_bytes(top1, loras, rank, tp),
+                lab.model_loading_bytes(top1, loras, rank, tp))
+        for k in range(2, spec["num_experts"] + 1):
+            topk = lab.MoEShape(**{**spec, "experts_per_token": k})
+            got = (lab.moe_base_params(topk), lab.sharded_slot_bytes(topk, loras, rank, tp),
+                   lab.model_loading_bytes(topk, loras, rank, tp))
+            assert got == want, (f"{spec}, experts_per_token={k}: top-k sets compute, not "
+                                 f"memory; (params, slot bytes, loading bytes) {got} != {want}")
+        untied = want[0]
+        tied = lab.moe_base_params(lab.MoEShape(**{**spec, "tie_word_embeddings": True}))
+        assert tied == untied - spec["vocab"] * spec["hidden"], (
+            f"{spec}: a tied lm_head is the embedding, counted once as in base_params: "
+            f"{tied:,} != {untied:,} - vocab x hidden")
+
+
 # --- slots per rank -------------------------------------------------------------------------------
 
 
@@ -128,6 +168,22 @@ def test_one_rank_holds_the_whole_reservation(lab, seed, layout):
         got = lab.sharded_slot_bytes(dense, loras, rank, 1, layout)
         want = lab.slot_reservation_bytes(dense, loras, rank)
         assert got == want, f"tp=1, {layout}: a rank holds slot_reservation_bytes, {got} != {want}"
+
+
+@pytest.mark.parametrize("layout", ["default", "fully_sharded"])
+def test_one_rank_of_an_moe_holds_every_expert_slot(lab, seed, layout):
+    rng = random.Random(seed)
+    for _ in range(10):
+        spec = draw_moe(rng)
+        loras, rank, dtype_bytes = rng.randint(1, 8), rng.choice([1, 8, 16]), rng.choice([1, 2, 4])
+        dims, e = dims_of(spec), spec["num_experts"]
+        want = loras * spec["layers"] * dtype_bytes * sum(
+            (e if t in EXPERTS else 1) * rank * (dims[t][0] + dims[t][1])
+            for t in ATTENTION + EXPERTS)
+        got = lab.sharded_slot_bytes(lab.MoEShape(**spec), loras, rank, 1, layout,
+                                     dtype_bytes=dtype_bytes)
+        assert got == want, (f"{spec}, tp=1, {layout}: one rank holds the whole reservation "
+                             f"with every expert's A and B, {got:,} != {want:,}")
 
 
 def test_default_layout_splits_one_factor_per_linear(lab, seed):
@@ -235,19 +291,21 @@ def test_model_loading_counts_the_base_share_and_both_slot_sets(lab, seed):
     rng = random.Random(seed)
     for _ in range(10):
         spec, tp = draw_moe(rng), rng.choice([1, 2, 4])
-        loras, rank = rng.randint(1, 4), 4 * rng.randint(1, 8)
+        loras, rank, dtype_bytes = rng.randint(1, 4), 4 * rng.randint(1, 8), rng.choice([1, 2, 4])
         shape = lab.MoEShape(**spec)
         attention_layout, expert_layout = rng.choice(["default", "fully_sharded"]), \
             rng.choice(["default", "fully_sharded"])
-        base = lab.moe_base_params(shape) * 2 // tp
+        base = lab.moe_base_params(shape) * dtype_bytes // tp
         dims = dims_of(spec)
-        slots = loras * spec["layers"] * 2 * (
+        slots = loras * spec["layers"] * dtype_bytes * (
             rank_slot_params(dims, rank, tp, attention_layout == "fully_sharded", 1, ATTENTION)
             + rank_slot_params(dims, rank, tp, expert_layout == "fully_sharded",
                                spec["num_experts"], EXPERTS))
-        got = lab.model_loading_bytes(shape, loras, rank, tp, attention_layout, expert_layout)
+        got = lab.model_loading_bytes(shape, loras, rank, tp, attention_layout, expert_layout,
+                                      dtype_bytes)
         assert got == base + slots, (
-            f"{spec}, tp={tp}, attention {attention_layout}, experts {expert_layout}: got "
+            f"{spec}, tp={tp}, dtype_bytes={dtype_bytes}, attention {attention_layout}, "
+            f"experts {expert_layout}: got "
             f"{got:,}, expected base share {base:,} + slots {slots:,}")
 
 
@@ -270,6 +328,17 @@ BAD_CALLS = {
                                            TypeError, "shape"),
     "unknown expert layout": (lambda lab: lab.model_loading_bytes(
         lab.QWEN3_30B_A3B, 16, 32, 4, "default", "sharded"), ValueError, "expert_layout"),
+    "unknown attention layout": (lambda lab: lab.model_loading_bytes(
+        lab.QWEN3_30B_A3B, 16, 32, 4, "sharded", "default"), ValueError, "attention_layout"),
+    "tp not dividing a width, loading": (lambda lab: lab.model_loading_bytes(
+        lab.QWEN3_30B_A3B, 16, 32, 3), ValueError, "tp"),
+    "zero max_loras": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 0, 32, 4),
+                       ValueError, "max_loras"),
+    "bool max_lora_rank": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, True, 4),
+                           TypeError, "max_lora_rank"),
+    "unknown target": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4,
+                                                          targets=["experts"]),
+                       ValueError, "targets"),
 }
 
 

@@ -1,13 +1,16 @@
 """Lab 04 spec, section 6: defer against barrier, measured on workloads instead of asserted.
 
 Every workload is drawn from the ``seed`` fixture (``LAB_SEED``), so a hidden seed re-draws it;
-each expectation is a closed form of the drawn numbers, computed before the call.
+each expectation is a closed form of the drawn numbers, computed before the call (one test
+holds ``drain`` to the lab's ``Engine`` on the same workload: the docstring's claim is that
+relation).
 """
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from labkit import first_mismatch
@@ -64,6 +67,25 @@ def test_barrier_step_is_schedule_steps_prefix(lab, seed):
         assert (rids(scheduled), rids(still)) == (list(range(stop)), list(range(stop, len(jobs)))), (
             f"queue {jobs}, running {running}, max_loras={max_loras}, max_batch={max_batch}: the "
             f"barrier admits the prefix schedule_step admits (rids 0..{stop - 1}), then waits")
+
+
+BAD_STEPS = {  # case: (keyword overrides, error, argument); schedule_step's own checks
+    "float max_loras": (dict(max_loras=1.0), TypeError, "max_loras"),
+    "zero max_loras": (dict(max_loras=0), ValueError, "max_loras"),
+    "bool max_batch": (dict(max_batch=True), TypeError, "max_batch"),
+    "negative max_batch": (dict(max_batch=-1), ValueError, "max_batch"),
+    "running over max_loras": (dict(running_adapters=["A", "B"]), ValueError, "running_adapters"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STEPS))
+def test_barrier_step_checks_its_arguments_as_schedule_step_does(lab, case):
+    overrides, error, argument = BAD_STEPS[case]
+    call = dict(waiting=jobs_to_requests(lab, [("A", 1), (None, 1)]), running_adapters=["A"],
+                max_loras=1, max_batch=2) | overrides
+    for fn in (lab.schedule_step, lab.barrier_step):
+        with pytest.raises(error, match=rf"\b{argument}\b"):
+            fn(**call)
 
 
 # --- the documented claim, measured ------------------------------------------------------------
@@ -149,6 +171,27 @@ def test_both_policies_drain_every_random_workload(lab, seed):
             "defer_vs_barrier's barrier report is drain(..., policy='barrier')"
 
 
+def test_drain_runs_as_the_engine_does_when_the_slots_suffice(lab, seed):
+    """With max_loras <= num_slots the cache never changes who runs: drain's defer report is
+    what ``Engine.run`` does, read off its step records (a request's wait is the first step it
+    appears in the batch)."""
+    rng = random.Random(seed)
+    for _ in range(10):
+        jobs = [(rng.choice([None, "A", "B", "C", "D"]), rng.randint(1, 4))
+                for _ in range(rng.randint(1, 10))]
+        max_loras, seats = rng.randint(1, 3), rng.randint(1, 4)
+        slots = max_loras + rng.randint(0, 2)
+        engine = lab.Engine(lab.SlotCache(slots, 4, 3, 5), max_loras, seats,
+                            lambda adapter: (np.ones((1, 3)), np.ones((5, 1))))
+        records = engine.run(jobs_to_requests(lab, jobs), max_steps=100)
+        first = {}
+        for step, record in enumerate(records):
+            for rid, _, _ in record.batch:
+                first.setdefault(rid, step)
+        want = (len(records), [first[rid] for rid in range(len(jobs))])
+        check_report(lab.drain(jobs_to_requests(lab, jobs), max_loras, seats), "defer", *want)
+
+
 def test_drain_defaults_to_defer(lab):
     jobs = [("L1", 1), ("L2", 1), (None, 1)]
     check_report(lab.drain(jobs_to_requests(lab, jobs), 1, 8), "defer", 2, [0, 1, 0])
@@ -163,6 +206,9 @@ BAD_DRAINS = {  # case: (requests as (rid, adapter, tokens), keyword overrides, 
     "zero tokens": ([(0, "A", 0)], {}, ValueError, "tokens"),
     "zero max_batch": ([(0, "A", 1)], dict(max_batch=0), ValueError, "max_batch"),
     "float max_loras": ([(0, "A", 1)], dict(max_loras=1.0), TypeError, "max_loras"),
+    "float tokens": ([(0, "A", 1.0)], {}, TypeError, "tokens"),
+    "zero max_loras": ([(0, "A", 1)], dict(max_loras=0), ValueError, "max_loras"),
+    "bool max_batch": ([(0, "A", 1)], dict(max_batch=True), TypeError, "max_batch"),
 }
 
 
@@ -173,3 +219,11 @@ def test_drain_refuses_bad_input_naming_it(lab, case):
     call = {"max_loras": 1, "max_batch": 2, "policy": "defer", **overrides}
     with pytest.raises(error, match=argument):
         lab.drain(requests, **call)
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_DRAINS if "policy" not in BAD_DRAINS[c][1]])
+def test_defer_vs_barrier_checks_its_arguments_as_drain_does(lab, case):
+    triples, overrides, error, argument = BAD_DRAINS[case]
+    call = {"max_loras": 1, "max_batch": 2, **overrides}
+    with pytest.raises(error, match=argument):
+        lab.defer_vs_barrier(iter([lab.Request(*triple) for triple in triples]), **call)
