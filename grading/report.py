@@ -128,7 +128,8 @@ def markdown(grade: dict) -> str:
     parts += [f"- **{cell(f['kind'], 40)}** ({cell(f.get('lab', '-'), 60)}): "
               f"{cell(f['detail'], 300)}" for f in grade["flags"]] or ["None."]
     if grade["errors"]:
-        parts += ["", "## Grading problems", ""] + [f"- {cell(e, 400)}" for e in grade["errors"]]
+        parts += ["", "## Grading problems", ""] + [f"- {escape.markdown_item(e, 400)}"
+                                                    for e in grade["errors"]]
     parts += ["", "## Labs", "", safe_table(
         ["lab", "points", "passed / graded", "failed", "skipped", "not run", "reasons"],
         [lab_row(lab) for lab in grade["labs"]])]
@@ -137,7 +138,7 @@ def markdown(grade: dict) -> str:
                                               [[env.get(k) or "none" for k, _ in ENV_KEYS]])]
     for lab in grade["labs"]:
         parts += ["", f"## {cell(lab['lab'])}", ""]
-        parts += [f"- {cell(p, 400)}" for p in lab["problems"]]
+        parts += [f"- {escape.markdown_item(p, 400)}" for p in lab["problems"]]
         parts += ["", safe_table(["test", "outcome", "reason", "detail"],
                             [[t["name"] + (" (structural)" if t["structural"] else ""),
                               t["outcome"], t["reason"] or "-", t["message"] or "-"]

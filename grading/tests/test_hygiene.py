@@ -5,10 +5,15 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from grading import escape, grade, runner, safe, schema
 from grading.config import ConfigError, submission_budget
@@ -47,6 +52,86 @@ def test_markdown_keeps_plain_text_and_is_never_empty():
         "test_add_small_ints (structural)"
     assert escape.markdown("") == " "
     assert escape.markdown("a & b") == "a &amp; b"
+
+
+# --- escape.markdown through a GFM renderer -------------------------------------------------
+#
+# markdown-it-py's "gfm-like" preset (CommonMark + GFM tables and strikethrough) renders each
+# escaped cell. It has no linkify-it here, so GFM's extended autolinks are checked on the source,
+# the way cmark-gfm's autolink extension finds them: on literal characters ("www.", a scheme's
+# "://", "mailto:", "xmpp:", and the "@" of an address), where an entity is not the character.
+
+GFM = MarkdownIt("gfm-like", {"linkify": False})
+AUTOLINK_TRIGGERS = re.compile(r"(?i)www\.|[a-z][a-z0-9+.-]*://|mailto:|xmpp:|@")
+MARKUP_TOKENS = {"em_open", "strong_open", "s_open", "link_open", "image", "code_inline",
+                 "html_inline", "html_block", "softbreak", "hardbreak"}
+INVISIBLES = ["\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d", "\u2060",
+              "\ufeff", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066",
+              "\u2067", "\u2068", "\u2069", "\u00ad", "\u2028", "\u2029", "\U000e0041",
+              "\u3164", "\u115f", "\ufe0f", "\u034f", "\u180e"]
+PIECES = ["_", "__", "*", "**", "~~", "`", "[x](http://e.example)", "![i](x)", "<b>", "<!--",
+          "http://", "https://e.example/p?q=1", "www.", "www.e.example", "ftp://x", "a@b.co",
+          "mailto:a@b.co", "xmpp:a@b.co", "&amp;", "&#95;", "\\", "|", "# ", "- ", "+ ", "1. ",
+          "2) ", "---", "___", "> ", "    ", "\n", "\t", ":", ".", "ALL 162 TESTS PASSED: 30.0",
+          *INVISIBLES]
+hostile_text = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)),
+                        max_size=12).map("".join)
+
+
+def visible(text: str) -> str:
+    """What a cell must show: ``text`` on one line, its invisible characters written out."""
+    shown = " ".join(escape.controls(" ".join(text.split())).split())
+    return escape.NOT_XML.sub("?", shown)
+
+
+def inline_text(token) -> str:
+    kinds = {c.type for c in token.children}
+    assert not kinds & MARKUP_TOKENS and kinds <= {"text"}, kinds
+    return "".join(c.content for c in token.children)
+
+
+def assert_shown_as_is(rendered: str, escaped: str, text: str) -> None:
+    assert not AUTOLINK_TRIGGERS.search(escaped), escaped
+    assert rendered == visible(text), (rendered, escaped)
+    assert not any(unicodedata.category(ch) in escape.CONTROL_CATEGORIES
+                   or escape.INVISIBLE.match(ch) for ch in rendered), ascii(rendered)
+
+
+def cell_shown(escaped: str) -> str:
+    """The text GFM shows for ``escaped`` in the second cell of a table's one row."""
+    tokens = GFM.parse(f"| a | b |\n|---|---|\n| x | {escaped} |\n")
+    assert [t.type for t in tokens].count("td_open") == 2, "one row, two cells"
+    cells = [t for i, t in enumerate(tokens) if t.type == "inline" and tokens[i - 1].type == "td_open"]
+    assert inline_text(cells[0]) == "x"
+    return inline_text(cells[1])
+
+
+@settings(max_examples=400, deadline=None)
+@given(hostile_text)
+def test_a_table_cell_renders_as_its_text_in_gfm(text):
+    escaped = escape.markdown(text, 0)
+    assert_shown_as_is(cell_shown(escaped), escaped, text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(hostile_text)
+def test_a_list_item_renders_as_one_paragraph_of_its_text_in_gfm(text):
+    assume(visible(text))  # nothing to show: an empty item
+    escaped = escape.markdown_item(text, 0)
+    tokens = GFM.parse(f"- {escaped}\n")
+    assert [t.type for t in tokens] == [
+        "bullet_list_open", "list_item_open", "paragraph_open", "inline", "paragraph_close",
+        "list_item_close", "bullet_list_close"], escaped
+    assert_shown_as_is(inline_text(tokens[3]), escaped, text)
+
+
+def test_the_issues_escapes_render_as_plain_text():
+    """Bold "all passed" with ``__``, autolinked addresses, bidi and zero-width characters."""
+    for text in ("__ALL 162 TESTS PASSED: 30.0 / 30.0__", "_x_ and ___y___",
+                 "see https://evil.example, www.evil.example or root@evil.example",
+                 "a\u200eb\u200fc\u061cd\u200be\u2060f\ufeffg"):
+        escaped = escape.markdown(text, 0)
+        assert_shown_as_is(cell_shown(escaped), escaped, text)
 
 
 @pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2+3", "@SUM(A1)",
