@@ -11,6 +11,7 @@ flag and its files do appear. About three minutes on two busy cores.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -357,7 +358,8 @@ def test_staging_attacks_change_nothing_outside_the_run(staging):
 FORGED = {"good": "plain", "numeric_name": "numeric_name", "dict_message": "dict_message",
           "injects": "injects", '=HYPERLINK("evil.example","x")': "hyperlink", "ansi": "ansi",
           "log_symlink": "log_symlink {keys}", "hidden_fail": "hidden_fail",
-          "slow": "slow {slow_s}"}
+          "slow": "slow {slow_s}", "order_encoder": "order_encoder", "deep_tree": "deep_tree",
+          "unarmed": "unarmed", "unarmed_hidden": "unarmed_hidden"}
 BUDGET_S, SLOW_S = 4.0, 6.0  # the slow one sleeps past the submission budget in its first lab
 HIDDEN = [913527, 684211]
 
@@ -439,8 +441,6 @@ def test_injecting_flags_stay_visible_and_escaped(forged):
 
 
 def test_no_summary_cell_starts_a_formula(forged):
-    import csv
-
     with open(forged["out"] / "summary.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     assert len(rows) == len(FORGED) + 1
@@ -502,8 +502,49 @@ def test_hidden_seed_failures_are_reported_per_lab_without_test_or_seed(forged):
     flags_part = (folder / "report.md").read_text().split("## Labs")[0]
     assert "test_seeded" not in flags_part, "no test named next to the hidden seeds"
     kept = [f for f in grade_["flags"] if f["kind"] == "reads_solution"]
-    assert kept and all(f["detail"].startswith("under a hidden seed:") for f in kept), \
-        "the hidden runs keep their flags"
+    assert kept and all(f["detail"] == grade.HIDDEN_FLAG_WORDING for f in kept), \
+        "the hidden runs keep their flags' kinds"
+
+
+def test_a_hidden_run_reports_the_kinds_of_its_flags_and_nothing_it_chose(forged):
+    """A hidden run's flags in an order (details, tests, problems) spelling the seed's bits come
+    back as a sorted set of kinds with one wording: no order, no detail, no seed."""
+    grade_ = forged["grades"]["order_encoder"]
+    assert grade_["total"] == 100, "the visible run passed"
+    assert [(f["kind"], f["lab"], f["detail"]) for f in grade_["flags"]] == [
+        (kind, lab, grade.HIDDEN_FLAG_WORDING) for lab in (fakes.LAB1, fakes.LAB2)
+        for kind in ("reads_solution", "tampers_tests")], "one flag per kind and lab, sorted"
+    assert all(set(f) == {"kind", "lab", "detail"} for f in grade_["flags"]), "no test, no count"
+    for lab in grade_["labs"]:
+        assert grade.HIDDEN_PROBLEMS in lab["problems"]
+    folder = forged["folders"]["order_encoder"]
+    for name in ("report.json", "report.md", "junit.xml"):
+        text = (folder / name).read_text()
+        assert "ORDER" not in text and not any(str(seed) in text for seed in HIDDEN), name
+
+
+def test_a_tree_no_recursive_removal_survives_is_removed_and_the_grade_stands(forged):
+    """3,000 nested folders, links, a FIFO, a socket and a mode-000 folder in a run's scratch:
+    removed, nothing left on the host, and the grade and flags are the computed ones."""
+    grade_ = forged["grades"]["deep_tree"]
+    assert grade_["total"] == 100 and grade_["flags"] == [] and grade_["errors"] == []
+    (left,) = [t["message"] for lab in grade_["labs"] for t in lab["tests"]
+               if t["message"].startswith("LEFT ")]
+    workdir = Path(left.removeprefix("LEFT "))
+    assert not workdir.parent.parent.exists(), "the submission's temp folder is gone"
+
+
+@pytest.mark.parametrize("name", ["unarmed", "unarmed_hidden"])
+def test_a_tripwire_that_could_not_arm_withholds_the_grade(forged, name):
+    grade_ = forged["grades"][name]
+    assert "tripwire could not be armed" in grade_["withheld"] and "Regrade" in grade_["withheld"]
+    folder = forged["folders"][name]
+    md = (folder / "report.md").read_text()
+    assert "**Total: withheld (regrade)**" in md and "100.0 / 100.0" not in md
+    with open(forged["out"] / "summary.csv", encoding="utf-8", newline="") as f:
+        (row,) = [r for r in csv.reader(f) if r[0] == name]
+    assert row[1] == "withheld (regrade)"
+    assert "withheld" not in forged["grades"]["good"]
 
 
 def test_a_submission_over_its_budget_stops_and_the_others_are_graded(forged):

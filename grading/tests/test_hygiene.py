@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -15,8 +17,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from grading import escape, grade, runner, safe, schema
-from grading.config import ConfigError, submission_budget
+from grading import escape, grade, honesty, report, runner, safe, schema
+from grading.config import WEIGHTS_REL, ConfigError, load_weights, submission_budget
+from grading.tests import fakes
 
 # --- escape ---------------------------------------------------------------------------------
 
@@ -106,14 +109,14 @@ def cell_shown(escaped: str) -> str:
     return inline_text(cells[1])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(hostile_text)
 def test_a_table_cell_renders_as_its_text_in_gfm(text):
     escaped = escape.markdown(text, 0)
     assert_shown_as_is(cell_shown(escaped), escaped, text)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(hostile_text)
 def test_a_list_item_renders_as_one_paragraph_of_its_text_in_gfm(text):
     assume(visible(text))  # nothing to show: an empty item
@@ -348,6 +351,85 @@ def test_only_graded_labs_and_those_lab_02_loads_are_staged():
     assert grade.staged_labs(["lab-03-c", "lab-04-d"], every) == ["lab-03-c", "lab-04-d"]
     assert grade.staged_labs(["lab-02-b"], every) == every
     assert grade.staged_labs(["lab-02-b"], ["lab-01-a", "lab-02-b"]) == ["lab-01-a", "lab-02-b"]
+
+
+# --- removing what a run left, and grader errors after the tests ran --------------------------
+
+
+@pytest.fixture
+def fast_tmp(tmp_path: Path):
+    """A temp folder on tmpfs where there is one (thousands of folders go in milliseconds)."""
+    if not os.path.isdir("/dev/shm"):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="phase11-test-", dir="/dev/shm"))
+    yield folder
+    safe.remove_tree(folder)
+
+
+def test_remove_tree_removes_what_a_submission_can_leave(fast_tmp):
+    """Deeper than Python's recursion limit, links (never followed), a FIFO, a socket and a
+    mode-000 folder: all gone; what a link pointed at stays."""
+    tmp_path = fast_tmp
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    fakes.leave_a_tree_no_cleanup_survives(tmp_path / "scratch", depth=1200)
+    os.symlink(outside, tmp_path / "scratch" / "to-outside")
+    safe.remove_tree(tmp_path / "scratch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
+    assert (outside / "keep").read_text() == "x"
+    safe.remove_tree(tmp_path / "missing")  # nothing to do
+
+
+def _graded_one(tmp_path: Path) -> tuple[grade.Job, Path]:
+    (tmp_path / "repo").mkdir()
+    repo = fakes.make_repo(tmp_path / "repo")
+    sub = fakes.make_submission(tmp_path / "sub", "# fake: plain\n", "# fake: plain\n")
+    labs = runner.lab_names(repo)
+    job = grade.Job(repo=repo, labs=labs, weights=load_weights(labs, repo / WEIGHTS_REL),
+                    seeds=[], opts=runner.RunOptions(), env={}, staged=labs,
+                    run_lab=fakes.forged_run)
+    return job, sub
+
+
+def test_a_grader_error_after_the_tests_ran_keeps_the_grade(tmp_path, monkeypatch):
+    """Removing the temp folder fails, then rendering report.md fails: the computed grade and
+    its flags stand, each error is a problem of the grade, and report.json says so."""
+    job, sub = _graded_one(tmp_path)
+
+    def cannot_remove(path):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    def cannot_render(grade_):
+        raise ValueError("a renderer bug")
+
+    monkeypatch.setattr(safe, "remove_tree", cannot_remove)
+    monkeypatch.setattr(report, "markdown", cannot_render)
+    got = grade.grade_and_report(job, sub, tmp_path / "out")
+    assert got["total"] == 100 and [lab["points"] for lab in got["labs"]] == [60, 40]
+    assert any("could not be removed (RecursionError" in e for e in got["errors"])
+    assert any("writing the reports" in e and "a renderer bug" in e for e in got["errors"])
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["total"] == 100 and saved["errors"] == got["errors"]
+
+
+def test_a_grader_error_between_labs_keeps_the_labs_that_ran(tmp_path, monkeypatch):
+    job, sub = _graded_one(tmp_path)
+    real = grade.grade_lab
+
+    def second_lab_breaks(job_, lab, *args):
+        if lab == fakes.LAB2:
+            raise KeyError("a grader bug")
+        return real(job_, lab, *args)
+
+    monkeypatch.setattr(grade, "grade_lab", second_lab_breaks)
+    monkeypatch.setattr(honesty, "scan_file", lambda path: [{"kind": "reads_solution",
+                                                             "detail": "names solution.py"}])
+    got = grade.grade_submission(job, sub, tmp_path / "out")
+    assert [lab["points"] for lab in got["labs"]] == [60, 0] and got["total"] == 60
+    assert [f["kind"] for f in got["flags"]] == ["reads_solution", "reads_solution"]
+    assert any("a grader bug" in e for e in got["errors"])
 
 
 # --- the submission budget's setting ---------------------------------------------------------
