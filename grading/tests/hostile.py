@@ -19,6 +19,7 @@ strings split, so the static scan sees nothing and only the sandbox stands in th
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 LAB = "lab-01-batched-lora-matmul"
@@ -416,31 +417,19 @@ def shrink(x, A):
 
 
 def leaves_a_deep_tree() -> str:
-    """Implements nothing; its worker leaves 3,000 nested folders, links, a FIFO and a mode-000
-    folder in its scratch (the host folder it runs in)."""
-    return "import os\n" + STUBS + '''
+    """Implements nothing; its worker leaves 3,000 nested folders, links, a FIFO, a socket and a
+    mode-000 folder in its scratch (the host folder it runs in): the tree of
+    ``fakes.leave_a_tree_no_cleanup_survives``, made by its own source."""
+    from grading.tests import fakes
 
-def _leave():
-    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(3000):
-        os.mkdir("d", dir_fd=fd)
-        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-        os.close(fd)
-        fd = inner
-    os.symlink("..", "up", dir_fd=fd)
-    os.symlink("/etc", "etc", dir_fd=fd)
-    os.mkfifo("fifo", dir_fd=fd)
-    os.mkdir("locked", dir_fd=fd)
-    os.close(os.open("locked/file", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
-    os.chmod("locked", 0, dir_fd=fd)
-    os.close(fd)
-
+    return ("import os\nfrom pathlib import Path\n" + STUBS + "\n\n"
+            + inspect.getsource(fakes.leave_a_tree_no_cleanup_survives) + """
 
 try:
-    _leave()
+    leave_a_tree_no_cleanup_survives(Path("tree"))
 except OSError:
     pass
-'''
+""")
 
 
 def exhausts_inotify() -> str:
