@@ -50,6 +50,12 @@ STARTER_LIMIT = 4 << 20  # a starter.py larger than this is refused
 LOG_COPY_LIMIT = 8 << 20  # the copy of a run's console log in logs/
 UNSAFE = "unsafe_submission"
 HIDDEN_WORDING = "fails under a hidden seed"
+# a hidden run's own flags and problems: only which kinds it raised, and that it had problems
+HIDDEN_FLAG_WORDING = ("raised under a hidden seed (a hidden run reports only the kinds of its "
+                       "flags: no order, count, test or detail)")
+HIDDEN_PROBLEMS = ("the hidden-seed runs reported problems; they are not shown (a hidden run "
+                   "reports nothing the submission chose): re-run with GRADING_HIDDEN_SEEDS to "
+                   "see them")
 # Where the sandbox sees the workspace and the staged submission: neutral paths, so that its
 # /proc/self/mountinfo and /proc/1/cmdline name no host folder of the grader's temp files
 INSIDE_WORKSPACE = Path("/grading/workspace")
@@ -208,16 +214,22 @@ def lab_sandbox(cfg: LabConfig, hidden: list[Path], environ: dict[str, str]) -> 
 
 def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, seeds: list[int],
                       opts: RunOptions, workdir: Path, run=run_lab,
-                      deadline: float | None = None) -> tuple[list[dict], list[str]]:
-    """(flags, problems): re-run the randomized tests that passed with the visible seed under
-    each hidden seed. A failure is one ``fails_hidden_seed`` flag for the lab, worded
+                      deadline: float | None = None) -> tuple[list[dict], list[str], int]:
+    """(flags, problems, unarmed): re-run the randomized tests that passed with the visible seed
+    under each hidden seed. A failure is one ``fails_hidden_seed`` flag for the lab, worded
     ``HIDDEN_WORDING``: never which test or which seed (per-test, per-seed results would let
     a submission encode the seeds and read them back); ``count`` (for the instructor's
-    report.json) is how many (test, seed) runs failed. The hidden runs keep their own flags."""
+    report.json) is how many (test, seed) runs failed.
+
+    Nothing else a hidden run reports carries anything the submission chose: its flags come
+    back as the set of their kinds (one flag per kind, sorted, worded ``HIDDEN_FLAG_WORDING``:
+    no order, no count, no detail, no test), and its problems as one line saying how many
+    there were (``HIDDEN_PROBLEMS``). ``unarmed``: how many of the hidden runs' sandboxes had
+    a tripwire that could not be armed (``grade_lab`` withholds the grade)."""
     passed = {t.nodeid for t in visible.tests if t.randomized and t.outcome == "passed"}
     if not passed:
-        return [], []
-    failures, flags, problems = 0, [], []
+        return [], [], 0
+    failures, kinds, problems, unarmed, reported = 0, set(), [], 0, 0
     for i, seed in enumerate(seeds, start=1):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
@@ -229,15 +241,18 @@ def hidden_seed_flags(workspace: Path, lab: str, impl: str, visible: LabRun, see
                                                      "only_randomized": True,
                                                      "budget_s": budget})), lab)
         hidden = checked.run
-        problems += [f"hidden-seed run: {p}" for p in checked.problems]
-        flags += [{**f, "lab": lab, "detail": f"under a hidden seed: {f['detail']}"}
-                  for f in hidden.flags]
+        reported += len(hidden.problems)
+        unarmed += hidden.sandbox.get(sandbox.UNARMED, 0)
+        kinds |= {f["kind"] for f in hidden.flags}
         failures += sum(t.nodeid in passed and t.outcome not in ("passed", "skipped")
                         for t in hidden.tests)
+    if reported:
+        problems.append(HIDDEN_PROBLEMS)
+    flags = [{"kind": kind, "lab": lab, "detail": HIDDEN_FLAG_WORDING} for kind in sorted(kinds)]
     if failures:
         flags.insert(0, {"kind": "fails_hidden_seed", "lab": lab, "count": failures,
                          "detail": f"passes the visible seed but {HIDDEN_WORDING}"})
-    return flags, problems
+    return flags, problems, unarmed
 
 
 def copy_log(run: LabRun, root: Path, dst: Path) -> list[str]:
@@ -275,10 +290,12 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
     run = schema.check_run(job.run_lab(root, lab, where, workdir / lab, opts), lab).run
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
                     if before.get(p) != h)
-    hidden, problems = [], []
+    hidden, problems, unarmed = [], [], 0
     if not edited:
-        hidden, problems = hidden_seed_flags(root, lab, where, run, job.seeds, opts,
-                                             workdir, job.run_lab, deadline)
+        hidden, problems, unarmed = hidden_seed_flags(root, lab, where, run, job.seeds, opts,
+                                                      workdir, job.run_lab, deadline)
+    if unarmed:
+        run.sandbox[sandbox.UNARMED] = run.sandbox.get(sandbox.UNARMED, 0) + unarmed
     flags = [{**f, "lab": lab} for f in run.flags] + hidden
     if edited:
         flags.append({"kind": "tampers_tests", "lab": lab,
@@ -294,7 +311,10 @@ def empty_lab(lab: str, cfg: LabConfig, problem: str, status: str) -> dict:
 
 
 def grade_submission(job: Job, submission: Path, out: Path) -> dict:
-    """Grade one submission; every failure of the grader itself lands in ``errors``."""
+    """Grade one submission; every failure of the grader itself lands in ``errors``, and never
+    takes away what was already computed: a grader error after some labs ran keeps their
+    grades and flags (the labs not reached score 0 as ``error``), and removing the run's temp
+    folder (whatever the submission left in it: ``safe.remove_tree``) cannot fail the grade."""
     labs, weights = job.labs, job.weights
     grade = {"submission": submission.name, "path": str(submission), "total": 0.0,
              "max_total": sum(weights[lab].points for lab in labs), "marker_expr":
@@ -305,31 +325,55 @@ def grade_submission(job: Job, submission: Path, out: Path) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     budget = job.submission_budget_s
     deadline = None if budget is None else time.monotonic() + budget
-    with tempfile.TemporaryDirectory(prefix="phase11-grade-") as tmp:
-        tmp = Path(tmp)
-        staged, grade["flags"] = stage(submission, job.staged or labs, tmp / "submission")
-        for lab in labs:
-            grade["flags"] += [{**f, "lab": lab} for f in honesty.scan_file(
-                staged / lab / "starter.py") if (staged / lab / "starter.py").is_file()]
-            if deadline is not None and time.monotonic() >= deadline:
-                grade["labs"].append(empty_lab(lab, weights[lab], (
-                    f"not run: the submission's {budget:g} s budget (submission_budget_s) ran "
-                    f"out"), "timeout"))
-                continue
-            try:
-                workspace = tree.make_workspace(job.repo, tmp / f"workspace-{lab}",
-                                                sandboxed=job.box is not None)
-                lab_grade, flags = grade_lab(job, lab, str(staged), workspace, tmp / "runs",
-                                             logs, deadline)
-            except Exception:  # noqa: BLE001 - the grader reports its own bugs, never dies
-                grade["errors"].append(f"{lab}: grader error: {traceback.format_exc(limit=3)}")
-                lab_grade, flags = empty_lab(lab, weights[lab], "grader error", "error"), []
-            grade["labs"].append(lab_grade)
-            grade["flags"] += flags
+    tmp = Path(tempfile.mkdtemp(prefix="phase11-grade-"))
+    try:
+        _grade_labs(job, submission, grade, tmp, logs, deadline)
+    except Exception:  # noqa: BLE001 - the grader reports its own bugs and keeps what it has
+        grade["errors"].append(f"grader error: {traceback.format_exc(limit=3)}")
+        graded = {lab["lab"] for lab in grade["labs"]}
+        grade["labs"] += [empty_lab(lab, weights[lab], "grader error", "error")
+                          for lab in labs if lab not in graded]
+    finally:
+        try:
+            safe.remove_tree(tmp)
+        except Exception as err:  # noqa: BLE001 - the grade stands; the leftover is reported
+            grade["errors"].append(f"grader error: the run's temp folder {tmp} could not be "
+                                   f"removed ({type(err).__name__}: {err})")
     grade["total"] = sum(lab["points"] for lab in grade["labs"])
+    withheld = [lab["lab"] for lab in grade["labs"] if lab.get("sandbox", {}).get(
+        sandbox.UNARMED)]
+    if withheld:
+        grade["withheld"] = (f"the decoys' tripwire could not be armed in {', '.join(withheld)}"
+                             f": what the submission opened there was not watched. Regrade it")
     if not job.seeds:
         grade["errors"].append("no hidden seeds configured: the hidden-seed check did not run")
     return grade
+
+
+def _grade_labs(job: Job, submission: Path, grade: dict, tmp: Path, logs: Path,
+                deadline: float | None) -> None:
+    """Stage the submission in ``tmp`` and grade each lab into ``grade`` (in place, so that what
+    ran is kept when something fails later)."""
+    labs, weights, budget = job.labs, job.weights, job.submission_budget_s
+    staged, grade["flags"] = stage(submission, job.staged or labs, tmp / "submission")
+    for lab in labs:
+        grade["flags"] += [{**f, "lab": lab} for f in honesty.scan_file(
+            staged / lab / "starter.py") if (staged / lab / "starter.py").is_file()]
+        if deadline is not None and time.monotonic() >= deadline:
+            grade["labs"].append(empty_lab(lab, weights[lab], (
+                f"not run: the submission's {budget:g} s budget (submission_budget_s) ran "
+                f"out"), "timeout"))
+            continue
+        try:
+            workspace = tree.make_workspace(job.repo, tmp / f"workspace-{lab}",
+                                            sandboxed=job.box is not None)
+            lab_grade, flags = grade_lab(job, lab, str(staged), workspace, tmp / "runs",
+                                         logs, deadline)
+        except Exception:  # noqa: BLE001 - the grader reports its own bugs, never dies
+            grade["errors"].append(f"{lab}: grader error: {traceback.format_exc(limit=3)}")
+            lab_grade, flags = empty_lab(lab, weights[lab], "grader error", "error"), []
+        grade["labs"].append(lab_grade)
+        grade["flags"] += flags
 
 
 def failed_grade(job: Job, submission: Path, error: str) -> dict:
@@ -344,12 +388,18 @@ def failed_grade(job: Job, submission: Path, error: str) -> dict:
 
 
 def grade_and_report(job: Job, submission: Path, folder: Path) -> dict:
+    """Grade and write the reports; one submission never stops the batch. A grader error while
+    writing keeps the computed grade and its flags, with the error added as a problem."""
     try:
         grade = grade_submission(job, submission, folder)
-        report.write_reports(grade, folder)
-    except Exception:  # noqa: BLE001 - one submission never stops the batch
+    except Exception:  # noqa: BLE001 - before anything was graded
         grade = failed_grade(job, submission, f"grader error: {traceback.format_exc(limit=3)}")
+    try:
         report.write_reports(grade, folder)
+    except Exception:  # noqa: BLE001 - the grade stands; the error is reported with it
+        grade["errors"].append(f"grader error while writing the reports: "
+                               f"{traceback.format_exc(limit=3)}")
+        report.write_reports(grade, folder, json_only=True)
     return grade
 
 
@@ -374,8 +424,7 @@ def grade_all(job: Job, targets: list[tuple[Path, Path]], jobs: int) -> list[dic
     def done(i: int, grade: dict) -> None:
         grades[i] = grade
         kinds = sorted({escape.terminal(f["kind"], 40) for f in grade["flags"]})
-        print(f"{escape.terminal(grade['submission'], 100)}: "
-              f"{report.fmt_points(grade['total'])} / {report.fmt_points(grade['max_total'])}"
+        print(f"{escape.terminal(grade['submission'], 100)}: {report.total_text(grade)}"
               f"{'  flags: ' + ', '.join(kinds) if kinds else ''}", flush=True)
 
     if jobs <= 1 or len(targets) <= 1:

@@ -38,6 +38,7 @@ except Exception:
     pass
 print(json.dumps(env))
 """
+WITHHELD = "withheld (regrade)"  # the total of a grade the grader could not watch (``withheld``)
 ENV_KEYS = (("python", "Python"), ("numpy", "numpy"), ("torch", "torch"), ("vllm", "vLLM"),
             ("cuda_device", "CUDA device"))
 
@@ -121,14 +122,25 @@ def sandbox_line(box: dict | None) -> str:
             f"{how.get('memory', '?')}; process limit: {how.get('pids', '?')}.")
 
 
+def total_text(grade: dict) -> str:
+    """The total as people read it: "12.5 / 30.0", or "withheld (regrade)" (``withheld``: the
+    grader could not watch what the submission did, so no total is given)."""
+    if grade.get("withheld"):
+        return WITHHELD
+    return f"{fmt_points(grade['total'])} / {fmt_points(grade['max_total'])}"
+
+
 def markdown(grade: dict) -> str:
+    total = f"**Total: {total_text(grade)}**"
+    if grade.get("withheld"):
+        total += f": {cell(grade['withheld'], 300)}"
     parts = [f"# Grade: {cell(grade['submission'])}", "", sandbox_line(grade.get("sandbox")), "",
-             f"**Total: {fmt_points(grade['total'])} / {fmt_points(grade['max_total'])}**"
-             f" · marker expression {cell(grade['marker_expr'])}", "", "## Flags", ""]
+             f"{total} · marker expression {cell(grade['marker_expr'])}", "", "## Flags", ""]
     parts += [f"- **{cell(f['kind'], 40)}** ({cell(f.get('lab', '-'), 60)}): "
               f"{cell(f['detail'], 300)}" for f in grade["flags"]] or ["None."]
     if grade["errors"]:
-        parts += ["", "## Grading problems", ""] + [f"- {cell(e, 400)}" for e in grade["errors"]]
+        parts += ["", "## Grading problems", ""] + [f"- {escape.markdown_item(e, 400)}"
+                                                    for e in grade["errors"]]
     parts += ["", "## Labs", "", safe_table(
         ["lab", "points", "passed / graded", "failed", "skipped", "not run", "reasons"],
         [lab_row(lab) for lab in grade["labs"]])]
@@ -137,7 +149,7 @@ def markdown(grade: dict) -> str:
                                               [[env.get(k) or "none" for k, _ in ENV_KEYS]])]
     for lab in grade["labs"]:
         parts += ["", f"## {cell(lab['lab'])}", ""]
-        parts += [f"- {cell(p, 400)}" for p in lab["problems"]]
+        parts += [f"- {escape.markdown_item(p, 400)}" for p in lab["problems"]]
         parts += ["", safe_table(["test", "outcome", "reason", "detail"],
                             [[t["name"] + (" (structural)" if t["structural"] else ""),
                               t["outcome"], t["reason"] or "-", t["message"] or "-"]
@@ -170,9 +182,13 @@ def junit(grade: dict) -> ET.ElementTree:
     return ET.ElementTree(suites)
 
 
-def write_reports(grade: dict, folder: Path) -> None:
+def write_reports(grade: dict, folder: Path, json_only: bool = False) -> None:
+    """report.json, report.md and junit.xml (``json_only``: report.json alone, the fallback
+    when rendering failed)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(grade, indent=2) + "\n", encoding="utf-8")
+    if json_only:
+        return
     (folder / "report.md").write_text(markdown(grade), encoding="utf-8")
     tree = junit(grade)
     ET.indent(tree)
@@ -187,7 +203,8 @@ def write_summary(grades: list[dict], folder: Path) -> None:
     for g in grades:
         points = {lab["lab"]: fmt_points(lab["points"]) for lab in g["labs"]}
         flags = "; ".join(sorted({f["kind"] for f in g["flags"]}))
-        rows.append([g["submission"], fmt_points(g["total"]), fmt_points(g["max_total"]),
+        total = WITHHELD if g.get("withheld") else fmt_points(g["total"])
+        rows.append([g["submission"], total, fmt_points(g["max_total"]),
                      *[points.get(lab, "") for lab in labs], flags, len(g["errors"])])
     with open(folder / "summary.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([[escape.csv_cell(c) for c in row] for row in [header, *rows]])

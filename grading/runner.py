@@ -31,7 +31,7 @@ from pathlib import Path
 
 import grading
 from grading.plugin import RESTART_EXIT, WATCHDOG_MARK
-from grading.sandbox import Sandbox
+from grading.sandbox import UNARMED, Sandbox
 from grading.workers import TESTS_SHARED, WorkerService
 from labkit import loader
 from labkit.loader import LABS_SUBDIR
@@ -478,6 +478,11 @@ def _absorb_sandbox(stats: dict, run: LabRun, nodeid: str | None,
     """What the sandbox saw in one attempt: decoys opened (a flag), limits hit (problems)."""
     if not stats or sandbox is None:
         return
+    if stats.get(UNARMED):
+        run.sandbox[UNARMED] = run.sandbox.get(UNARMED, 0) + 1
+        run.problems.append(f"the decoys' tripwire of a sandbox could not be armed "
+                            f"({stats[UNARMED]}): what it opened was not watched, so the grade "
+                            f"is withheld; regrade this submission")
     for target in stats.get("decoys_opened", []):
         run.flags.append({"kind": "reads_solution", "nodeid": nodeid, "detail": (
             f"a process in the sandbox opened {target}: the reference is not there, only a "

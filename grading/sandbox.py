@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import glob
 import json
 import os
@@ -62,6 +63,9 @@ DECOY_TEXT = ("# grading: decoy. The reference is not in the grading sandbox; op
               "file is flagged.\n")
 KILL_WAIT_S = 5.0
 SETTLE_S = 1.0
+# Launch.stats (and LabRun.sandbox, as a count): a sandbox whose decoys' tripwire could not be
+# armed (inotify refused); nothing of it was watched, so the grade is withheld (grading.grade)
+UNARMED = "tripwire_unarmed"
 IN_OPEN = 0x20
 INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 CGROUP_FILES = {
@@ -258,21 +262,71 @@ def enforcement(cgroups: Cgroups | None) -> dict[str, str]:
             "pids": pids}
 
 
+# --- no inotify inside -----------------------------------------------------------------------
+
+# The kernel charges the inotify instances of a user namespace to its owner, the grading user:
+# a process in one sandbox that opened instances until refused would leave none for the
+# tripwires of every other sandbox (and for every process of that user on the host). Inside,
+# ``inotify_init``/``inotify_init1`` fail with EPERM (a seccomp filter bwrap installs before
+# exec: ``--seccomp``), so no sandbox can spend that budget; nothing the labs run needs them.
+AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64 = 0xC000003E, 0x40000003, 0xC00000B7
+X32_BIT = 0x40000000  # x86_64's x32 ABI: the same numbers with this bit set
+INOTIFY_SYSCALLS = {  # per audit architecture: inotify_init, inotify_init1
+    AUDIT_ARCH_X86_64: (253, 294, 253 | X32_BIT, 294 | X32_BIT),
+    AUDIT_ARCH_I386: (291, 332),  # int 0x80 from a 64-bit process is seen as i386
+    AUDIT_ARCH_AARCH64: (26,),  # inotify_init1 (there is no inotify_init)
+}
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+_SOCK_FILTER = struct.Struct("=HBBI")  # code, jt, jf, k
+
+
+def no_inotify_filter() -> bytes:
+    """The seccomp program (classic BPF, ``struct sock_filter`` array) bwrap loads with
+    ``--seccomp``: every ``INOTIFY_SYSCALLS`` entry of the caller's architecture returns EPERM;
+    everything else is allowed."""
+    ops: list[list[int]] = [[_BPF_LD_W_ABS, 0, 0, 4]]  # seccomp_data.arch
+    errno_at: list[int] = []  # indices of the jumps to the final "return EPERM"
+    for arch, numbers in INOTIFY_SYSCALLS.items():
+        ops.append([_BPF_JEQ_K, 0, len(numbers) + 2, arch])  # another architecture: skip
+        ops.append([_BPF_LD_W_ABS, 0, 0, 0])  # seccomp_data.nr
+        for nr in numbers:
+            errno_at.append(len(ops))
+            ops.append([_BPF_JEQ_K, 0, 0, nr])
+        ops.append([_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW])
+    ops.append([_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW])
+    ops.append([_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.EPERM])
+    for i in errno_at:
+        ops[i][1] = len(ops) - 1 - (i + 1)
+    return b"".join(_SOCK_FILTER.pack(*op) for op in ops)
+
+
 # --- decoys -------------------------------------------------------------------------------
 
 
 class Tripwire:
     """Decoy files bound at the reference's paths, each watched with inotify: an open by any
-    process in the sandbox shows up in ``opened()``, however it was made."""
+    process in the sandbox shows up in ``opened()``, however it was made.
+
+    It fails closed: when inotify refuses (no instance or watch left for the grading user, which
+    a process in another sandbox can exhaust: the kernel charges a user namespace's instances to
+    its owner), ``unarmed`` says why, and the run that used it is withheld, never passed."""
 
     def __init__(self, targets: tuple[str, ...]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="phase11-decoys-"))
         self.binds: list[tuple[str, str]] = []
         self.watches: dict[int, str] = {}
         self.fd = -1
-        with contextlib.suppress(OSError, AttributeError):
-            self._libc = ctypes.CDLL(None, use_errno=True)
-            self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.unarmed: str | None = None
+        if targets:
+            try:
+                self._libc = ctypes.CDLL(None, use_errno=True)
+                self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            except (OSError, AttributeError) as err:
+                self.unarmed = f"no inotify: {err}"
+            else:
+                if self.fd < 0:
+                    self.unarmed = f"inotify_init1: {os.strerror(ctypes.get_errno())}"
         for i, target in enumerate(targets):
             decoy = self.dir / f"{i}-{Path(target).name}"
             decoy.write_text(DECOY_TEXT, encoding="utf-8")
@@ -281,6 +335,8 @@ class Tripwire:
                 wd = self._libc.inotify_add_watch(self.fd, os.fsencode(decoy), IN_OPEN)
                 if wd >= 0:
                     self.watches[wd] = target
+                elif self.unarmed is None:
+                    self.unarmed = f"inotify_add_watch: {os.strerror(ctypes.get_errno())}"
 
     def opened(self) -> list[str]:
         """The targets whose decoy some process opened, in order, each once."""
@@ -419,6 +475,8 @@ class Sandbox:
         finally:
             launch.close()
             launch.stats["decoys_opened"] = tripwire.opened()
+            if tripwire.unarmed:
+                launch.stats[UNARMED] = tripwire.unarmed
             tripwire.close()
 
 
@@ -435,14 +493,21 @@ class Launch:
     def hide_args(self, argv: list[str]) -> list[str]:
         """``argv`` (bwrap's) as ``bwrap --args FD -- COMMAND``: the options and binds travel
         in a memory file that bwrap reads and closes, so the sandbox's ``/proc/1/cmdline`` names
-        no host path (the command names inside paths only). Pass ``pass_fds`` to ``Popen``;
-        the file is closed when the launch ends."""
+        no host path (the command names inside paths only); with them, ``--seccomp FD``: the
+        filter that refuses inotify inside (``no_inotify_filter``). Pass ``pass_fds`` to
+        ``Popen``; the files are closed when the launch ends."""
         cut = argv.index("--")  # bwrap takes the command from its own argv only
-        fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
-        self.pass_fds.append(fd)
-        os.write(fd, b"".join(os.fsencode(a) + b"\0" for a in argv[1:cut]))
-        os.lseek(fd, 0, os.SEEK_SET)
+        seccomp = self._memory_file("bwrap-seccomp", no_inotify_filter())
+        options = [*argv[1:cut], "--seccomp", str(seccomp)]
+        fd = self._memory_file("bwrap-args", b"".join(os.fsencode(a) + b"\0" for a in options))
         return [argv[0], "--args", str(fd), *argv[cut:]]
+
+    def _memory_file(self, name: str, data: bytes) -> int:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        self.pass_fds.append(fd)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
 
     def close(self) -> None:
         for fd in self.pass_fds:

@@ -13,7 +13,10 @@ Trusted -> worker
   and objects of the tests' own classes travel as callback references ("cb", id): the worker calls
   them back synchronously on the same socket.
 
-Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-chosen code
+Worker -> trusted: DATA only, decoded by an allow-list that never runs worker-chosen code; the
+  reply is the call's result and nothing else: what the worker does to its copies of the
+  arguments is never written back to the tests' objects (no lab function's contract changes its
+  arguments in place; each lab's docstring says its inputs are left unchanged)
   payload = 4-byte JSON length, JSON text, then binary blobs (each 8-byte length + bytes).
   JSON values: null/true/false/int/float (NaN, Infinity)/str and lists (= Python lists); every
   object is one tag: ``$t`` tuple, ``$d`` dict (pairs), ``$s`` set, ``$fs`` frozenset, ``$b``
@@ -497,8 +500,10 @@ class Connection:
             with contextlib.suppress(OSError):
                 worker.sock.close()
 
-    def request(self, what: str, op: tuple, args: tuple = (), mutables: tuple = ()):
-        """Send ``op``; serve callbacks until the reply; decode it. ``what`` names the call."""
+    def request(self, what: str, op: tuple):
+        """Send ``op``; serve callbacks until the reply; decode it. ``what`` names the call.
+        Nothing but the reply comes back: the arguments the tests handed over are never
+        written to (no lab function's contract changes its arguments in place)."""
         worker = self.ensure()
         released, self.released = self.released, []
         try:
@@ -513,9 +518,8 @@ class Connection:
                 if not isinstance(message, list) or not message:
                     raise WorkerError("the worker sent a malformed message")
                 kind = message[0]
-                if kind == "ok" and len(message) == 3:
+                if kind == "ok" and len(message) == 2:
                     result = (True, decoder.value(message[1]))
-                    self._write_back(decoder, message[2], mutables)
                     break
                 if kind == "err" and len(message) == 2:
                     result = (False, build_exception(message[1], decoder))
@@ -564,28 +568,8 @@ class Connection:
             data = self.dumps(("err", TypeError(f"callback result cannot be sent: {err}")))
         send_frame(worker.sock, data)
 
-    @staticmethod
-    def _write_back(decoder, changes, mutables):
-        if not isinstance(changes, list):
-            raise WorkerError("bad write-back list")
-        for item in changes:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)
-                    and 0 <= item[0] < len(mutables)):
-                raise WorkerError("bad write-back entry")
-            target, value = mutables[item[0]], decoder.value(item[1])
-            if isinstance(target, np.ndarray) and isinstance(value, np.ndarray):
-                if value.shape == target.shape and target.flags.writeable:
-                    target[...] = value
-            elif isinstance(target, (list, bytearray)) and isinstance(value, (list, bytes)):
-                target[:] = value
-            elif isinstance(target, dict) and isinstance(value, dict):
-                target.clear()
-                target.update(value)
-
     def call(self, what, op, args, kwargs):
-        mutables = tuple(a for a in (*args, *kwargs.values())
-                         if isinstance(a, (np.ndarray, list, dict, bytearray)))
-        return self.request(what, op, mutables=mutables)
+        return self.request(what, op)
 
 
 _MISSING = object()

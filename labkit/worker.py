@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import importlib.util
 import inspect
@@ -142,11 +141,10 @@ class Worker:
             return {"$r": [t.__module__, t.__qualname__, self.encode(fields, blobs, depth + 1)]}
         raise BadValue(f"a value of type {t.__module__}.{t.__qualname__}")
 
-    def send_value(self, value, mutated=()):
+    def send_value(self, value):
         blobs: list = []
         try:
-            message = ["ok", self.encode(value, blobs), [[i, self.encode(m, blobs)]
-                                                        for i, m in mutated]]
+            message = ["ok", self.encode(value, blobs)]
         except BadValue as err:
             return self.send(["bad", f"returned {err}; only data (numbers, strings, containers, "
                                      "numeric numpy arrays, paths, the lab's given records) and "
@@ -219,7 +217,7 @@ class Worker:
                 self.modules[module.__name__] = module
                 declared = getattr(module, "WORKER_HANDLE_TYPES", ())
                 self.handle_types += tuple(t for t in declared if isinstance(t, type))
-                return self.send(["ok", self.handle(module, "module"), []], [])
+                return self.send(["ok", self.handle(module, "module")], [])
             if kind == "getattr":
                 _, hid, name = op
                 obj = self.objects[hid]
@@ -263,16 +261,13 @@ class Worker:
             self.send_error(err)
 
     def call(self, fn, args, kwargs):
-        mutables = [a for a in (*args, *kwargs.values())
-                    if isinstance(a, (np.ndarray, list, dict, bytearray))]
-        before = [a.copy() if isinstance(a, np.ndarray) else copy.copy(a) for a in mutables]
+        """Call and send the result. The arguments are this process's copies: what the code does
+        to them stays here (nothing is written back to the tests' objects)."""
         try:
             value = fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001
             return self.send_error(err)
-        mutated = [(i, m) for i, (m, b) in enumerate(zip(mutables, before, strict=True))
-                   if not _same(m, b)]
-        self.send_value(value, mutated)
+        self.send_value(value)
 
     def test_module(self, path: str):
         module = self.test_modules.get(path)
@@ -284,16 +279,6 @@ class Worker:
             spec.loader.exec_module(module)
             self.test_modules[path] = module
         return module
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, np.ndarray):
-        return (a.shape == b.shape and a.dtype == b.dtype
-                and a.tobytes() == b.tobytes())
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001
-        return False
 
 
 class _Reader:

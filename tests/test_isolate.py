@@ -176,3 +176,71 @@ def test_a_handle_reads_its_fields_without_asking_the_worker():
     conn.worker = object()  # any request would fail on it
     handle = conn.make_handle(3, "Step", "obj", {"rid": 5})
     assert handle.rid == 5
+
+
+ZEROES_ITS_INPUTS = '''\
+import numpy as np
+
+
+def shrink(x, A):
+    x[...] = 0
+    A[...] = 0
+    return np.zeros((x.shape[0], A.shape[0]), dtype=x.dtype)
+
+
+def group_by_adapter(idx):
+    idx[...] = -1
+    return (np.zeros(0, dtype=np.int64),) * 3
+
+
+def total(xs, table):
+    xs[:] = []
+    table.clear()
+    return 0
+'''
+
+
+def test_nothing_the_worker_does_to_its_arguments_reaches_the_tests(tmp_path):
+    """The worker's in-place edits stay in the worker: an expectation computed from the
+    inputs after the call still sees the inputs the test drew."""
+    lab = "lab-01-batched-lora-matmul"
+    (tmp_path / lab).mkdir()
+    (tmp_path / lab / "starter.py").write_text(ZEROES_ITS_INPUTS)
+    remote = isolate.remote_lab("lab-01", loader.Impl("submission", tmp_path),
+                                owner="zeroes-its-inputs")
+    try:
+        x, A = np.arange(6.0).reshape(2, 3), np.ones((4, 3))
+        idx, xs, table = np.array([0, 1, -1]), [1, 2], {"a": 1}
+        assert not remote.shrink(x, A).any()
+        remote.group_by_adapter(idx)
+        assert remote.total(xs, table) == 0
+        assert np.array_equal(x, np.arange(6.0).reshape(2, 3)) and np.array_equal(A, np.ones((4, 3)))
+        assert np.array_equal(idx, [0, 1, -1]) and xs == [1, 2] and table == {"a": 1}
+    finally:
+        isolate.shutdown()
+
+
+def test_a_reply_that_carries_edits_of_the_arguments_is_malformed():
+    """The old write-back form (``["ok", value, [[arg, value], ...]]``) is refused outright."""
+    ours, theirs = socket.socketpair()
+
+    class Forger:
+        sock = ours
+
+        def kill(self):
+            pass
+
+        def poll(self):
+            return None
+
+    conn = isolate.Connection("forged-write-back")
+    conn.worker = Forger()
+    isolate.send_frame(theirs, pack_data(["ok", None, [[0, {"$nd": ["<f8", [3], 0]}]]],
+                                         [np.zeros(3).tobytes()]))
+    x = np.ones(3)
+    try:
+        with pytest.raises(WorkerError, match="malformed message"):
+            conn.call("shrink(...)", ("call", 1, "shrink", (x,), {}), (x,), {})
+    finally:
+        theirs.close()
+    assert np.array_equal(x, np.ones(3))

@@ -19,6 +19,7 @@ strings split, so the static scan sees nothing and only the sandbox stands in th
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 LAB = "lab-01-batched-lora-matmul"
@@ -318,3 +319,180 @@ def group_by_adapter(idx):
     raise ValueError("VIEW " + _json.dumps({{"leaks": leaks, "neutral": NEUTRAL in
                                             view["/proc/self/mountinfo"]}}))
 '''
+
+
+# --- the issue's escapes, graded in worker mode with hidden seeds -----------------------------
+
+DECOYS = '''
+
+def _decoys():
+    """Every decoy this sandbox holds: the course's reference files and grading keys."""
+    found = []
+    for course in sorted(os.listdir("/grading")):
+        if not course.startswith("cour" + "se-"):
+            continue
+        labs = os.path.join("/grading", course, "phase-11-multi-lora", "labs")
+        for lab in sorted(os.listdir(labs)) if os.path.isdir(labs) else []:
+            found.append(os.path.join(labs, lab, "solu" + "tion.py"))
+        for top, _, files in os.walk(os.path.join("/grading", course, "grad" + "ing")):
+            found += [os.path.join(top, f) for f in files]
+    return sorted(p for p in found if os.path.isfile(p))
+
+
+def _open_all(paths):
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError:
+            pass
+    return len(paths)
+'''
+
+ZEROES_ITS_INPUTS = '''\
+"""Implements nothing: zeroes every input it is handed and returns what zeroed inputs give
+(zeros; every row a base row). Scores only if the tests read their inputs after the call."""
+import numpy as np
+
+
+def _zero(*values):
+    for v in values:
+        if isinstance(v, np.ndarray) and v.flags.writeable:
+            v[...] = -1 if v.dtype.kind in "iu" else 0
+
+
+def shrink(x, A):
+    _zero(x, A)
+    return np.zeros((x.shape[0], A.shape[0]), dtype=x.dtype)
+
+
+def expand(h, B, scale=1.0):
+    _zero(h, B)
+    return np.zeros((h.shape[0], B.shape[0]), dtype=h.dtype)
+
+
+def lora_delta_loop(x, A_stack, B_stack, idx, scale=1.0):
+    _zero(x, A_stack, B_stack, idx)
+    return np.zeros((x.shape[0], B_stack.shape[1]), dtype=x.dtype)
+
+
+def group_by_adapter(idx):
+    _zero(idx)
+    return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.asarray(idx).dtype), \\
+        np.zeros(1, dtype=np.intp)
+
+
+def batched_lora_forward(x, W, A_stack, B_stack, idx, scale=1.0):
+    _zero(x, W, A_stack, B_stack, idx)
+    return np.zeros((x.shape[0], W.shape[0]), dtype=x.dtype)
+
+
+def lora_overhead(d_in, d_out, r):
+    return 0.0
+'''
+
+
+def zeroes_its_inputs() -> str:
+    return ZEROES_ITS_INPUTS
+
+
+def order_encoder(solution: str) -> str:
+    """The reference (so that its randomized tests pass and re-run under the hidden seeds), whose
+    worker opens every decoy once, in an order drawn from the first inputs it is handed: under
+    a hidden seed, that order encodes the hidden generator's draws."""
+    assert "def shrink(" in solution
+    return solution.replace("def shrink(", "def _real_shrink(", 1) + "\nimport os\n" + DECOYS + '''
+import hashlib
+
+_ENCODED = []
+
+
+def shrink(x, A):
+    if not _ENCODED:
+        key = np.ascontiguousarray(x).tobytes()[:64]
+        _ENCODED.append(_open_all(sorted(
+            _decoys(), key=lambda p: hashlib.sha256(key + p.encode()).digest())))
+    return _real_shrink(x, A)
+'''
+
+
+def leaves_a_deep_tree() -> str:
+    """Implements nothing; its worker leaves 3,000 nested folders, links, a FIFO, a socket and a
+    mode-000 folder in its scratch (the host folder it runs in): the tree of
+    ``fakes.leave_a_tree_no_cleanup_survives``, made by its own source."""
+    from grading.tests import fakes
+
+    return ("import os\nfrom pathlib import Path\n" + STUBS + "\n\n"
+            + inspect.getsource(fakes.leave_a_tree_no_cleanup_survives) + """
+
+try:
+    leave_a_tree_no_cleanup_survives(Path("tree"))
+except OSError:
+    pass
+""")
+
+
+def exhausts_inotify() -> str:
+    """Opens inotify instances until the kernel refuses (at most 1,000, held for at most 30 s by
+    a child), then reads every decoy: a tripwire armed meanwhile, in its sandbox or a
+    classmate's, would watch nothing. Each function fails with what inotify answered."""
+    return "import os\n" + DECOYS + STUBS + '''
+import ctypes
+import time
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _exhaust():
+    held = []
+    while len(held) < 1000:
+        fd = _LIBC.inotify_init1(os.O_CLOEXEC)
+        if fd < 0:
+            return held, ctypes.get_errno()
+        held.append(fd)
+    return held, 0
+
+
+_HELD, _ERRNO = _exhaust()
+if _HELD and os.fork() == 0:  # the instances outlive this call, not the sandbox (nor 30 s)
+    time.sleep(30)
+    os._exit(0)
+_OPENED = _open_all(_decoys())
+_SAID = f"INOTIFY held={len(_HELD)} errno={_ERRNO} opened={_OPENED}"
+
+
+def shrink(x, A):
+    raise NotImplementedError(_SAID)
+
+
+def group_by_adapter(idx):
+    raise NotImplementedError(_SAID)
+'''
+
+
+def reads_every_decoy() -> str:
+    """A classmate graded beside the exhauster: reads every decoy once per worker, and says how
+    many it read in every failure."""
+    return "import os\n" + DECOYS + STUBS + '''
+_SAID = f"READ {_open_all(_decoys())}"
+
+
+def shrink(x, A):
+    raise NotImplementedError(_SAID)
+
+
+def expand(h, B, scale=1.0):
+    raise NotImplementedError(_SAID)
+'''
+
+
+MARKDOWN_BAIT = ("__ALL 162 TESTS PASSED: 30.0 / 30.0__ _see_ https://evil.example/x, "
+                 "www.evil.example or grader@evil.example \u202e\u200e\u200f\u061c\u200b\u2060"
+                 "\ufeff")
+
+
+def writes_markdown() -> str:
+    """Implements nothing; every failure message is Markdown emphasis, autolink triggers and
+    bidi and zero-width characters."""
+    return "import os\n" + STUBS.replace('raise NotImplementedError("TODO', 'raise ValueError(BAIT + "') + \
+        f"\nBAIT = {MARKDOWN_BAIT!r}\n"

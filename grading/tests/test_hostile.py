@@ -6,15 +6,24 @@ connection to a listener on the host's loopback, a process still running).
 Three hostile submissions are graded in one batch (``--jobs 2``); the issue's submission is
 also graded unsandboxed once, to prove the battery is not vacuous: there it scores 30/30 with no
 flag and its files do appear. About three minutes on two busy cores.
+
+The escapes of issue 29 (a submission zeroing its inputs, a worker encoding the hidden seed in
+the order it opens decoys, a 3,000-deep tree in a worker's folder, an inotify exhauster beside
+a decoy reader, Markdown and bidi text in failure messages) are graded in worker mode with two
+hidden seeds, in one batch with both controls (the reference and an independent honest
+implementation): about two and a half minutes more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
+import re
 import signal
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -123,14 +132,20 @@ def every_trace(scene: dict, tag: str, names: list[str]) -> list[Path]:
     return paths + [Path("/tmp") / f"{scene['marker']}-{tag}-{n}-keys" for n in names]
 
 
-def run_grade(scene: dict, subs: Path, out: Path, *extra: str) -> dict:
+def run_grade(scene: dict, subs: Path, out: Path, *extra: str, seeds: str = "",
+              mode: tuple[str, ...] = ("--in-process",), host_tmp: Path | None = None) -> dict:
+    """Grade ``subs``; by default in-process and without hidden seeds (the sandbox's battery);
+    ``host_tmp``: the grader's own temp folder (``TMPDIR``), to see what it leaves there."""
     before = tree_state(scene["course"])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADING_HIDDEN_SEEDS", "")  # the battery is about the sandbox: no re-runs
+        mp.setenv("GRADING_HIDDEN_SEEDS", seeds)  # "": the battery is about the sandbox
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             mp.setenv(name, "1")
+        if host_tmp is not None:
+            mp.setenv("TMPDIR", str(host_tmp))
+            mp.setattr(tempfile, "tempdir", None)
         rc = grade.main([str(subs), "--out", str(out), "--repo", str(scene["course"]),
-                         "--labs", "lab-01", "--in-process", *extra])  # lab 02's mode
+                         "--labs", "lab-01", *mode, *extra])
     reports = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/report.json")}
     return {"rc": rc, "out": out, "reports": reports, "course_changed":
             tree_state(scene["course"]) != before, "processes": marked_processes(scene["marker"]),
@@ -292,6 +307,129 @@ def test_exiting_the_interpreter_inside_a_test_fails_only_that_test(sandboxed):
     assert tests["test_lora_overhead_refuses_non_positive_sizes[d_out]"]["reason"] == "exited"
 
 
+# --- the issue's escapes: worker mode, hidden seeds, two controls (real lab-01 runs) ----------
+
+ESCAPE_SEEDS = (913527, 684211)
+ESCAPES = ("zeroes_its_inputs", "order_encoder", "deep_tree", "exhausts_inotify",
+           "reads_every_decoy", "writes_markdown")
+CONTROLS = ("reference", "independent")
+
+
+@pytest.fixture(scope="module")
+def escapes(scene: dict) -> dict:
+    """The issue's escapes and both controls in one batch (``--jobs 2``, so that the inotify
+    exhauster and the decoy reader run side by side), in worker mode with two hidden seeds; the
+    grader's temp folder is a folder of the test's own, to see what is left there."""
+    root, course = scene["root"], scene["course"]
+    subs, host_tmp = root / "escape-subs", root / "host-tmp"
+    host_tmp.mkdir()
+    solution = hostile.course_solution(course)
+    texts = {"zeroes_its_inputs": hostile.zeroes_its_inputs(),
+             "order_encoder": hostile.order_encoder(solution),
+             "deep_tree": hostile.leaves_a_deep_tree(),
+             "exhausts_inotify": hostile.exhausts_inotify(),
+             "reads_every_decoy": hostile.reads_every_decoy(),
+             "writes_markdown": hostile.writes_markdown(),
+             "reference": solution,
+             "independent": (fakes.REAL_REPO / "grading" / "alternatives" / LAB
+                             / "mask_grouping.py").read_text()}
+    for name, text in texts.items():
+        fakes.write(subs / name / LAB / "starter.py", text)
+    result = run_grade(scene, subs, root / "out-escapes", "--jobs", "2", mode=(),
+                       seeds=",".join(map(str, ESCAPE_SEEDS)), host_tmp=host_tmp)
+    result["left_on_host"] = sorted(str(p) for p in host_tmp.iterdir())
+    return result
+
+
+def said(report: dict, prefix: str) -> list[str]:
+    """What a submission said in its failure messages, from ``prefix`` on."""
+    return sorted({t["message"][t["message"].index(prefix):].split("\n")[0]
+                   for t in lab_tests(report).values() if prefix in t["message"]})
+
+
+def test_the_escapes_are_graded_in_workers_with_hidden_seeds(escapes):
+    assert escapes["rc"] == 0
+    assert sorted(escapes["reports"]) == sorted(ESCAPES + CONTROLS)
+    for report in escapes["reports"].values():
+        assert report["sandbox"]["kind"] == "bubblewrap" and report["sandbox"]["workers"]
+        assert report["hidden_seeds"] == len(ESCAPE_SEEDS)
+
+
+@pytest.mark.parametrize("name", CONTROLS)
+def test_both_controls_get_full_marks_unflagged(escapes, name):
+    report = escapes["reports"][name]
+    assert report["total"] == POINTS and report["flags"] == [] and report["errors"] == []
+    assert "withheld" not in report
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_each_escape_ends_at_most_3_of_30_or_flagged_and_leaks_no_seed(escapes, name):
+    report = escapes["reports"][name]
+    assert report["total"] <= 3 or kinds(report), (report["total"], report["flags"])
+    seed = re.compile("|".join(rf"(?<![\d.]){s}(?!\d)" for s in ESCAPE_SEEDS))  # not in a float
+    for path in (escapes["out"] / name).rglob("*"):
+        if path.is_file():
+            assert not seed.search(path.read_text(errors="replace")), path
+
+
+def test_zeroing_the_inputs_gains_nothing(escapes):
+    """The worker's edits of its arguments never reach the tests' arrays: an expectation
+    computed after the call sees the inputs the test drew."""
+    report = escapes["reports"]["zeroes_its_inputs"]
+    assert report["total"] <= 3, [t["name"] for t in lab_tests(report).values()
+                                  if t["outcome"] == "passed"]
+    assert kinds(report) == set()
+
+
+def test_a_hidden_runs_order_reaches_no_report(escapes):
+    """The order encoder's worker opens every decoy in an order drawn from its inputs: the
+    visible run's opens are flagged one by one; the hidden runs' come back as one flag of
+    their kind, without order, count or detail."""
+    report = escapes["reports"]["order_encoder"]
+    hidden = [f for f in report["flags"] if "hidden seed" in f["detail"]]
+    assert hidden == [{"kind": "reads_solution", "lab": LAB, "detail": grade.HIDDEN_FLAG_WORDING}]
+    visible = [f for f in report["flags"] if f not in hidden]
+    assert visible and all("decoy" in f["detail"] for f in visible), visible
+    md = (escapes["out"] / "order_encoder" / "report.md").read_text()
+    assert md.count(grade.HIDDEN_FLAG_WORDING[:40]) == 1
+
+
+def test_a_deep_tree_in_a_workers_folder_is_removed_and_the_grade_stands(escapes):
+    report = escapes["reports"]["deep_tree"]
+    assert report["errors"] == [], report["errors"]
+    (lab,) = report["labs"]
+    assert lab["graded"] > 100 and "status" not in lab, "graded, not a grader error"
+    assert escapes["left_on_host"] == [], "nothing of the run is left in the grader's temp"
+
+
+def test_a_sandbox_cannot_spend_the_inotify_budget_and_the_reader_beside_it_is_seen(escapes):
+    """Inside, inotify is refused at once; the classmate graded beside it has every decoy it
+    opened flagged, exactly as alone, and neither grade is withheld."""
+    exhauster, reader = (escapes["reports"][n] for n in ("exhausts_inotify", "reads_every_decoy"))
+    assert said(exhauster, "INOTIFY") and all(s.startswith("INOTIFY held=0 errno=1 ")
+                                               for s in said(exhauster, "INOTIFY"))
+    (read,) = said(reader, "READ ")
+    opened = {f["detail"] for f in reader["flags"] if "decoy" in f["detail"]}
+    assert len(opened) == int(read.split()[1]) > 0, (read, opened)
+    assert "reads_solution" in kinds(exhauster)
+    assert "withheld" not in exhauster and "withheld" not in reader
+
+
+def test_failure_messages_render_as_plain_text(escapes):
+    from markdown_it import MarkdownIt
+
+    md = (escapes["out"] / "writes_markdown" / "report.md").read_text()
+    assert "TESTS PASSED" in md, "the messages are in the report"
+    for raw in ("__ALL", "https://evil", "www.evil", "grader@evil", "_see_", *"\u202e\u200e\u200f"
+                "\u061c\u200b\u2060\ufeff"):
+        assert raw not in md, ascii(raw)
+    tokens = MarkdownIt("gfm-like", {"linkify": False}).parse(md)
+    children = [c for t in tokens if t.type == "inline" for c in t.children]
+    assert not any(c.type in ("link_open", "em_open") for c in children)
+    strong = [children[i + 1].content for i, c in enumerate(children) if c.type == "strong_open"]
+    assert not any("PASSED" in text for text in strong), strong
+
+
 # --- staging: symlinked, hard-linked and FIFO starters (real lab-01 runs, sandboxed) ---------
 
 
@@ -357,7 +495,8 @@ def test_staging_attacks_change_nothing_outside_the_run(staging):
 FORGED = {"good": "plain", "numeric_name": "numeric_name", "dict_message": "dict_message",
           "injects": "injects", '=HYPERLINK("evil.example","x")': "hyperlink", "ansi": "ansi",
           "log_symlink": "log_symlink {keys}", "hidden_fail": "hidden_fail",
-          "slow": "slow {slow_s}"}
+          "slow": "slow {slow_s}", "order_encoder": "order_encoder", "deep_tree": "deep_tree",
+          "unarmed": "unarmed", "unarmed_hidden": "unarmed_hidden"}
 BUDGET_S, SLOW_S = 4.0, 6.0  # the slow one sleeps past the submission budget in its first lab
 HIDDEN = [913527, 684211]
 
@@ -439,8 +578,6 @@ def test_injecting_flags_stay_visible_and_escaped(forged):
 
 
 def test_no_summary_cell_starts_a_formula(forged):
-    import csv
-
     with open(forged["out"] / "summary.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     assert len(rows) == len(FORGED) + 1
@@ -502,8 +639,49 @@ def test_hidden_seed_failures_are_reported_per_lab_without_test_or_seed(forged):
     flags_part = (folder / "report.md").read_text().split("## Labs")[0]
     assert "test_seeded" not in flags_part, "no test named next to the hidden seeds"
     kept = [f for f in grade_["flags"] if f["kind"] == "reads_solution"]
-    assert kept and all(f["detail"].startswith("under a hidden seed:") for f in kept), \
-        "the hidden runs keep their flags"
+    assert kept and all(f["detail"] == grade.HIDDEN_FLAG_WORDING for f in kept), \
+        "the hidden runs keep their flags' kinds"
+
+
+def test_a_hidden_run_reports_the_kinds_of_its_flags_and_nothing_it_chose(forged):
+    """A hidden run's flags in an order (details, tests, problems) spelling the seed's bits come
+    back as a sorted set of kinds with one wording: no order, no detail, no seed."""
+    grade_ = forged["grades"]["order_encoder"]
+    assert grade_["total"] == 100, "the visible run passed"
+    assert [(f["kind"], f["lab"], f["detail"]) for f in grade_["flags"]] == [
+        (kind, lab, grade.HIDDEN_FLAG_WORDING) for lab in (fakes.LAB1, fakes.LAB2)
+        for kind in ("reads_solution", "tampers_tests")], "one flag per kind and lab, sorted"
+    assert all(set(f) == {"kind", "lab", "detail"} for f in grade_["flags"]), "no test, no count"
+    for lab in grade_["labs"]:
+        assert grade.HIDDEN_PROBLEMS in lab["problems"]
+    folder = forged["folders"]["order_encoder"]
+    for name in ("report.json", "report.md", "junit.xml"):
+        text = (folder / name).read_text()
+        assert "ORDER" not in text and not any(str(seed) in text for seed in HIDDEN), name
+
+
+def test_a_tree_no_recursive_removal_survives_is_removed_and_the_grade_stands(forged):
+    """3,000 nested folders, links, a FIFO, a socket and a mode-000 folder in a run's scratch:
+    removed, nothing left on the host, and the grade and flags are the computed ones."""
+    grade_ = forged["grades"]["deep_tree"]
+    assert grade_["total"] == 100 and grade_["flags"] == [] and grade_["errors"] == []
+    (left,) = [t["message"] for lab in grade_["labs"] for t in lab["tests"]
+               if t["message"].startswith("LEFT ")]
+    workdir = Path(left.removeprefix("LEFT "))
+    assert not workdir.parent.parent.exists(), "the submission's temp folder is gone"
+
+
+@pytest.mark.parametrize("name", ["unarmed", "unarmed_hidden"])
+def test_a_tripwire_that_could_not_arm_withholds_the_grade(forged, name):
+    grade_ = forged["grades"][name]
+    assert "tripwire could not be armed" in grade_["withheld"] and "Regrade" in grade_["withheld"]
+    folder = forged["folders"][name]
+    md = (folder / "report.md").read_text()
+    assert "**Total: withheld (regrade)**" in md and "100.0 / 100.0" not in md
+    with open(forged["out"] / "summary.csv", encoding="utf-8", newline="") as f:
+        (row,) = [r for r in csv.reader(f) if r[0] == name]
+    assert row[1] == "withheld (regrade)"
+    assert "withheld" not in forged["grades"]["good"]
 
 
 def test_a_submission_over_its_budget_stops_and_the_others_are_graded(forged):

@@ -4,14 +4,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
+import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
-from grading import escape, grade, runner, safe, schema
-from grading.config import ConfigError, submission_budget
+from grading import escape, grade, honesty, report, runner, safe, schema
+from grading.config import WEIGHTS_REL, ConfigError, load_weights, submission_budget
+from grading.tests import fakes
 
 # --- escape ---------------------------------------------------------------------------------
 
@@ -47,6 +55,86 @@ def test_markdown_keeps_plain_text_and_is_never_empty():
         "test_add_small_ints (structural)"
     assert escape.markdown("") == " "
     assert escape.markdown("a & b") == "a &amp; b"
+
+
+# --- escape.markdown through a GFM renderer -------------------------------------------------
+#
+# markdown-it-py's "gfm-like" preset (CommonMark + GFM tables and strikethrough) renders each
+# escaped cell. It has no linkify-it here, so GFM's extended autolinks are checked on the source,
+# the way cmark-gfm's autolink extension finds them: on literal characters ("www.", a scheme's
+# "://", "mailto:", "xmpp:", and the "@" of an address), where an entity is not the character.
+
+GFM = MarkdownIt("gfm-like", {"linkify": False})
+AUTOLINK_TRIGGERS = re.compile(r"(?i)www\.|[a-z][a-z0-9+.-]*://|mailto:|xmpp:|@")
+MARKUP_TOKENS = {"em_open", "strong_open", "s_open", "link_open", "image", "code_inline",
+                 "html_inline", "html_block", "softbreak", "hardbreak"}
+INVISIBLES = ["\u200e", "\u200f", "\u061c", "\u200b", "\u200c", "\u200d", "\u2060",
+              "\ufeff", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066",
+              "\u2067", "\u2068", "\u2069", "\u00ad", "\u2028", "\u2029", "\U000e0041",
+              "\u3164", "\u115f", "\ufe0f", "\u034f", "\u180e"]
+PIECES = ["_", "__", "*", "**", "~~", "`", "[x](http://e.example)", "![i](x)", "<b>", "<!--",
+          "http://", "https://e.example/p?q=1", "www.", "www.e.example", "ftp://x", "a@b.co",
+          "mailto:a@b.co", "xmpp:a@b.co", "&amp;", "&#95;", "\\", "|", "# ", "- ", "+ ", "1. ",
+          "2) ", "---", "___", "> ", "    ", "\n", "\t", ":", ".", "ALL 162 TESTS PASSED: 30.0",
+          *INVISIBLES]
+hostile_text = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)),
+                        max_size=12).map("".join)
+
+
+def visible(text: str) -> str:
+    """What a cell must show: ``text`` on one line, its invisible characters written out."""
+    shown = " ".join(escape.controls(" ".join(text.split())).split())
+    return escape.NOT_XML.sub("?", shown)
+
+
+def inline_text(token) -> str:
+    kinds = {c.type for c in token.children}
+    assert not kinds & MARKUP_TOKENS and kinds <= {"text"}, kinds
+    return "".join(c.content for c in token.children)
+
+
+def assert_shown_as_is(rendered: str, escaped: str, text: str) -> None:
+    assert not AUTOLINK_TRIGGERS.search(escaped), escaped
+    assert rendered == visible(text), (rendered, escaped)
+    assert not any(unicodedata.category(ch) in escape.CONTROL_CATEGORIES
+                   or escape.INVISIBLE.match(ch) for ch in rendered), ascii(rendered)
+
+
+def cell_shown(escaped: str) -> str:
+    """The text GFM shows for ``escaped`` in the second cell of a table's one row."""
+    tokens = GFM.parse(f"| a | b |\n|---|---|\n| x | {escaped} |\n")
+    assert [t.type for t in tokens].count("td_open") == 2, "one row, two cells"
+    cells = [t for i, t in enumerate(tokens) if t.type == "inline" and tokens[i - 1].type == "td_open"]
+    assert inline_text(cells[0]) == "x"
+    return inline_text(cells[1])
+
+
+@settings(max_examples=250, deadline=None)
+@given(hostile_text)
+def test_a_table_cell_renders_as_its_text_in_gfm(text):
+    escaped = escape.markdown(text, 0)
+    assert_shown_as_is(cell_shown(escaped), escaped, text)
+
+
+@settings(max_examples=250, deadline=None)
+@given(hostile_text)
+def test_a_list_item_renders_as_one_paragraph_of_its_text_in_gfm(text):
+    assume(visible(text))  # nothing to show: an empty item
+    escaped = escape.markdown_item(text, 0)
+    tokens = GFM.parse(f"- {escaped}\n")
+    assert [t.type for t in tokens] == [
+        "bullet_list_open", "list_item_open", "paragraph_open", "inline", "paragraph_close",
+        "list_item_close", "bullet_list_close"], escaped
+    assert_shown_as_is(inline_text(tokens[3]), escaped, text)
+
+
+def test_the_issues_escapes_render_as_plain_text():
+    """Bold "all passed" with ``__``, autolinked addresses, bidi and zero-width characters."""
+    for text in ("__ALL 162 TESTS PASSED: 30.0 / 30.0__", "_x_ and ___y___",
+                 "see https://evil.example, www.evil.example or root@evil.example",
+                 "a\u200eb\u200fc\u061cd\u200be\u2060f\ufeffg"):
+        escaped = escape.markdown(text, 0)
+        assert_shown_as_is(cell_shown(escaped), escaped, text)
 
 
 @pytest.mark.parametrize("text", ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2+3", "@SUM(A1)",
@@ -263,6 +351,85 @@ def test_only_graded_labs_and_those_lab_02_loads_are_staged():
     assert grade.staged_labs(["lab-03-c", "lab-04-d"], every) == ["lab-03-c", "lab-04-d"]
     assert grade.staged_labs(["lab-02-b"], every) == every
     assert grade.staged_labs(["lab-02-b"], ["lab-01-a", "lab-02-b"]) == ["lab-01-a", "lab-02-b"]
+
+
+# --- removing what a run left, and grader errors after the tests ran --------------------------
+
+
+@pytest.fixture
+def fast_tmp(tmp_path: Path):
+    """A temp folder on tmpfs where there is one (thousands of folders go in milliseconds)."""
+    if not os.path.isdir("/dev/shm"):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="phase11-test-", dir="/dev/shm"))
+    yield folder
+    safe.remove_tree(folder)
+
+
+def test_remove_tree_removes_what_a_submission_can_leave(fast_tmp):
+    """Deeper than Python's recursion limit, links (never followed), a FIFO, a socket and a
+    mode-000 folder: all gone; what a link pointed at stays."""
+    tmp_path = fast_tmp
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    fakes.leave_a_tree_no_cleanup_survives(tmp_path / "scratch", depth=1200)
+    os.symlink(outside, tmp_path / "scratch" / "to-outside")
+    safe.remove_tree(tmp_path / "scratch")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside"]
+    assert (outside / "keep").read_text() == "x"
+    safe.remove_tree(tmp_path / "missing")  # nothing to do
+
+
+def _graded_one(tmp_path: Path) -> tuple[grade.Job, Path]:
+    (tmp_path / "repo").mkdir()
+    repo = fakes.make_repo(tmp_path / "repo")
+    sub = fakes.make_submission(tmp_path / "sub", "# fake: plain\n", "# fake: plain\n")
+    labs = runner.lab_names(repo)
+    job = grade.Job(repo=repo, labs=labs, weights=load_weights(labs, repo / WEIGHTS_REL),
+                    seeds=[], opts=runner.RunOptions(), env={}, staged=labs,
+                    run_lab=fakes.forged_run)
+    return job, sub
+
+
+def test_a_grader_error_after_the_tests_ran_keeps_the_grade(tmp_path, monkeypatch):
+    """Removing the temp folder fails, then rendering report.md fails: the computed grade and
+    its flags stand, each error is a problem of the grade, and report.json says so."""
+    job, sub = _graded_one(tmp_path)
+
+    def cannot_remove(path):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    def cannot_render(grade_):
+        raise ValueError("a renderer bug")
+
+    monkeypatch.setattr(safe, "remove_tree", cannot_remove)
+    monkeypatch.setattr(report, "markdown", cannot_render)
+    got = grade.grade_and_report(job, sub, tmp_path / "out")
+    assert got["total"] == 100 and [lab["points"] for lab in got["labs"]] == [60, 40]
+    assert any("could not be removed (RecursionError" in e for e in got["errors"])
+    assert any("writing the reports" in e and "a renderer bug" in e for e in got["errors"])
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["total"] == 100 and saved["errors"] == got["errors"]
+
+
+def test_a_grader_error_between_labs_keeps_the_labs_that_ran(tmp_path, monkeypatch):
+    job, sub = _graded_one(tmp_path)
+    real = grade.grade_lab
+
+    def second_lab_breaks(job_, lab, *args):
+        if lab == fakes.LAB2:
+            raise KeyError("a grader bug")
+        return real(job_, lab, *args)
+
+    monkeypatch.setattr(grade, "grade_lab", second_lab_breaks)
+    monkeypatch.setattr(honesty, "scan_file", lambda path: [{"kind": "reads_solution",
+                                                             "detail": "names solution.py"}])
+    got = grade.grade_submission(job, sub, tmp_path / "out")
+    assert [lab["points"] for lab in got["labs"]] == [60, 0] and got["total"] == 60
+    assert [f["kind"] for f in got["flags"]] == ["reads_solution", "reads_solution"]
+    assert any("a grader bug" in e for e in got["errors"])
 
 
 # --- the submission budget's setting ---------------------------------------------------------

@@ -74,8 +74,9 @@ def test_the_bwrap_command_line_carries_no_bind(tmp_path):
     try:
         assert short[:2] == [full[0], "--args"] and short[3:] == ["--", "python", "-V"]
         fd = int(short[2])
-        assert os.read(fd, 1 << 20).split(b"\0")[:-1] == [os.fsencode(a)
-                                                          for a in full[1:full.index("--")]]
+        options = os.read(fd, 1 << 20).split(b"\0")[:-1]
+        assert options[:-2] == [os.fsencode(a) for a in full[1:full.index("--")]]
+        assert options[-2] == b"--seccomp" and int(options[-1]) in launch.pass_fds
     finally:
         launch.close()
     assert launch.pass_fds == []
@@ -248,3 +249,74 @@ def test_parallel_jobs_share_the_cores_out_unless_told_otherwise():
     share = grade.threads_per_job(2, {"MKL_NUM_THREADS": "3"})
     assert share == {"OMP_NUM_THREADS": str(max(1, cores // 2)),
                      "OPENBLAS_NUM_THREADS": str(max(1, cores // 2))}
+
+
+TRY_INOTIFY = """
+import ctypes, errno, json, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+calls = {"inotify_init1": lambda: libc.inotify_init1(0), "inotify_init": lambda: libc.inotify_init()}
+if platform.machine() == "x86_64":  # the raw numbers, and the x32 ABI's
+    calls.update({f"syscall {nr:#x}": (lambda nr=nr: libc.syscall(nr, 0))
+                  for nr in (253, 294, 253 | 0x40000000, 294 | 0x40000000)})
+seen = {}
+for name, call in calls.items():
+    ctypes.set_errno(0)
+    seen[name] = [call(), errno.errorcode.get(ctypes.get_errno(), "0")]
+seen["pipe"] = len(os.pipe())  # everything else works
+print(json.dumps(seen))
+"""
+
+
+def test_no_process_inside_can_make_an_inotify_instance(sandbox_works, tmp_path):
+    """Inotify instances are charged to the grading user: a sandbox that could open them until
+    refused would blind every other sandbox's tripwire. Inside, each way to make one is EPERM."""
+    box = sandbox_works.for_lab(sandbox.Limits(1 << 30, 64), [], {}, [])
+    (tmp_path / "scratch").mkdir()
+    with box.launch("inotify") as launch:
+        argv = launch.hide_args(box.argv([sys.executable, "-c", TRY_INOTIFY], tmp_path / "scratch",
+                                         tmp_path / "scratch", launch.decoy_binds))
+        out = subprocess.run(argv, env=box.environment({}, tmp_path / "scratch"),
+                             pass_fds=launch.pass_fds, preexec_fn=launch.preexec,
+                             capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen.pop("pipe") == 2
+    assert seen and all(v == [-1, "EPERM"] for v in seen.values()), seen
+
+
+EXHAUST_THEN_ARM = """
+import ctypes, json, os, sys
+sys.path.insert(0, {root!r})
+from grading import sandbox
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # charged to nobody, never to root
+libc, held = ctypes.CDLL(None, use_errno=True), []
+while len(held) < 100000:  # bounded by max_user_instances (128 by default) well before this
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        break
+    held.append(fd)
+blind = sandbox.Tripwire(("/x/solution.py",))
+blind_unarmed, blind_opened = blind.unarmed, blind.opened()
+blind.close()
+for fd in held:
+    os.close(fd)
+armed = sandbox.Tripwire(("/x/solution.py",))
+print(json.dumps([len(held), blind_unarmed, blind_opened, armed.unarmed]))
+armed.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to exhaust nobody's budget only")
+def test_a_tripwire_that_inotify_refuses_says_so(tmp_path):
+    """With no inotify instance left for its user, a tripwire watches nothing: it says so
+    (``unarmed``), which withholds the grade (``test_grade``), instead of passing silently.
+    The budget exhausted is that of ``nobody``, in a child that ends at once."""
+    tmp_path.chmod(0o777)
+    code = EXHAUST_THEN_ARM.format(root=str(fakes.REAL_REPO))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    held, unarmed, opened, after = json.loads(out.stdout)
+    assert held > 0 and opened == []
+    assert unarmed and unarmed.startswith("inotify_init1: "), unarmed
+    assert after is None, "armed again once the instances were given back"

@@ -2,7 +2,7 @@
 
 Row ``i`` of a batch uses adapter ``idx[i]`` (``-1``: the base model only). Every row shares one
 base matmul ``x @ W.T``; each adapter adds ``scale * (x @ A.T) @ B.T`` on its own rows, through
-the rank-r bottleneck (shrink, then expand). ``B @ A`` is never formed.
+the rank-r bottleneck (shrink, then expand). ``B @ A`` is never formed; inputs stay unchanged.
 
 Layouts follow PEFT: ``A: (r, d_in)`` is ``lora_A.weight``, ``B: (d_out, r)`` is ``lora_B.weight``,
 stacked over ``L`` adapters as ``A_stack: (L, r, d_in)`` and ``B_stack: (L, d_out, r)``.

@@ -1,4 +1,4 @@
-"""Lab 02: many LoRA adapters served by one vLLM engine."""
+"""Lab 02: many LoRA adapters served by one vLLM engine. No function changes its inputs."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ memory, GPUs saved) follows from a handful of integers in a model's ``config.jso
 derives them, in bytes, and keeps decimal (GB = 1e9) and binary (GiB = 2**30) units apart.
 
 Conventions:
+- every function leaves its inputs unchanged (a list of targets is read, never edited);
 - sizes are ``int`` bytes; convert only for display, with ``to_gib`` / ``to_mib`` / ``to_gb``;
 - LoRA targets use Llama module names ``q,k,v,o,gate,up,down``; ``normalize_targets`` also
   accepts PEFT names (``q_proj`` ...), vLLM's packed names (``qkv_proj``, ``gate_up_proj``) and

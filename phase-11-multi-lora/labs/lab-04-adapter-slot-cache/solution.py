@@ -4,7 +4,8 @@ An engine keeps only ``num_slots`` adapters on the device, in buffers allocated 
 ``A (num_slots, max_rank, d_in)`` and ``B (num_slots, d_out, max_rank)``. Serving an adapter that
 is not resident costs a load into a slot (a miss), and evicts the least recently used adapter
 that no running request holds. The scheduler keeps the running batch within ``max_loras``
-distinct adapters by *deferring* requests it cannot admit, never by stopping its walk.
+distinct adapters by *deferring* requests it cannot admit, never by stopping its walk. Every
+function and method leaves its arguments unchanged (``waiting`` too): state lives in the objects.
 
 Read README.md first; test_lab.py is the spec. The dataclasses and ``_int_at_least`` are given;
 every TODO is yours. Production counterparts: ``vllm/lora/model_manager.py``
