@@ -158,26 +158,60 @@ def test_gather_path_equals_the_loop_for_any_idx(lab, data):
 
 
 # --- bad input: the same rules as the grouped path -------------------------------------------
+#
+# Each refusal starts from a valid call on seeded sizes whose result is checked, and its message
+# must carry the offending value or shape: a table of canned answers cannot pass it.
 
 
-@pytest.mark.parametrize("value", [-2, 3, 9])
-def test_gather_refuses_idx_outside_the_slots_not_wrapped(lab, rng, value):
-    x, A_stack, B_stack, idx = full_slots(rng, T=8, d_in=6, d_out=5, r=2, L=3)
-    row = int(rng.integers(0, 8))
+def seeded_sizes(rng: np.random.Generator) -> dict[str, int]:
+    d_in, d_out = (int(v) for v in rng.choice(np.arange(4, 12), size=2, replace=False))
+    return dict(T=int(rng.integers(6, 12)), d_in=d_in, d_out=d_out,
+                r=int(rng.integers(2, 5)), L=int(rng.integers(2, 5)))
+
+
+def checked_valid_calls(lab, x, A_stack, B_stack, idx) -> np.ndarray:
+    """Both gathers on valid inputs, each checked against the definition; h for the refusals."""
+    h = lab.gather_shrink(x, A_stack, idx)
+    assert_bitwise_equal(h, gathered_shrink(x.copy(), A_stack.copy(), idx.copy()),
+                         why="the valid gather_shrink call before the refusal")
+    y = lab.gather_expand(h.copy(), B_stack, idx, SCALE)
+    assert_bitwise_equal(y, gathered_expand(h.copy(), B_stack.copy(), idx.copy(), SCALE),
+                         why="the valid gather_expand call before the refusal")
+    return h
+
+
+@pytest.mark.parametrize("past", [-1, 0, 6], ids=["below -1", "L", "L+6"])
+def test_gather_refuses_idx_outside_the_slots_not_wrapped(lab, rng, past):
+    n = seeded_sizes(rng)
+    x, A_stack, B_stack, idx = full_slots(rng, **n)
+    h = checked_valid_calls(lab, x, A_stack, B_stack, idx)
+    value, row = (-2 if past == -1 else n["L"] + past), int(rng.integers(0, n["T"]))
     idx[row] = value
-    with pytest.raises(ValueError, match=rf"idx: entries must be in \[-1, 3\), got {value} at row {row}"):
+    with pytest.raises(ValueError, match=rf"idx: entries must be in \[-1, {n['L']}\), "
+                                         rf"got {value} at row {row}"):
         lab.gather_shrink(x, A_stack, idx)
     with pytest.raises(ValueError, match=rf"got {value} at row {row}"):
-        lab.gather_expand(np.zeros((8, 2)), B_stack, idx)
+        lab.gather_expand(h, B_stack, idx)
 
 
 def test_gather_refuses_mismatched_widths_naming_the_argument(lab, rng):
-    x, A_stack, B_stack, idx = full_slots(rng, T=8, d_in=6, d_out=5, r=2, L=3)
-    with pytest.raises(ValueError, match="A_stack"):
-        lab.gather_shrink(x[:, :5], A_stack, idx)  # d_in 5 against A_stack's 6
-    with pytest.raises(ValueError, match="B_stack"):
-        lab.gather_expand(np.zeros((8, 3)), B_stack, idx)  # rank 3 against B_stack's 2
-    with pytest.raises(ValueError, match="idx"):
-        lab.gather_shrink(x, A_stack, idx[:-1])  # one entry per row of x
-    with pytest.raises(TypeError, match="idx"):
-        lab.gather_shrink(x, A_stack, idx.astype(np.float64))
+    n = seeded_sizes(rng)
+    x, A_stack, B_stack, idx = full_slots(rng, **n)
+    h = checked_valid_calls(lab, x, A_stack, B_stack, idx)
+    T, d_in, r = n["T"], n["d_in"], n["r"]
+    cases = [  # (call, error, argument, what the message must carry)
+        (lambda: lab.gather_shrink(x[:, :-1], A_stack, idx), ValueError, "A_stack", str(d_in)),
+        (lambda: lab.gather_expand(np.zeros((T, r + 1)), B_stack, idx), ValueError, "B_stack",
+         str(r)),
+        (lambda: lab.gather_shrink(x, A_stack, idx[:-1]), ValueError, "idx", str(T - 1)),
+        (lambda: lab.gather_shrink(x, A_stack, idx.astype(np.float64)), TypeError, "idx",
+         "float64"),
+        (lambda: lab.gather_expand(h, B_stack, idx, "2"), TypeError, "scale", "2"),
+    ]
+    for call, error, arg, shows in cases:
+        with pytest.raises(error) as err:
+            call()
+        message = str(err.value)
+        assert arg in message and shows in message, (
+            f"the {error.__name__} must name {arg} and carry the offending value {shows!r}, "
+            f"got: {message}")

@@ -11,12 +11,13 @@ the value its message must carry (``labkit.refusals.assert_refused``).
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 import pytest
 
-from labkit import assert_close
+from labkit import assert_close, in_worker, load_lab
 from labkit.refusals import assert_refused, shows_value
 
 F64 = np.float64
@@ -54,6 +55,8 @@ def valid(seed: int) -> dict[str, dict]:
                                      scale=scale),
         "lora_overhead": dict(d_in=int(rng.integers(64, 8192)), d_out=int(rng.integers(64, 8192)),
                               r=int(rng.integers(1, 65))),
+        "gather_shrink": dict(x=x, A_stack=A_stack, idx=idx),
+        "gather_expand": dict(h=a(T, r), B_stack=B_stack, idx=idx, scale=scale),
     }
 
 
@@ -253,3 +256,30 @@ def test_group_by_adapter_states_its_bound_without_an_adapter_count(lab, seed):
         "group_by_adapter knows no adapter count: an entry below -1 must be refused stating "
         f"the bound -1, the value {value} and 'row {row}', with no placeholder bound, got: "
         f"{message}")
+
+
+# --- inputs are read, never edited ------------------------------------------------------------
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and np.array_equal(a, b))
+    return type(a) is type(b) and a == b
+
+
+def edited_arguments(fn: str, seed: int) -> list[str]:
+    """Where the lab runs: ``fn`` on its seeded valid arguments; the names of those it edited
+    (compared with deep copies made before the call)."""
+    kwargs = valid(seed)[fn]
+    before = copy.deepcopy(kwargs)
+    getattr(load_lab("lab-01"), fn)(**kwargs)
+    return [k for k in kwargs if not same_value(kwargs[k], before[k])]
+
+
+@pytest.mark.parametrize("fn", list(valid(0)))
+def test_every_function_leaves_its_inputs_unchanged(lab, seed, fn):
+    edited = in_worker(lab, edited_arguments, fn, seed)
+    assert not edited, (
+        f"{fn} edited its argument(s) {edited}: every function leaves its inputs unchanged "
+        "(a caller may reuse them, and vLLM refills its own buffers in place)")

@@ -1,4 +1,8 @@
-"""Lab 02: many LoRA adapters served by one vLLM engine. No function changes its inputs."""
+"""Lab 02: many LoRA adapters served by one vLLM engine.
+
+No function changes its inputs, except part 3's ops, which write into ``output_tensor`` as vLLM's
+own ops do.
+"""
 
 from __future__ import annotations
 

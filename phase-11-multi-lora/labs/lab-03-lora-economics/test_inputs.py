@@ -9,12 +9,14 @@ function by function: the valid call, one argument replaced, the error, the name
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
 
 import pytest
 
+from labkit import in_worker, load_lab
 from labkit.refusals import assert_refused, shows_value
 
 SHAPE = dict(hidden=64, intermediate=160, layers=2, heads=4, kv_heads=2, vocab=100)
@@ -205,3 +207,30 @@ def test_model_shape_refuses_bad_fields(lab, arg, bad, breaks, error):
         lab.ModelShape(**fields)
     assert re.search(rf"\b{arg}\b", str(err.value)), (
         f"ModelShape: a {bad} {arg} must raise a {error.__name__} naming it, got: {err.value}")
+
+
+# --- inputs are read, never edited ------------------------------------------------------------
+
+FUNCTIONS = ("normalize_targets", "module_dims", "base_bytes", "lora_params", "adapter_bytes",
+             "size_ratio", "adapters_per_gib", "audit_ratio_claim", "slot_reservation_bytes",
+             "rank_blast_radius", "engines_needed", "gpus_saved")
+
+
+def edited_arguments(fn: str, seed: int) -> list[str]:
+    """Where the lab runs: ``fn`` on its seeded valid arguments, a list of targets included; the
+    names of those it edited (compared with deep copies made before the call)."""
+    lab = load_lab("lab-03")
+    kwargs = valid(lab, seed)[fn]
+    if "targets" in kwargs:
+        kwargs["targets"] = list(kwargs["targets"])  # a mutable form the docs admit
+    before = copy.deepcopy(kwargs)
+    getattr(lab, fn)(**kwargs)
+    return [k for k in kwargs if kwargs[k] != before[k]]
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS)
+def test_every_function_leaves_its_inputs_unchanged(lab, seed, fn):
+    edited = in_worker(lab, edited_arguments, fn, seed)
+    assert not edited, (
+        f"{fn} edited its argument(s) {edited}: every function leaves its inputs unchanged "
+        "(a list of targets is read, never edited)")

@@ -8,6 +8,7 @@ call: the valid call, one argument replaced, the error, the name the message mus
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
@@ -16,6 +17,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+from labkit import in_worker, load_lab
 from labkit.refusals import assert_refused
 
 
@@ -252,3 +254,52 @@ BOUNDARY = [("SlotCache", arg, 1) for arg in ("num_slots", "max_rank", "d_in", "
 @pytest.mark.parametrize("fn, arg, value", BOUNDARY, ids=[f"{f}-{a}-{v}" for f, a, v in BOUNDARY])
 def test_the_minimum_itself_is_accepted(lab, seed, fn, arg, value):
     calls(lab, seed)[fn](**{arg: value})
+
+
+# --- arguments are read, never edited ----------------------------------------------------------
+
+
+def list_calls(lab, d: dict) -> dict[str, tuple]:
+    """Each function that takes a list, called with lists drawn from ``draws``: name ->
+    (function, keyword arguments)."""
+    waiting = [lab.Request(i, a, 1 + i % 3) for i, a in enumerate(d["trace"])]
+    running = list(d["adapters"][:1])
+    slots, batch = d["num_slots"], d["max_batch"]
+    return {
+        "simulate": (lab.simulate, dict(trace=list(d["trace"]), num_slots=slots)),
+        "replay": (lab.replay, dict(trace=list(d["trace"]), num_slots=slots)),
+        "size_slots": (lab.size_slots, dict(trace=list(d["trace"]), slot_bytes=d["slot_bytes"],
+                                            memory_budget_bytes=d["budget"],
+                                            target_hit_rate=d["target"])),
+        "schedule_step": (lab.schedule_step, dict(waiting=list(waiting), running_adapters=running,
+                                                  max_loras=slots, max_batch=batch)),
+        "barrier_step": (lab.barrier_step, dict(waiting=list(waiting), running_adapters=running,
+                                                max_loras=slots, max_batch=batch)),
+        "drain": (lab.drain, dict(requests=list(waiting), max_loras=slots, max_batch=batch)),
+        "defer_vs_barrier": (lab.defer_vs_barrier, dict(requests=list(waiting), max_loras=slots,
+                                                        max_batch=batch)),
+        "Engine.run": (lambda **kw: lab.Engine(lab.SlotCache(slots, 4, 3, 5), slots, batch,
+                                              lambda a: (np.ones((1, 3)), np.ones((5, 1))))
+                       .run(**kw), dict(requests=list(waiting), max_steps=10 * len(waiting))),
+    }
+
+
+LIST_FUNCTIONS = ("simulate", "replay", "size_slots", "schedule_step", "barrier_step", "drain",
+                  "defer_vs_barrier", "Engine.run")
+
+
+def edited_arguments(fn: str, seed: int) -> list[str]:
+    """Where the lab runs: ``fn`` on seeded lists; the names of the arguments it edited
+    (compared with deep copies made before the call)."""
+    call, kwargs = list_calls(load_lab("lab-04"), draws(seed))[fn]
+    before = copy.deepcopy(kwargs)
+    call(**kwargs)
+    return [k for k in kwargs if kwargs[k] != before[k]]
+
+
+@pytest.mark.parametrize("fn", LIST_FUNCTIONS)
+def test_every_function_leaves_its_arguments_unchanged(lab, seed, fn):
+    edited = in_worker(lab, edited_arguments, fn, seed)
+    assert not edited, (
+        f"{fn} edited its argument(s) {edited}: every function and method leaves its arguments "
+        "unchanged (``waiting`` too); state lives in the objects")
