@@ -299,6 +299,7 @@ def test_the_definition_is_what_vllms_stock_op_computes(lab, seed, op, add_input
 
 
 @pytest.mark.engine
+@pytest.mark.structural  # install_ops and lab_ops are given code
 def test_install_ops_swaps_the_six_names_the_engine_calls(lab):
     assert in_worker(lab, installed_names) == {
         "lab": ["lab"] * len(OP_NAMES), "stock": ["stock"] * len(OP_NAMES)}, (
@@ -325,6 +326,7 @@ def installed_names() -> dict[str, list[str]]:
 
 
 @pytest.mark.engine
+@pytest.mark.structural  # install_ops and lab_ops are given code
 def test_install_ops_refuses_a_partial_set(lab):
     with pytest.raises(ValueError, match="ops: expected all six"):
         in_worker(lab, install_partial)
