@@ -112,15 +112,32 @@ def find_lab(name: str) -> str:
 _CACHE: dict[str, ModuleType | LabImplError] = {}
 _SUPPORT: dict[str, ModuleType] = {}  # module name -> a support module load_support loaded
 IN_WORKER = False  # labkit.worker sets it: the one process where implementations may be exec'd
+ISOLATE_ENV = "LAB_ISOLATE"
+_REMOTE_LAB = None  # labkit.isolate.remote_lab, registered when labkit.isolate is imported
+
+
+def isolate_mode(value: str | None = None) -> bool:
+    """``LAB_ISOLATE``: "1" is worker mode; unset, "" or "0" is in-process; anything else errs."""
+    raw = os.environ.get(ISOLATE_ENV, "") if value is None else value
+    raw = raw.strip()
+    if raw in ("", "0"):
+        return False
+    if raw == "1":
+        return True
+    raise LabImplError(f"{ISOLATE_ENV}: expected 1 (worker mode) or 0/unset, got {raw!r}")
 
 
 def isolating() -> bool:
     """Whether ``LAB_ISOLATE=1`` asks for worker mode here (never inside the worker itself)."""
-    if IN_WORKER:
-        return False
-    from labkit.isolate import isolate_mode
+    return not IN_WORKER and isolate_mode()
 
-    return isolate_mode()
+
+def set_remote(remote_lab) -> None:
+    """Worker mode's loader: ``remote_lab(lab, impl, owner=...)`` returns the proxy of ``lab``'s
+    module in a worker. ``labkit.isolate`` registers itself here when imported (``labkit``'s
+    ``__init__`` imports it), so that this module imports nothing of it."""
+    global _REMOTE_LAB
+    _REMOTE_LAB = remote_lab
 
 
 def lab_of_path(path: Path) -> str | None:
@@ -177,9 +194,10 @@ def load_impl(lab: str, impl: Impl | None = None) -> ModuleType:
     """
     lab = find_lab(lab)
     if isolating():  # LAB_ISOLATE=1: the module lives in a worker process; this is its proxy
-        from labkit.isolate import remote_lab
-
-        return remote_lab(lab, impl, owner=_calling_lab() or lab)
+        if _REMOTE_LAB is None:
+            raise LabImplError(f"{ISOLATE_ENV}=1: no worker mode here (labkit.isolate was not "
+                               f"imported)")
+        return _REMOTE_LAB(lab, impl, owner=_calling_lab() or lab)
     impl = impl or resolve_impl()
     name = impl.module_name(lab)
     cached = _CACHE.get(name)

@@ -244,3 +244,23 @@ def test_a_reply_that_carries_edits_of_the_arguments_is_malformed():
     finally:
         theirs.close()
     assert np.array_equal(x, np.ones(3))
+
+
+def test_the_protocol_is_one_module_and_the_loader_imports_no_worker_mode():
+    """``labkit.rpc`` holds the framing, both codecs and the allow-list; ``labkit.loader``
+    imports nothing of ``labkit.isolate`` (worker mode registers itself: no import cycle)."""
+    import ast
+    import pathlib
+
+    from labkit import rpc, worker
+
+    tree = ast.parse(pathlib.Path(loader.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("labkit")}, imported
+    assert loader._REMOTE_LAB is isolate.remote_lab
+    for name in ("send_frame", "recv_frame", "pack_data", "unpack_data", "Encoder", "Decoder",
+                 "build_exception", "Pickler", "loads"):
+        assert getattr(rpc, name).__module__ == "labkit.rpc", name
+    assert issubclass(worker.Worker, rpc.Encoder) and isolate.Decoder is rpc.Decoder
+    assert {rpc.OK, rpc.ERR, rpc.BAD, rpc.CALLBACK} == {"ok", "err", "bad", "cb"}

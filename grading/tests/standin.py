@@ -24,7 +24,7 @@ def set_spawner(fn):
     _spawner = fn
 
 
-def isolate_mode(value=None):  # the real loader asks; in the stand-in's worker: in-process
+def isolate_mode(value=None):  # the root conftest asks (the loader reads LAB_ISOLATE itself)
     import os
 
     return (os.environ.get("LAB_ISOLATE", "") if value is None else value) == "1"
