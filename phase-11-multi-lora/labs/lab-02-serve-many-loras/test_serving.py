@@ -86,6 +86,17 @@ def test_serve_argv_passes_the_slot_settings(lab):
         assert flag_values(argv, flag) == [str(value)], f"{flag} must be {value}; got {argv}"
 
 
+def test_serve_argv_names_the_base_and_ends_with_the_extra_args(lab):
+    argv = lab.serve_argv("assets/SmolLM2-135M-Instruct", {"sql": "assets/sql-lora"},
+                          **ARGV_KW | {"extra_args": ["--seed", "7"]})
+    assert flag_values(argv, "--served-model-name") == ["SmolLM2-135M-Instruct"], (
+        f"served_model_name defaults to the model folder's name, the base's model=; got {argv}")
+    assert argv[-2:] == ["--seed", "7"], f"extra_args come last, as given; got {argv}"
+    named = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"served_model_name": "base"})
+    assert flag_values(named, "--served-model-name") == ["base"], (
+        f"a served_model_name given is the base's model=; got {named}")
+
+
 def test_serve_argv_binds_loopback_unless_told_otherwise(lab):
     argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW)
     assert flag_values(argv, "--host") == ["127.0.0.1"], (
