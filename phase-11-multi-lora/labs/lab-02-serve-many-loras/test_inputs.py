@@ -15,6 +15,8 @@ import re
 
 import pytest
 
+from labkit import load_lab
+
 SCHEMA = "CREATE TABLE t (a INTEGER)"
 KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)
 
@@ -107,3 +109,10 @@ def test_bad_argument_is_refused_naming_it(lab, fn, arg, bad, value, error):
 def test_an_empty_trace_is_refused_naming_trace(lab):
     with pytest.raises(ValueError, match="trace"):
         lab.cold_slot_signature([], [], 1)
+
+
+def test_reconcile_refuses_an_adapter_folder_without_its_config(lab, tmp_path):
+    econ = load_lab("lab-03")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        lab.reconcile(lab.parse_capture(""), econ.LLAMA2_7B, tmp_path)

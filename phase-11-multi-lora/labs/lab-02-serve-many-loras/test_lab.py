@@ -254,6 +254,31 @@ def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab):
     assert not in_worker(lab, engines_built), "the engine must not be built with inconsistent knobs"
 
 
+def inproc_env_after_build(preset: str | None) -> str | None:
+    """``VLLM_ENABLE_V1_MULTIPROCESSING`` after ``build_llm`` on the stand-ins (no CUDA), the
+    environment holding ``preset`` before (None: unset); restored afterwards."""
+    ENGINES.clear()
+    with stand_in_vllm(False), pytest.MonkeyPatch.context() as mp:
+        if preset is None:
+            mp.delenv(INPROC_ENV, raising=False)
+        else:
+            mp.setenv(INPROC_ENV, preset)
+        load_lab(LAB.name).build_llm("some/model", max_loras=1, max_lora_rank=16, max_cpu_loras=1)
+        return os.environ.get(INPROC_ENV)
+
+
+def test_build_llm_runs_the_cpu_engine_core_in_process_unless_the_environment_says(lab):
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: CUDA cannot be faked")
+    unset = in_worker(lab, inproc_env_after_build, None)
+    assert unset == "0", (
+        f"on CPU, build_llm must run the engine core in this process: {INPROC_ENV}=0 when the "
+        f"environment does not set it; got {unset!r}")
+    preset = in_worker(lab, inproc_env_after_build, "1")
+    assert preset == "1", (
+        f"{INPROC_ENV} set by the environment wins: it was '1' before build_llm, got {preset!r}")
+
+
 # --- generate_mixed ----------------------------------------------------------------------------
 
 
@@ -325,6 +350,20 @@ def test_parse_capture_reads_the_gpu_weight_line(lab):
     assert cap.weights_kind == "model_loading" and cap.weights is not None, cap
     assert (cap.weights.value, cap.weights.text) == (12.55, "12.55"), cap.weights
     assert (cap.device, cap.dtype, cap.vllm_version) == ("cuda", "float16", "0.32.0"), cap
+
+
+def test_parse_capture_leaves_a_figure_the_log_does_not_print_as_none(lab):
+    empty = lab.parse_capture("")
+    figures = ("vllm_version", "device", "dtype", "max_model_len", "weights", "weights_kind",
+               "kv_cache", "kv_cache_bytes", "kv_cache_tokens", "punica_wrapper",
+               "slot_buffer_bytes")
+    printed = {f: getattr(empty, f) for f in figures if getattr(empty, f) is not None}
+    assert not printed, f"an empty log prints no figure: each must be None, got {printed}"
+    gpu = lab.parse_capture(GPU_7B_LOG.format(gib="12.55"))  # no KV, punica or slot-buffer line
+    unprinted = ("kv_cache", "kv_cache_bytes", "kv_cache_tokens", "punica_wrapper",
+                 "slot_buffer_bytes")
+    printed = {f: getattr(gpu, f) for f in unprinted if getattr(gpu, f) is not None}
+    assert not printed, f"the 7B log prints none of {unprinted}: each must be None, got {printed}"
 
 
 def test_reconcile_agrees_with_labs_01_03_04_on_the_shipped_capture(lab):
@@ -433,6 +472,17 @@ def test_eval_diff_rejects_rows_that_do_not_pair_up(lab):
         lab.eval_diff(a, a[:2])
     with pytest.raises(ValueError, match="rows_b"):
         lab.eval_diff(a, list(reversed(a)))
+
+
+def test_eval_diff_runs_each_output_with_its_rows_inserts(lab):
+    schema = "CREATE TABLE t (a INTEGER, b TEXT)"
+    good = {"schema": schema, "output": "SELECT a FROM t", "inserts": ["INSERT INTO t VALUES (1, 'x')"]}
+    bad = {**good, "inserts": ["INSERT INTO t VALUES (1)"]}  # one value for two columns
+    diff = lab.eval_diff([good, bad], [dict(good), dict(bad)])  # no ids: optional
+    assert (diff.rows, diff.identical) == (2, 2), diff.summary()
+    assert (diff.executable_a, diff.executable_b) == (1, 1), (
+        "each output runs in sqlite3 holding its row's schema AND inserts: the row whose insert "
+        "fails is not executable (sql_executes), the other is:\n" + diff.summary())
 
 
 # --- the sql-create-context style held-out sets (support data, not the student's code) ------

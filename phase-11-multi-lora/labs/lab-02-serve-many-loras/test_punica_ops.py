@@ -240,6 +240,162 @@ def test_decode_groups_are_lab_01s_grouping(lab, seed):
         assert list(a) == list(b), f"decode_groups' {name} must be group_by_adapter's: {list(b)}, got {list(a)}"
 
 
+def decode_groups_after_refills(steps: list[np.ndarray]) -> list[tuple[list[list[int]], list[int]]]:
+    """Group each step's per-token indices through ONE buffer refilled in place (as vLLM
+    refills ``token_lora_indices``), twice per step: each grouping as lists, and the buffer's
+    contents after the call."""
+    lab = load_lab(LAB.name)
+    buffer = np.zeros(len(steps[0]), dtype=np.int64)
+    out = []
+    for step in steps:
+        buffer[:] = step
+        for _ in range(2):
+            groups = [list(map(int, a)) for a in lab.decode_groups(buffer)]
+            out.append((groups, buffer.tolist()))
+    return out
+
+
+def test_decode_groups_follow_a_buffer_refilled_in_place_and_leave_it_unchanged(lab, seed):
+    rng = np.random.default_rng(seed)
+    steps = [per_token(draw_segments(rng, T, L)) for _ in range(3)]
+    steps[1] = steps[1][::-1].copy()
+    group_by_adapter = load_lab("lab-01").group_by_adapter
+    got = in_worker(lab, decode_groups_after_refills, steps)
+    for i, step in enumerate(steps):
+        want = [list(map(int, a)) for a in group_by_adapter(step.copy())]
+        for call in (2 * i, 2 * i + 1):
+            groups, after = got[call]
+            assert after == step.tolist(), (
+                f"step {i} (call {call + 1}): decode_groups must leave the indices unchanged")
+            assert groups == want, (
+                f"step {i} (call {call + 1}): the buffer was refilled in place with new indices; "
+                f"the grouping must be this step's (lab 01's group_by_adapter): order "
+                f"{first_mismatch(groups[0], want[0])}")
+
+
+def group_op(name: str, inputs: np.ndarray, weights: np.ndarray, output: np.ndarray,
+             idx: np.ndarray) -> np.ndarray:
+    """``shrink_groups`` (scaling 0.5) or ``expand_groups`` (columns ``[0, d_out)``, adding) of
+    ``decode_groups(idx)``, where the lab's code runs; the output it wrote."""
+    lab = load_lab(LAB.name)
+    groups = lab.decode_groups(idx)
+    if name == "shrink_groups":
+        lab.shrink_groups(inputs, weights, output, groups, 0.5)
+    else:
+        lab.expand_groups(inputs, weights, output, groups, 0, weights.shape[-2], True)
+    return output
+
+
+GROUP_OPS = ("shrink_groups", "expand_groups")
+
+
+def group_case(rng: np.random.Generator, name: str, integer: bool):
+    """Inputs, slots (max_loras, 1, a, b) and the output width of one group op's call."""
+    if name == "shrink_groups":
+        return draw_values(rng, (T, D_IN), integer), draw_values(rng, (L, 1, R, D_IN), integer), R
+    return draw_values(rng, (T, R), integer), draw_values(rng, (L, 1, D_OUT, R), integer), D_OUT + 4
+
+
+@pytest.mark.parametrize("name", GROUP_OPS)
+def test_the_group_ops_take_slot_stacks_without_the_1(lab, seed, name):
+    rng = np.random.default_rng(seed)
+    idx = per_token(draw_segments(rng, T, L))
+    inputs, weights, width = group_case(rng, name, True)
+    output = np.full((T, width), SENTINEL, dtype=np.float32)
+    four = in_worker(lab, group_op, name, inputs.copy(), weights.copy(), output.copy(), idx.copy())
+    three = in_worker(lab, group_op, name, inputs.copy(), weights[:, 0].copy(), output.copy(),
+                      idx.copy())
+    assert_bitwise_equal(three, four, why=(
+        f"{name}: slots of shape (max_loras, a, b), without the 1, are the same slots as "
+        f"(max_loras, 1, a, b)"))
+
+
+@pytest.mark.parametrize("name", GROUP_OPS)
+def test_the_group_ops_compute_in_the_outputs_dtype(lab, seed, name):
+    rng = np.random.default_rng(seed)
+    idx = per_token(draw_segments(rng, T, L))
+    inputs, weights, width = group_case(rng, name, False)
+    inputs, weights = inputs * 4, weights * 4  # float16 rounds these products visibly
+    output = np.zeros((T, width), dtype=np.float16)
+    mixed = in_worker(lab, group_op, name, inputs.copy(), weights.copy(), output.copy(), idx.copy())
+    same = in_worker(lab, group_op, name, inputs.astype(np.float16), weights.astype(np.float16),
+                     output.copy(), idx.copy())
+    assert_bitwise_equal(mixed, same, why=(
+        f"{name}: inputs and slots are computed in the output's dtype (float16 here), as vLLM's "
+        f"ops do: float32 inputs and slots give what their float16 copies give"))
+
+
+COMMON_LEN_OPS = ("sgmv_expand", "bgmv_expand")
+
+
+@pytest.mark.parametrize("extra", [-3, 3], ids=["output-narrower", "output-wider"])
+@pytest.mark.parametrize("op", COMMON_LEN_OPS)
+def test_expand_writes_the_columns_both_the_slot_and_the_output_have(lab, seed, op, extra):
+    case = draw_case(seed, op, True, True)
+    width = D_OUT + extra
+    case["output"] = np.full((T, width), SENTINEL, dtype=np.float32)
+    common = min(D_OUT, width)
+    want = case["output"].copy()
+    for i, slot in enumerate(per_token(case["seg"])):
+        if slot != -1:
+            want[i, :common] += (case["weights"][slot, 0] @ case["inputs"][i])[:common]
+    got = in_worker(lab, run_op, "lab", op, case)
+    assert_bitwise_equal(got, want, why=(
+        f"{op} into a {width}-column output from {D_OUT}-row slots: the first "
+        f"min(d_out, output width) = {common} columns get the delta (vLLM's common_len), the "
+        f"rest keep {SENTINEL}"))
+
+
+def as_array_writes() -> tuple[float, bool]:
+    """Where the lab's code runs: a write through ``as_array`` of a torch tensor, read back from
+    the tensor; and whether ``as_array`` of a numpy array is that array."""
+    import torch
+
+    lab = load_lab(LAB.name)
+    t = torch.zeros(3, 2)
+    lab.as_array(t)[1, 0] = 5.0
+    a = np.zeros(2)
+    return t[1, 0].item(), lab.as_array(a) is a
+
+
+@pytest.mark.structural  # the given as_array, not the student's code
+def test_as_array_views_a_tensor_without_a_copy(lab):
+    pytest.importorskip("torch")
+    written, same = in_worker(lab, as_array_writes)
+    assert written == 5.0, "as_array(tensor) is a view: a write through it lands in the tensor"
+    assert same, "as_array(numpy array) is the array itself"
+
+
+TRIED: list[str] = []
+
+
+def _tried(name: str):
+    def op(*args) -> None:
+        TRIED.append(name)
+    return op
+
+
+def _todo(*args) -> None:
+    raise NotImplementedError("TODO(lab-02)")
+
+
+def try_recorded_ops(raising: str | None) -> list[str]:
+    """``try_ops`` on six recording ops (``raising``: that one raises a TODO instead), where the
+    lab's code runs: the ops called, in order."""
+    TRIED.clear()
+    ops = {n: _todo if n == raising else _tried(n) for n in OP_NAMES}
+    load_lab(LAB.name).try_ops(ops)
+    return list(TRIED)
+
+
+@pytest.mark.structural  # the given try_ops, not the student's code
+def test_try_ops_calls_each_op_once_and_raises_what_an_op_raises(lab):
+    called = in_worker(lab, try_recorded_ops, None)
+    assert called == list(OP_NAMES), f"each of the six ops, once: got {called}"
+    with pytest.raises(NotImplementedError, match="TODO"):
+        in_worker(lab, try_recorded_ops, "bgmv_shrink")
+
+
 # --- each op against vLLM's stock op ---------------------------------------------------------
 
 

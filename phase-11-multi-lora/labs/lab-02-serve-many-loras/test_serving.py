@@ -23,10 +23,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import ExitStack
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from labkit import in_worker, load_lab, load_support, progress
@@ -82,6 +84,17 @@ def test_serve_argv_passes_the_slot_settings(lab):
     for flag, value in [("--max-loras", 2), ("--max-lora-rank", 16), ("--max-cpu-loras", 4),
                         ("--port", 8123)]:
         assert flag_values(argv, flag) == [str(value)], f"{flag} must be {value}; got {argv}"
+
+
+def test_serve_argv_names_the_base_and_ends_with_the_extra_args(lab):
+    argv = lab.serve_argv("assets/SmolLM2-135M-Instruct", {"sql": "assets/sql-lora"},
+                          **ARGV_KW | {"extra_args": ["--seed", "7"]})
+    assert flag_values(argv, "--served-model-name") == ["SmolLM2-135M-Instruct"], (
+        f"served_model_name defaults to the model folder's name, the base's model=; got {argv}")
+    assert argv[-2:] == ["--seed", "7"], f"extra_args come last, as given; got {argv}"
+    named = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"served_model_name": "base"})
+    assert flag_values(named, "--served-model-name") == ["base"], (
+        f"a served_model_name given is the base's model=; got {named}")
 
 
 def test_serve_argv_binds_loopback_unless_told_otherwise(lab):
@@ -165,6 +178,67 @@ def test_adapter_route_errors_carry_status_and_server_message(lab, error_stub, c
         f"the exception must carry the server's message; got {caught.value}")
 
 
+class _RecordingStub(http.server.BaseHTTPRequestHandler):
+    """Answers every POST 200 with ``SUCCESS``, after ``DELAY_S`` seconds; records each
+    request's path and JSON body in ``SEEN``."""
+
+    SUCCESS = "Success: LoRA adapter 'sql' added successfully."
+    SEEN: list[tuple[str, dict]] = []
+    DELAY_S = 0.0
+
+    def do_POST(self):  # noqa: N802 - the http.server hook name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.SEEN.append((self.path, body))
+        time.sleep(self.DELAY_S)
+        raw = self.SUCCESS.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def recording_stub(delay_s: float = 0.0):
+    _RecordingStub.SEEN.clear()
+    _RecordingStub.DELAY_S = delay_s
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingStub)
+    thread = threading.Thread(target=stub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{stub.server_address[1]}/v1"
+    finally:
+        stub.shutdown()
+        stub.server_close()
+
+
+def test_adapter_routes_post_their_json_and_return_the_success_text(lab):
+    with recording_stub() as url:
+        loaded = lab.load_adapter(url, "sql", "assets/sql-lora")
+        unloaded = lab.unload_adapter(url, "sql")
+    assert (loaded, unloaded) == (_RecordingStub.SUCCESS,) * 2, (
+        f"both routes return the server's success text; got {loaded!r}, {unloaded!r}")
+    assert _RecordingStub.SEEN == [
+        ("/v1/load_lora_adapter", {"lora_name": "sql", "lora_path": "assets/sql-lora"}),
+        ("/v1/unload_lora_adapter", {"lora_name": "sql"})], (
+        "load POSTs {lora_name, lora_path} to {base_url}/load_lora_adapter, unload POSTs "
+        f"{{lora_name}} to {{base_url}}/unload_lora_adapter; the server saw {_RecordingStub.SEEN}")
+
+
+def test_an_adapter_load_gives_up_after_timeout_s(lab):
+    with recording_stub(delay_s=3.0) as url:
+        start = time.monotonic()
+        with pytest.raises(OSError):  # urllib's URLError or a socket timeout: no answer in time
+            lab.load_adapter(url, "sql", "assets/sql-lora", timeout_s=0.5)
+        waited = time.monotonic() - start
+    assert waited < 2.5, (
+        f"load_adapter waits up to timeout_s=0.5 s for the answer, not longer; it waited "
+        f"{waited:.1f} s")
+
+
 # --- cold_slot_signature on synthetic traces (no server) ---------------------------------------
 
 
@@ -172,6 +246,24 @@ def nearest_rank(values: list[float], q: float) -> float:
     """The test's own percentile: the ceil(q/100 * n)-th smallest value."""
     ordered = sorted(values)
     return ordered[math.ceil(q / 100 * len(ordered)) - 1]
+
+
+def test_percentile_ms_is_a_real_sample_at_the_nearest_rank(lab, seed):
+    rng = np.random.default_rng(seed)
+    latencies = rng.exponential(50.0, size=37).round(3)
+    before = latencies.copy()
+    for q in (1, 10, 25, 50, 90, 99, 100):
+        want = nearest_rank(before.tolist(), q)
+        got = lab.percentile_ms(latencies, q)
+        assert got == want, (
+            f"p{q} of 37 latencies: the ceil(q/100 * n)-th smallest, {want} (a real sample, "
+            f"never an interpolation); got {got}")
+    four = np.array([40.0, 10.0, 30.0, 20.0])
+    assert (lab.percentile_ms(four, 50), lab.percentile_ms(four, 26)) == (20.0, 20.0), (
+        "of 10, 20, 30, 40: p50 is the 2nd smallest (20, not 25) and p26 the ceil(1.04) = 2nd "
+        "(20, not 17.8)")
+    empty = lab.percentile_ms(np.array([]), 99)
+    assert math.isnan(empty), f"no samples: NaN, got {empty}"
 
 
 def test_signature_labels_each_request_by_lru_replay(lab):
@@ -234,6 +326,26 @@ def test_signature_of_an_all_hot_trace_has_an_empty_cold_group(lab):
 def test_signature_refuses_bad_input(lab, trace, latencies, num_slots, argument):
     with pytest.raises(ValueError, match=argument):
         lab.cold_slot_signature(trace, latencies, num_slots)
+
+
+def serve_called_with() -> tuple[bool, dict]:
+    """``lab.serve("m", {"a": "p"})`` with ``server.serve`` recorded, not run: whether it was
+    handed this module's ``serve_argv``, and the keywords it got."""
+    lab = load_lab(LAB)
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lab.server, "serve", lambda argv_fn, *args, **kw: seen.append((argv_fn, kw)))
+        lab.serve("m", {"a": "p"})
+    ((argv_fn, kw),) = seen
+    return argv_fn is lab.serve_argv, kw
+
+
+@pytest.mark.structural  # the given serve, not the student's code
+def test_serve_starts_from_serve_argv_in_cpu_dtype(lab):
+    from_argv, kw = in_worker(lab, serve_called_with)
+    assert from_argv, "serve must start the server from this module's serve_argv"
+    assert kw.get("dtype") == lab.CPU_DTYPE, (
+        f"serve's dtype defaults to CPU_DTYPE ({lab.CPU_DTYPE}), as build_llm runs; got {kw}")
 
 
 # --- the recorded trace: a real run, replayed deterministically --------------------------------
