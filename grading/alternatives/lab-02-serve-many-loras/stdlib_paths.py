@@ -6,7 +6,11 @@ internals: ``sql_executes`` builds the table with one ``executescript``,
 ``LoRARequest`` carries, ``percentile_ms`` sorts and picks the nearest rank itself, the FLOPs
 figure is summed as FLOPs (``2*r*d_in + 2*r*d_out`` over ``2*d_in*d_out``) and lab 01's ratios
 are averaged with ``np.average(weights=...)``; messages are worded differently wherever the docs
-leave the wording free. The suite must pass it: the tests check contracts, not the reference.
+leave the wording free. Part 3's ops take another path too: each op marks every token with its
+slot (-1 for base tokens) and runs lab 01's gather path (``gather_shrink`` / ``gather_expand``)
+over the whole batch, writing back the adapter rows only; segments are expanded token by token
+before lab 01's ``group_by_adapter``, and nothing is remembered between calls. The suite must
+pass it: the tests check contracts, not the reference.
 """
 
 from __future__ import annotations
@@ -654,3 +658,149 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
         tail_count=int(tail.sum()),
         tail_cold_share=float((tail & ~hits).sum() / tail.sum()),
     )
+
+
+# === part 3: lab 01 inside the engine, on lab 01's gather path ===
+
+PUNICA_CPU = "vllm.lora.punica_wrapper.punica_cpu"
+OP_NAMES = ("sgmv_shrink", "sgmv_expand", "sgmv_expand_slice",
+            "bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
+OPS_ENV = "LAB02_PUNICA_OPS"
+
+
+def as_array(t) -> np.ndarray:
+    """A CPU torch tensor viewed as a numpy array without a copy; a numpy array as it is."""
+    return t if isinstance(t, np.ndarray) else t.numpy()
+
+
+def prefill_groups(b_seq_start_loc, seq_len_tensor, lora_indices_tensor):
+    """Every token of every segment, in segment order, then lab 01's grouping of their slots."""
+    starts, lens, slots = (np.array(as_array(t)) for t in (b_seq_start_loc, seq_len_tensor,
+                                                            lora_indices_tensor))
+    pieces = [np.arange(s, s + n) for s, n in zip(starts.tolist(), lens.tolist(), strict=True)]
+    rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.intp)
+    token_order, adapter_ids, offsets = load_lab("lab-01").group_by_adapter(np.repeat(slots, lens))
+    return rows[token_order].astype(np.intp), adapter_ids, offsets
+
+
+def decode_groups(lora_indices_tensor):
+    return load_lab("lab-01").group_by_adapter(np.array(as_array(lora_indices_tensor)))
+
+
+def _slot_of_each_token(groups, tokens: int) -> np.ndarray:
+    order, adapter_ids, offsets = groups
+    slot = np.full(tokens, -1, dtype=np.int64)
+    for g, a in enumerate(adapter_ids):
+        slot[order[offsets[g]:offsets[g + 1]]] = a
+    return slot
+
+
+def _stack(weights, dtype) -> np.ndarray:
+    w = as_array(weights)
+    return (w.reshape(w.shape[0], *w.shape[-2:]) if w.ndim == 4 else w).astype(dtype)
+
+
+def shrink_groups(inputs, lora_a_weights, output_tensor, groups, scaling: float) -> None:
+    out = as_array(output_tensor)
+    x = as_array(inputs).astype(out.dtype)
+    slot = _slot_of_each_token(groups, x.shape[0])
+    h = load_lab("lab-01").gather_shrink(x, _stack(lora_a_weights, out.dtype), slot)
+    mine = slot != -1
+    out[mine, :h.shape[1]] = h[mine] * out.dtype.type(scaling)
+
+
+def expand_groups(inputs, lora_b_weights, output_tensor, groups, slice_offset: int,
+                  slice_size: int, add_inputs: bool) -> None:
+    out = as_array(output_tensor)
+    h = as_array(inputs).astype(out.dtype)
+    slot = _slot_of_each_token(groups, h.shape[0])
+    delta = load_lab("lab-01").gather_expand(h, _stack(lora_b_weights, out.dtype), slot)
+    mine = slot != -1
+    window = out[:, slice_offset:slice_offset + slice_size]  # a view: writes land in out
+    window[mine] = (window[mine] if add_inputs else 0) + delta[mine, :slice_size]
+
+
+def _segments(b_seq_start_loc, seq_len_tensor, lora_indices_tensor):
+    return prefill_groups(b_seq_start_loc, seq_len_tensor, lora_indices_tensor)
+
+
+def sgmv_shrink(inputs, lora_a_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                lora_indices_tensor, batches, max_seq_length, token_nums, scaling):
+    shrink_groups(inputs, lora_a_weights, output_tensor,
+                  _segments(b_seq_start_loc, seq_len_tensor, lora_indices_tensor), scaling)
+
+
+def sgmv_expand(inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                lora_indices_tensor, batches, max_seq_length, token_nums, add_inputs=False):
+    expand_groups(inputs, lora_b_weights, output_tensor,
+                  _segments(b_seq_start_loc, seq_len_tensor, lora_indices_tensor), 0,
+                  min(as_array(lora_b_weights).shape[-2], as_array(output_tensor).shape[1]),
+                  add_inputs)
+
+
+def sgmv_expand_slice(inputs, lora_b_weights, output_tensor, b_seq_start_loc, seq_len_tensor,
+                      lora_indices_tensor, batches, max_seq_length, token_nums, slice_offset,
+                      slice_size, add_inputs=False):
+    expand_groups(inputs, lora_b_weights, output_tensor,
+                  _segments(b_seq_start_loc, seq_len_tensor, lora_indices_tensor), slice_offset,
+                  slice_size, add_inputs)
+
+
+def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
+    shrink_groups(inputs, lora_b_weights, output_tensor, decode_groups(lora_indices_tensor),
+                  scaling)
+
+
+def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):
+    expand_groups(inputs, lora_b_weights, output_tensor, decode_groups(lora_indices_tensor), 0,
+                  min(as_array(lora_b_weights).shape[-2], as_array(output_tensor).shape[1]),
+                  add_inputs)
+
+
+def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor, slice_offset,
+                      slice_size, add_inputs=True):
+    expand_groups(inputs, lora_b_weights, output_tensor, decode_groups(lora_indices_tensor),
+                  slice_offset, slice_size, add_inputs)
+
+
+def lab_ops() -> dict[str, object]:
+    """This module's six ops, by vLLM's names (given)."""
+    return {name: globals()[name] for name in OP_NAMES}
+
+
+def stock_ops() -> dict[str, object]:
+    """vLLM's own six CPU ops, from ``vllm.lora.ops.torch_ops`` (given)."""
+    from vllm.lora.ops import torch_ops
+
+    return {name: getattr(torch_ops, name) for name in OP_NAMES}
+
+
+def try_ops(ops: Mapping[str, object]) -> None:
+    """Call each of the six ops once on a tiny batch of numpy arrays (given): raises what an op
+    raises, so that a TODO shows before an engine runs a whole batch on it."""
+    f32 = np.float32
+    x, h, idx = np.ones((2, 3), f32), np.ones((2, 1), f32), np.array([0, -1])
+    A, B = np.ones((1, 1, 1, 3), f32), np.ones((1, 1, 3, 1), f32)
+    seg = (np.array([0]), np.array([2]), np.array([0]), 1, 2, 2)  # one segment of 2 tokens
+    ops["sgmv_shrink"](x, A, np.zeros((2, 1), f32), *seg, 1.0)
+    ops["sgmv_expand"](h, B, np.zeros((2, 3), f32), *seg, True)
+    ops["sgmv_expand_slice"](h, B, np.zeros((2, 6), f32), *seg, 3, 3, True)
+    ops["bgmv_shrink"](x, A, np.zeros((2, 1), f32), idx, 1.0)
+    ops["bgmv_expand"](h, B, np.zeros((2, 3), f32), idx, True)
+    ops["bgmv_expand_slice"](h, B, np.zeros((2, 6), f32), idx, 3, 3, True)
+
+
+def install_ops(ops: Mapping[str, object]) -> dict[str, object]:
+    """Make the engine call ``ops`` (given): set each of the six names on ``punica_cpu``, the module
+    whose globals the CPU punica wrapper calls at every step, and return the ones it replaced.
+    An in-process engine (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) uses them from its next step on."""
+    import importlib
+
+    module = importlib.import_module(PUNICA_CPU)
+    missing = sorted(set(OP_NAMES) - set(ops))
+    if missing:
+        raise ValueError(f"ops: expected all six of {OP_NAMES}, missing {missing}")
+    before = {name: getattr(module, name) for name in OP_NAMES}
+    for name in OP_NAMES:
+        setattr(module, name, ops[name])
+    return before

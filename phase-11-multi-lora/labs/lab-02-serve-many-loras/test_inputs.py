@@ -10,12 +10,15 @@ error, the name the message must carry.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
 import pytest
 
-from labkit import load_lab
+import numpy as np
+
+from labkit import in_worker, load_lab
 
 SCHEMA = "CREATE TABLE t (a INTEGER)"
 KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)
@@ -116,3 +119,77 @@ def test_reconcile_refuses_an_adapter_folder_without_its_config(lab, tmp_path):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         lab.reconcile(lab.parse_capture(""), econ.LLAMA2_7B, tmp_path)
+
+
+# --- inputs are read, never edited ------------------------------------------------------------
+
+
+def unchanged_calls(lab, seed: int) -> dict[str, tuple]:
+    """Each function that takes a container, with seeded valid arguments: name -> (function,
+    keyword arguments, the argument it may write to or None)."""
+    rng = np.random.default_rng([seed, 202])
+    n = int(rng.integers(3, 7))
+    rows = [{"id": i, "schema": SCHEMA, "inserts": [f"INSERT INTO t VALUES ({i})"],
+             "output": "SELECT a FROM t"} for i in range(n)]
+    trace = [None if k < 0 else f"t{k}" for k in rng.integers(-1, 3, size=n)]
+    T, L, r, d = n + 3, 2, 2, 4
+    lens = np.array([2, 1, T - 3]) if T > 3 else np.array([T])
+    seg = (np.concatenate(([0], np.cumsum(lens)[:-1])), lens, np.arange(len(lens)) % (L + 1) - 1)
+    tokens = np.repeat(seg[2], seg[1])  # the test's own grouping: the lab's is not called here
+    slots = np.unique(tokens[tokens >= 0])
+    groups = (np.concatenate([np.flatnonzero(tokens == s) for s in slots]), slots,
+              np.concatenate(([0], np.cumsum([np.sum(tokens == s) for s in slots]))))
+    f32 = np.float32
+    return {
+        "serve_argv": (lab.serve_argv, dict(model="m", adapters={"a": "p"}, port=8123,
+                                            extra_args=["--seed", str(seed)]) | KNOBS, None),
+        "eval_diff": (lab.eval_diff, dict(rows_a=rows, rows_b=copy.deepcopy(rows)), None),
+        "sql_executes": (lab.sql_executes, dict(schema=SCHEMA, sql="SELECT a FROM t",
+                                                inserts=list(rows[0]["inserts"])), None),
+        "cold_slot_signature": (lab.cold_slot_signature,
+                                dict(trace=trace, latencies_ms=list(rng.uniform(1, 9, size=n)),
+                                     num_slots=1), None),
+        "percentile_ms": (lab.percentile_ms, dict(latencies_ms=rng.uniform(1, 9, size=n), q=99.0),
+                          None),
+        "prefill_groups": (lab.prefill_groups, dict(zip(("b_seq_start_loc", "seq_len_tensor",
+                                                         "lora_indices_tensor"), seg)), None),
+        "shrink_groups": (lab.shrink_groups,
+                          dict(inputs=rng.standard_normal((T, d)).astype(f32),
+                               lora_a_weights=rng.standard_normal((L, 1, r, d)).astype(f32),
+                               output_tensor=np.zeros((T, r), f32), groups=groups, scaling=0.5),
+                          "output_tensor"),
+        "expand_groups": (lab.expand_groups,
+                          dict(inputs=rng.standard_normal((T, r)).astype(f32),
+                               lora_b_weights=rng.standard_normal((L, 1, d, r)).astype(f32),
+                               output_tensor=np.zeros((T, d), f32), groups=groups,
+                               slice_offset=0, slice_size=d, add_inputs=True), "output_tensor"),
+    }
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and np.array_equal(a, b))
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(same_value(x, y) for x, y in zip(a, b, strict=True)))
+    return a == b
+
+
+def edited_arguments(fn: str, seed: int) -> list[str]:
+    """Where the lab runs: ``fn`` on seeded valid arguments; the names of those it edited
+    (compared with deep copies made before the call), the one it writes to left out."""
+    call, kwargs, writes = unchanged_calls(load_lab("lab-02"), seed)[fn]
+    before = copy.deepcopy(kwargs)
+    call(**kwargs)
+    return [k for k in kwargs if k != writes and not same_value(kwargs[k], before[k])]
+
+
+@pytest.mark.parametrize("fn", ["serve_argv", "eval_diff", "sql_executes", "cold_slot_signature",
+                                "percentile_ms", "prefill_groups", "shrink_groups",
+                                "expand_groups"])
+def test_no_function_changes_its_inputs(lab, seed, fn):
+    edited = in_worker(lab, edited_arguments, fn, seed)
+    assert not edited, (
+        f"{fn} edited its argument(s) {edited}: no function changes its inputs (part 3's ops "
+        "write into output_tensor only)")
