@@ -825,6 +825,24 @@ def _slots(weights, dtype) -> np.ndarray:
     return w[:, 0] if w.ndim == 4 else w
 
 
+RUNS_PER_GROUP_MAX = 64  # a group of prefill segments is a few runs of consecutive rows
+
+
+def _windows(out: np.ndarray, rows: np.ndarray, cols: slice):
+    """``(part, window)`` pairs covering ``out[rows, cols]``: views of each run of consecutive
+    rows (written in place, in one pass) when the rows form few runs, as prefill segments do;
+    else one fancy-indexed pair, written back when the caller is done (decode: a run per row)."""
+    bounds = np.flatnonzero(np.diff(rows) != 1) + 1
+    if len(bounds) < RUNS_PER_GROUP_MAX:
+        edges = [0, *bounds.tolist(), len(rows)]
+        for a, b in zip(edges[:-1], edges[1:], strict=False):
+            yield slice(a, b), out[rows[a]:rows[a] + b - a, cols]
+        return
+    window = out[rows, cols]
+    yield slice(None), window
+    out[rows, cols] = window
+
+
 def _group_rows(groups):
     order, adapter_ids, offsets = groups
     for g, slot in enumerate(adapter_ids):
@@ -867,10 +885,11 @@ def expand_groups(inputs, lora_b_weights, output_tensor, groups, slice_offset: i
     cols = slice(slice_offset, slice_offset + slice_size)
     for slot, rows in _group_rows(groups):
         delta = expand(h[rows], B[slot])[:, :slice_size]
-        if add_inputs:
-            out[rows, cols] += delta
-        else:
-            out[rows, cols] = delta
+        for part, window in _windows(out, rows, cols):
+            if add_inputs:
+                window += delta[part]
+            else:
+                window[...] = delta[part]
     # END SOLUTION
 
 
