@@ -14,9 +14,8 @@ import copy
 import math
 import re
 
-import pytest
-
 import numpy as np
+import pytest
 
 from labkit import in_worker, load_lab
 
