@@ -151,7 +151,7 @@ def unchanged_calls(lab, seed: int) -> dict[str, tuple]:
         "percentile_ms": (lab.percentile_ms, dict(latencies_ms=rng.uniform(1, 9, size=n), q=99.0),
                           None),
         "prefill_groups": (lab.prefill_groups, dict(zip(("b_seq_start_loc", "seq_len_tensor",
-                                                         "lora_indices_tensor"), seg)), None),
+                                                         "lora_indices_tensor"), seg, strict=True)), None),
         "shrink_groups": (lab.shrink_groups,
                           dict(inputs=rng.standard_normal((T, d)).astype(f32),
                                lora_a_weights=rng.standard_normal((L, 1, r, d)).astype(f32),
