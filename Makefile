@@ -82,7 +82,7 @@ starters: install ## regenerate every starter.py from its solution's markers (gr
 mutation: install ## cosmic-ray over every lab's solution vs its CPU tests (niced, resumable; ONLY=lab-0N)
 	nice -n 15 $(PY) -m grading.mutation $(if $(ONLY),--labs $(ONLY))
 
-check-spec: install ## every error-message fragment a test matches is stated in its starter/README
+check-spec: install ## docs and tests agree both ways: tested wordings are documented, every documented promise (grading/promises) has a test
 	$(PY) -m grading.spec_check
 # /instructor-only
 
