@@ -162,8 +162,8 @@ def tag_spec(tag):
 @contextmanager
 def stand_in_vllm(cuda: bool | None):
     """A stand-in ``vllm`` package (``LLM`` records, ``LoRARequest`` is ``FakeLoRARequest``) and,
-    unless ``cuda`` is None, ``torch.cuda.is_available()`` answering ``cuda``; all restored
-    afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
+    unless ``cuda`` is None, a stand-in ``torch`` whose ``cuda.is_available()`` answers ``cuda``;
+    all restored afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
     with pytest.MonkeyPatch.context() as mp:
         root = types.ModuleType("vllm")
         root.LLM = FakeLLM
@@ -174,10 +174,12 @@ def stand_in_vllm(cuda: bool | None):
         for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
             mp.setitem(sys.modules, name, module)
         mp.setenv(INPROC_ENV, "0")
-        if cuda is not None:
-            import torch
-
-            mp.setattr(torch.cuda, "is_available", lambda: cuda)
+        if cuda is not None:  # a stand-in torch too: importing the real one costs seconds
+            torch = types.ModuleType("torch")
+            torch.cuda = types.ModuleType("torch.cuda")
+            torch.cuda.is_available = lambda: cuda
+            mp.setitem(sys.modules, "torch", torch)
+            mp.setitem(sys.modules, "torch.cuda", torch.cuda)
         yield
 
 
@@ -249,7 +251,7 @@ def test_build_llm_leaves_vllms_defaults_on_cuda(lab):
 
 def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab):
     with pytest.raises(ValueError, match="max_cpu_loras"):
-        in_worker(lab, build_with_stand_ins, None, "some/model", max_loras=4, max_lora_rank=16,
+        in_worker(lab, build_with_stand_ins, False, "some/model", max_loras=4, max_lora_rank=16,
                   max_cpu_loras=2)
     assert not in_worker(lab, engines_built), "the engine must not be built with inconsistent knobs"
 

@@ -358,6 +358,7 @@ def as_array_writes() -> tuple[float, bool]:
     return t[1, 0].item(), lab.as_array(a) is a
 
 
+@pytest.mark.engine  # torch comes with the engine install; importing it costs seconds
 @pytest.mark.structural  # the given as_array, not the student's code
 def test_as_array_views_a_tensor_without_a_copy(lab):
     pytest.importorskip("torch")

@@ -48,6 +48,7 @@ SQL_ROWS = 4  # eval rows sent through the API to each of the adapter and the ba
 SQL_MAX_TOKENS = 32  # the longest gold query in eval.jsonl is 20 tokens of SmolLM2
 RUNTIME_NAME = "sql-runtime"
 LOG_LEVEL_ENV = "VLLM_LOGGING_LEVEL"  # DEBUG: the server's log records each slot load
+STUB_POLL_S = 0.02  # a stub server checks for shutdown this often (the default 0.5 s is wait)
 
 
 def flag_values(argv: list[str], flag: str) -> list[str]:
@@ -159,7 +160,7 @@ class _VllmErrorStub(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def error_stub():
     stub = http.server.HTTPServer(("127.0.0.1", 0), _VllmErrorStub)
-    thread = threading.Thread(target=stub.serve_forever, daemon=True)
+    thread = threading.Thread(target=stub.serve_forever, args=(STUB_POLL_S,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{stub.server_address[1]}/v1"
     stub.shutdown()
@@ -206,7 +207,7 @@ def recording_stub(delay_s: float = 0.0):
     _RecordingStub.SEEN.clear()
     _RecordingStub.DELAY_S = delay_s
     stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingStub)
-    thread = threading.Thread(target=stub.serve_forever, daemon=True)
+    thread = threading.Thread(target=stub.serve_forever, args=(STUB_POLL_S,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{stub.server_address[1]}/v1"
@@ -232,10 +233,10 @@ def test_an_adapter_load_gives_up_after_timeout_s(lab):
     with recording_stub(delay_s=3.0) as url:
         start = time.monotonic()
         with pytest.raises(OSError):  # urllib's URLError or a socket timeout: no answer in time
-            lab.load_adapter(url, "sql", "assets/sql-lora", timeout_s=0.5)
+            lab.load_adapter(url, "sql", "assets/sql-lora", timeout_s=0.1)
         waited = time.monotonic() - start
     assert waited < 2.5, (
-        f"load_adapter waits up to timeout_s=0.5 s for the answer, not longer; it waited "
+        f"load_adapter waits up to timeout_s=0.1 s for the answer, not longer; it waited "
         f"{waited:.1f} s")
 
 
