@@ -649,7 +649,14 @@ class ForwardOnReusedBuffers(RuleBasedStateMachine):
                               + "\n  ".join(problems))
 
 
-def test_forward_on_buffers_refilled_in_place(lab):
+def test_forward_on_buffers_refilled_in_place(lab, seed):
+    # one plain call of each first: an unfinished function fails here, on its own TODO line,
+    # rather than as one of the machine's several failures
+    b = make_batch(np.random.default_rng(seed), T=12, d_in=6, d_out=5, r=2, L=4)
+    want = dense_reference(b)
+    assert_bitwise_equal(lab.batched_lora_forward(*b.args, scale=b.scale), want,
+                         why="the forward on fresh buffers, before the machine refills them")
+    assert not grouping_problems(b.idx.copy(), *lab.group_by_adapter(b.idx.copy()))
     ForwardOnReusedBuffers.lab = lab
     run_state_machine_as_test(ForwardOnReusedBuffers)
 
