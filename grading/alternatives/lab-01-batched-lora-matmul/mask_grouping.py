@@ -106,6 +106,31 @@ def batched_lora_forward(x, W, A_stack, B_stack, idx, scale=1.0) -> np.ndarray:
     return y
 
 
+def gather_shrink(x, A_stack, idx) -> np.ndarray:
+    _floats("x", x, 2)
+    _floats("A_stack", A_stack, 3, x)
+    _same("A_stack d_in", A_stack.shape[2], "x d_in", x.shape[1])
+    idx = _ids(idx, x.shape[0], A_stack.shape[0])
+    keep = idx != -1
+    h = np.zeros((x.shape[0], A_stack.shape[1]), dtype=x.dtype)
+    if keep.any():  # every adapter row's A, taken in one call, then one batched matvec
+        h[keep] = np.matmul(np.take(A_stack, idx[keep], axis=0), x[keep][:, :, None])[:, :, 0]
+    return h
+
+
+def gather_expand(h, B_stack, idx, scale=1.0) -> np.ndarray:
+    _floats("h", h, 2)
+    _floats("B_stack", B_stack, 3, h, "h")
+    _same("B_stack rank", B_stack.shape[2], "h rank", h.shape[1])
+    idx = _ids(idx, h.shape[0], B_stack.shape[0])
+    scale = _scale(scale)
+    keep = idx != -1
+    y = np.zeros((h.shape[0], B_stack.shape[1]), dtype=h.dtype)
+    if keep.any():
+        y[keep] = np.matmul(np.take(B_stack, idx[keep], axis=0), h[keep][:, :, None])[:, :, 0] * scale
+    return y
+
+
 def lora_overhead(d_in: int, d_out: int, r: int) -> float:
     for name, v in {"d_in": d_in, "d_out": d_out, "r": r}.items():
         if not isinstance(v, int | np.integer) or isinstance(v, bool):

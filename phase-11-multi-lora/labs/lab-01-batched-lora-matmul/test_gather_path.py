@@ -9,6 +9,8 @@ computed from copies made before the call.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -89,6 +91,9 @@ def test_base_rows_gather_no_adapter_when_every_slot_is_full(lab, rng):
     base = np.flatnonzero(idx == -1)
     h = lab.gather_shrink(x, A_stack, idx)
     y = lab.gather_expand(h_in, B_stack, idx, SCALE)
+    assert_bitwise_equal(h, gathered_shrink(x, A_stack, idx), why="gather_shrink, every row")
+    assert_bitwise_equal(y, gathered_expand(h_in, B_stack, idx, SCALE),
+                         why="gather_expand, every row")
     for name, out in (("gather_shrink", h), ("gather_expand", y)):
         leaked = [int(i) for i in base if np.any(out[i] != 0)]
         assert not leaked, (
@@ -117,7 +122,9 @@ def test_gather_keeps_the_inputs_dtype(lab, rng, dtype):
 
 
 def test_an_all_base_batch_gathers_nothing(lab, rng):
-    x, A_stack, B_stack, _ = full_slots(rng, T=7, d_in=6, d_out=5, r=2, L=3)
+    x, A_stack, B_stack, mixed = full_slots(rng, T=7, d_in=6, d_out=5, r=2, L=3)
+    assert_bitwise_equal(lab.gather_shrink(x, A_stack, mixed),
+                         gathered_shrink(x, A_stack, mixed), why="a mixed batch first")
     idx = np.full(7, -1)
     h = lab.gather_shrink(x, A_stack, idx)
     y = lab.gather_expand(rng.standard_normal((7, 2)), B_stack, idx)
@@ -126,7 +133,9 @@ def test_an_all_base_batch_gathers_nothing(lab, rng):
 
 
 def test_an_empty_batch_gathers_an_empty_output(lab, rng):
-    _, A_stack, B_stack, _ = full_slots(rng, T=4, d_in=6, d_out=5, r=2, L=3)
+    x, A_stack, B_stack, mixed = full_slots(rng, T=4, d_in=6, d_out=5, r=2, L=3)
+    assert_bitwise_equal(lab.gather_shrink(x, A_stack, mixed),
+                         gathered_shrink(x, A_stack, mixed), why="a mixed batch first")
     idx = np.zeros(0, dtype=np.int64)
     assert lab.gather_shrink(np.zeros((0, 6)), A_stack, idx).shape == (0, 2)
     assert lab.gather_expand(np.zeros((0, 2)), B_stack, idx).shape == (0, 5)
@@ -187,11 +196,15 @@ def test_gather_refuses_idx_outside_the_slots_not_wrapped(lab, rng, past):
     h = checked_valid_calls(lab, x, A_stack, B_stack, idx)
     value, row = (-2 if past == -1 else n["L"] + past), int(rng.integers(0, n["T"]))
     idx[row] = value
-    with pytest.raises(ValueError, match=rf"idx: entries must be in \[-1, {n['L']}\), "
-                                         rf"got {value} at row {row}"):
-        lab.gather_shrink(x, A_stack, idx)
-    with pytest.raises(ValueError, match=rf"got {value} at row {row}"):
-        lab.gather_expand(h, B_stack, idx)
+    for call in (lambda: lab.gather_shrink(x, A_stack, idx),
+                 lambda: lab.gather_expand(h, B_stack, idx)):
+        with pytest.raises(ValueError) as err:
+            call()
+        message = str(err.value)
+        assert ("idx" in message and re.search(rf"(?<![\d-]){value}(?!\d)", message)
+                and re.search(rf"\brow {row}\b", message)), (
+            f"idx[{row}] = {value} with L = {n['L']}: the message must name idx and give the "
+            f"value and 'row {row}', got: {message}")
 
 
 def test_gather_refuses_mismatched_widths_naming_the_argument(lab, rng):

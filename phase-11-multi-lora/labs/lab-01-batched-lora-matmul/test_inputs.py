@@ -92,6 +92,16 @@ def oracle(fn: str, kw: dict):
     if fn == "lora_overhead":
         want = kw["r"] * (kw["d_in"] + kw["d_out"]) / (kw["d_in"] * kw["d_out"])
         return lambda got: _same(fn, got, want, 1e-12)
+    if fn in ("gather_shrink", "gather_expand"):
+        stack = kw["A_stack"] if fn == "gather_shrink" else kw["B_stack"]
+        rows = kw["x"] if fn == "gather_shrink" else kw["h"]
+        want = np.zeros((rows.shape[0], stack.shape[1]), dtype=rows.dtype)
+        for i, a in enumerate(kw["idx"]):
+            if a != -1:
+                want[i] = stack[a] @ rows[i] * (kw["scale"] if fn == "gather_expand" else 1.0)
+        return lambda got: assert_close(got, want, rtol=TOL[want.dtype.type],
+                                        atol=TOL[want.dtype.type],
+                                        why=f"{fn}: the valid call on seeded inputs")
     want = {"shrink": lambda: kw["x"] @ kw["A"].T,
             "expand": lambda: kw["scale"] * (kw["h"] @ kw["B"].T),
             "lora_delta_loop": lambda: _delta(kw),
@@ -268,18 +278,19 @@ def same_value(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def edited_arguments(fn: str, seed: int) -> list[str]:
+def edited_arguments(fn: str, seed: int) -> tuple[list[str], object]:
     """Where the lab runs: ``fn`` on its seeded valid arguments; the names of those it edited
-    (compared with deep copies made before the call)."""
+    (compared with deep copies made before the call), and what it returned."""
     kwargs = valid(seed)[fn]
     before = copy.deepcopy(kwargs)
-    getattr(load_lab("lab-01"), fn)(**kwargs)
-    return [k for k in kwargs if not same_value(kwargs[k], before[k])]
+    got = getattr(load_lab("lab-01"), fn)(**kwargs)
+    return [k for k in kwargs if not same_value(kwargs[k], before[k])], got
 
 
 @pytest.mark.parametrize("fn", list(valid(0)))
 def test_every_function_leaves_its_inputs_unchanged(lab, seed, fn):
-    edited = in_worker(lab, edited_arguments, fn, seed)
+    edited, got = in_worker(lab, edited_arguments, fn, seed)
+    oracle(fn, valid(seed)[fn])(got)  # the call was a real one: its result is checked too
     assert not edited, (
         f"{fn} edited its argument(s) {edited}: every function leaves its inputs unchanged "
         "(a caller may reuse them, and vLLM refills its own buffers in place)")

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from labkit import in_worker, load_support
+from labkit import in_worker, load_lab, load_support
 from labkit.loader import Impl, load_impl
 
 GiB, MiB, GB = 2**30, 2**20, 10**9  # the test's own units, independent of the student's
@@ -499,21 +499,29 @@ def test_any_rank_and_any_iterable_of_targets_is_counted(lab, s, rank, data):
     names = [data.draw(st.sampled_from(ALIAS[t])) for t in targets]
     form = data.draw(st.sampled_from(list(ITERABLES)))
     dtype_bytes = data.draw(st.sampled_from([1, 2, 4]))
-    shape = lab.ModelShape(**s)
     want = lora_count(s, rank, targets)
     canonical = tuple(t for t in ALL_LINEAR if t in targets)
-    got = lab.normalize_targets(ITERABLES[form](names))
-    assert tuple(got) == canonical, f"normalize_targets of a {form} {names}: got {got}"
-    got = lab.lora_params(shape, rank, ITERABLES[form](names))
-    assert got == want, (f"lora_params(rank={rank}, targets as a {form} {names}) = {got}, expected "
-                         f"layers x sum of r*(d_in+d_out) = {want}")
-    got = lab.adapter_bytes(shape, rank, ITERABLES[form](names), dtype_bytes)
-    assert got == want * dtype_bytes, f"adapter_bytes at dtype_bytes={dtype_bytes}: {got}"
-    got = lab.slot_reservation_bytes(shape, 3, rank, ITERABLES[form](names), dtype_bytes)
-    assert got == 3 * want * dtype_bytes, (
+    normalized, params, nbytes, slots, base = in_worker(lab, counted_with, form, names, s, rank,
+                                                        dtype_bytes)
+    assert normalized == canonical, f"normalize_targets of a {form} {names}: got {normalized}"
+    assert params == want, (f"lora_params(rank={rank}, targets as a {form} {names}) = {params}, "
+                            f"expected layers x sum of r*(d_in+d_out) = {want}")
+    assert nbytes == want * dtype_bytes, f"adapter_bytes at dtype_bytes={dtype_bytes}: {nbytes}"
+    assert slots == 3 * want * dtype_bytes, (
         f"slot_reservation_bytes(max_loras=3, max_lora_rank={rank}, dtype_bytes={dtype_bytes}) = "
-        f"{got}, expected 3 slots x {want} params x {dtype_bytes} B")
-    assert lab.base_bytes(shape, dtype_bytes) == base_count(s) * dtype_bytes
+        f"{slots}, expected 3 slots x {want} params x {dtype_bytes} B")
+    assert base == base_count(s) * dtype_bytes
+
+
+def counted_with(form: str, names: list[str], s: dict, rank: int, dtype_bytes: int) -> tuple:
+    """Where the lab runs (a generator cannot cross to a worker): each counting function given
+    the targets as a fresh ``form`` built there."""
+    lab = load_lab("lab-03")
+    shape, make = lab.ModelShape(**s), ITERABLES[form]
+    return (tuple(lab.normalize_targets(make(names))), lab.lora_params(shape, rank, make(names)),
+            lab.adapter_bytes(shape, rank, make(names), dtype_bytes),
+            lab.slot_reservation_bytes(shape, 3, rank, make(names), dtype_bytes),
+            lab.base_bytes(shape, dtype_bytes))
 
 
 def test_a_rank_12_adapter_is_counted_like_any_rank(lab):
