@@ -110,7 +110,7 @@ class GradingPlugin:
         self.rootdir = rootdir.rstrip(os.sep) + os.sep if rootdir else ""
         self.current: str | None = None
         self.phases: dict[str, dict] = {}
-        self.snapshot: dict[tuple[str, str], object] = {}
+        self.snapshot: dict[tuple[str, str], tuple] = {}
         self.alarms = 0
         self.grace_s = min(5.0, max(1.0, self.timeout_s / 2))  # time to unwind after TestTimeout
 
@@ -234,28 +234,39 @@ class GradingPlugin:
                                    detail=f"opened {full.removeprefix(self.rootdir)} of the "
                                           f"test tree for writing")
 
-    def _take_snapshot(self, session: pytest.Session) -> dict[tuple[str, str], object]:
-        modules: dict[str, ModuleType] = {n: sys.modules[n] for n in WATCHED_MODULES
-                                          if n in sys.modules}
-        for item in session.items:
-            module = getattr(item, "module", None)
-            if module is not None:
-                modules[module.__name__] = module
-        for plugin in session.config.pluginmanager.get_plugins():
-            if isinstance(plugin, ModuleType) and str(getattr(plugin, "__file__", "")
-                                                      ).endswith("conftest.py"):
-                modules[plugin.__name__] = plugin
-        return {(name, attr): value for name, module in modules.items()
+    def _take_snapshot(self, session: pytest.Session) -> dict[tuple[str, str], tuple]:
+        """Every callable of the watched machinery: ``(label, attr) -> (name, module, value)``.
+
+        A watched module (numpy, labkit, ...) is looked up by ``name`` in ``sys.modules`` again
+        at each check, so replacing the module itself is seen too. A test module or conftest
+        is kept as the object (``name`` None) and labelled by its file: several conftests may
+        share the name ``conftest``, and ``sys.modules`` holds only the last one imported.
+        """
+        watched: list[tuple[str, str | None, ModuleType]] = [
+            (n, n, sys.modules[n]) for n in WATCHED_MODULES if n in sys.modules]
+        files = [getattr(item, "module", None) for item in session.items]
+        files += [p for p in session.config.pluginmanager.get_plugins()
+                  if isinstance(p, ModuleType)
+                  and str(getattr(p, "__file__", "")).endswith("conftest.py")]
+        seen: set[int] = set()
+        for module in files:
+            if module is None or id(module) in seen:
+                continue
+            seen.add(id(module))
+            where = str(getattr(module, "__file__", "") or module.__name__)
+            watched.append((where.removeprefix(self.rootdir), None, module))
+        return {(label, attr): (name, module, value) for label, name, module in watched
                 for attr, value in vars(module).items() if callable(value)}
 
     def _check_snapshot(self, nodeid: str) -> None:
-        for (name, attr), value in self.snapshot.items():
-            module = sys.modules.get(name)
+        for (label, attr), (name, module, value) in self.snapshot.items():
+            if name is not None:
+                module = sys.modules.get(name)
             current = getattr(module, attr, None) if module is not None else None
             if current is not value:
                 self.log.write("flag", kind="tampers_tests", nodeid=nodeid,
-                               detail=f"{name}.{attr} was replaced while this test ran")
-                self.snapshot[(name, attr)] = current  # report each replacement once
+                               detail=f"{label}.{attr} was replaced while this test ran")
+                self.snapshot[(label, attr)] = (name, module, current)  # report each once
 
 
 def _writes(args: tuple) -> bool:
