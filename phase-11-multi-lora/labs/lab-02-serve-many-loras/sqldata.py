@@ -9,17 +9,22 @@ trained on these rows (`tools/train_adapters.py`): the SQL tenant answers the qu
 the query, the question tenant turns the query back into the canonical question.
 
 Held-out by construction (`split="eval"`): table names and string values come from pools
-disjoint from training's, integers from a disjoint residue class, and column sets are
-checked against the training sets by the caller (`tools/train_adapters.py`).
+disjoint from training's, integers from a disjoint residue class, and `train_stream` never
+yields a row whose column set a held-out row has.
+
+Seeded end to end: every draw goes through one `random.Random`, never through a set's order
+(which follows `PYTHONHASHSEED`); `stream_digest` hashes a stream so two runs can be compared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PROMPT = (
@@ -629,7 +634,10 @@ def synthetic_domain(rng: random.Random) -> dict:
             spec = _c(words, "int", (lo, lo + rng.randint(10, 5000)))
         else:
             shape = rng.choice(("name", "name", "name", "code", "made-up"))
-            spec = _c(words, "text", tuple({_synthetic_value(rng, shape) for _ in range(6)}))
+            # dict.fromkeys, not a set: a set's order follows PYTHONHASHSEED, so the training
+            # stream would not be a function of the seed alone
+            values = dict.fromkeys(_synthetic_value(rng, shape) for _ in range(6))
+            spec = _c(words, "text", tuple(values))
         if column not in cols and _cc_usable(column) and not _cc_is_held_out(column, spec[2]):
             cols[column] = spec
     return cols
@@ -809,3 +817,60 @@ def vllm_rows() -> list[dict]:
                     "schema": schema, "inserts": inserts, "question": question,
                     "canonical": question, "gold_sql": gold})
     return out
+
+
+# --- the held-out sets and the training stream (tools/train_adapters.py) --------------------
+
+STREAM_DIGEST_ROWS = 3000  # rows of a training stream hashed into MANIFEST.md's "Run"
+
+
+def held_out(n: int, seed: int, phrasing: str) -> list[dict]:
+    """``n`` rows from the eval pools, numbered, with the gold query under ``gold_sql``."""
+    rng = random.Random(seed)
+    rows = [make_example(rng, "eval", phrasing=phrasing) for _ in range(n)]
+    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
+            for i, r in enumerate(rows)]
+
+
+def held_out_cc(n: int, seed: int) -> list[dict]:
+    """``n`` sql-create-context style rows from the held-out domains, cycling through them."""
+    rng = random.Random(seed)
+    domains = sorted(CC_DOMAINS["eval"])
+    rows = [make_cc_example(rng, "eval", domains[i % len(domains)]) for i in range(n)]
+    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
+            for i, r in enumerate(rows)]
+
+
+def column_set(example: dict) -> frozenset[str]:
+    """The column names of ``example``'s one-table schema."""
+    body = example["schema"].split("(", 1)[1].rstrip(")")
+    return frozenset(part.split()[0] for part in body.split(", "))
+
+
+def train_stream(seed: int, banned: set[frozenset[str]], cc_share: float = 0.0) -> Iterator[dict]:
+    """Endless training rows, in any training phrasing, never with a held-out column set;
+    a ``cc_share`` of them in the sql-create-context style, from the training domains only.
+    A function of its arguments alone: nothing in it depends on ``PYTHONHASHSEED``."""
+    rng = random.Random(seed)
+    while True:
+        if cc_share and rng.random() < cc_share:
+            yield make_cc_example(rng, "train")
+            continue
+        ex = make_example(rng, "train", phrasing="train")
+        if column_set(ex) not in banned:
+            yield ex
+
+
+def stream_digest(rows: Iterable[dict], n: int = STREAM_DIGEST_ROWS) -> str:
+    """sha256 of the first ``n`` rows (one sorted-key JSON line each): two runs drew the same
+    training data exactly when their digests agree."""
+    h = hashlib.sha256()
+    taken = 0
+    for row in rows:
+        if taken == n:
+            break
+        h.update((json.dumps(row, sort_keys=True) + "\n").encode())
+        taken += 1
+    if taken < n:
+        raise ValueError(f"rows: expected at least n={n} rows, got {taken}")
+    return h.hexdigest()

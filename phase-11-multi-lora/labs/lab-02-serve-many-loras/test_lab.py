@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import types
@@ -530,6 +531,24 @@ def test_synthetic_training_domains_hold_no_held_out_column_or_value():
     assert not sqldata._cc_usable("on") and sqldata._cc_usable("kavito"), "a keyword as a column"
     with pytest.raises(ValueError, match="domain"):
         sqldata.make_cc_example(rng, "eval", sqldata.SYNTHETIC)
+
+
+@pytest.mark.structural
+def test_the_training_stream_is_a_function_of_the_seed_alone():
+    """Two processes under different ``PYTHONHASHSEED`` draw the same training rows: nothing
+    in ``sqldata.train_stream`` iterates a set (whose order follows the hash seed)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import sqldata; "
+            "print(sqldata.stream_digest(sqldata.train_stream(11, set(), 0.6), 500))")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(Path(sqldata.__file__).parent)],
+                             env={**os.environ, "PYTHONHASHSEED": h}, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for h in ("1", "2")]
+    out = [run.communicate(timeout=60) for run in runs]
+    digests = [stdout.strip() for stdout, _ in out]
+    assert all(len(d) == 64 for d in digests), f"the digest run failed: {out}"
+    assert digests[0] == digests[1], (
+        f"PYTHONHASHSEED=1 and =2 drew different training rows ({digests}): a set's order "
+        "leaks into the stream")
 
 
 @pytest.mark.structural

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import random
 import re
 import sys
 import time
@@ -44,6 +43,7 @@ LAB = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(LAB))
 import base_model  # noqa: E402
 import sqldata  # noqa: E402
+from sqldata import column_set, held_out, held_out_cc, train_stream  # noqa: E402
 
 SEED = 20240611
 N_EVAL, N_PARAPHRASE, N_DEV, N_CC = 60, 30, 16, 40
@@ -89,41 +89,6 @@ TENANTS = {
 
 
 # --------------------------------------------------------------------------- data
-
-
-def held_out(n: int, seed: int, phrasing: str) -> list[dict]:
-    """``n`` rows from the eval pools, numbered, with the gold query under ``gold_sql``."""
-    rng = random.Random(seed)
-    rows = [sqldata.make_example(rng, "eval", phrasing=phrasing) for _ in range(n)]
-    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
-            for i, r in enumerate(rows)]
-
-
-def held_out_cc(n: int, seed: int) -> list[dict]:
-    """``n`` sql-create-context style rows from the held-out domains, cycling through them."""
-    rng = random.Random(seed)
-    domains = sorted(sqldata.CC_DOMAINS["eval"])
-    rows = [sqldata.make_cc_example(rng, "eval", domains[i % len(domains)]) for i in range(n)]
-    return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
-            for i, r in enumerate(rows)]
-
-
-def column_set(example: dict) -> frozenset[str]:
-    body = example["schema"].split("(", 1)[1].rstrip(")")
-    return frozenset(part.split()[0] for part in body.split(", "))
-
-
-def train_stream(seed: int, banned: set[frozenset[str]], cc_share: float = 0.0) -> Iterator[dict]:
-    """Endless training rows, in any training phrasing, never with a held-out column set;
-    a ``cc_share`` of them in the sql-create-context style, from the training domains only."""
-    rng = random.Random(seed)
-    while True:
-        if cc_share and rng.random() < cc_share:
-            yield sqldata.make_cc_example(rng, "train")
-            continue
-        ex = sqldata.make_example(rng, "train", phrasing="train")
-        if column_set(ex) not in banned:
-            yield ex
 
 
 def encode(tok, prompts: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
@@ -276,6 +241,8 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         lines += ["", f"### {r['name']}", "",
                   f"- {r['steps']} steps in {r['train_s']:.0f} s; dev check (transformers "
                   f"greedy, {r['dev_rows']} rows): {r['dev_right']} right",
+                  f"- training stream: sha256 of its first {sqldata.STREAM_DIGEST_ROWS:,} rows "
+                  f"`{r['stream_sha256']}` (`--stream-digest` prints it without training)",
                   f"- learning curve (step: loss): {points}",
                   f"- dev example: `{r['example']}`"]
     lines += kept_sections(out, {r["name"] for r in records})
@@ -302,6 +269,21 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def data(seed: int) -> tuple[list[dict], list[dict], list[dict], set[frozenset[str]]]:
+    """The held-out sets of ``seed`` (eval, dev, paraphrase) and the column sets they ban."""
+    evals = held_out(N_EVAL, seed + 1, "canonical")
+    dev = held_out(N_DEV, seed + 2, "canonical")
+    paraphrase = held_out(N_PARAPHRASE, seed + 3, "heldout")
+    banned = {column_set({"schema": r["schema"]}) for r in evals + dev + paraphrase}
+    return evals, dev, paraphrase, banned
+
+
+def streams(seed: int, names: list[str], banned: set[frozenset[str]]) -> dict[str, Iterator]:
+    """Each tenant's training stream: ``train_stream`` at ``seed + 10 + i`` for tenant i."""
+    return {name: train_stream(seed + 10 + i, banned, TENANTS[name].cc_share)
+            for i, name in enumerate(names)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=LAB / "assets")
@@ -310,26 +292,32 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="override every tenant's step count")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="torch threads (default: every core)")
+    ap.add_argument("--stream-digest", action="store_true",
+                    help="print each tenant's training-stream digest and exit (no training)")
     args = ap.parse_args()
+    evals, dev, paraphrase, banned = data(args.seed)
+    digests = {name: sqldata.stream_digest(stream)
+               for name, stream in streams(args.seed, args.tenants, banned).items()}
+    for name, digest in digests.items():
+        print(f"{name}: training stream, sha256 of the first {sqldata.STREAM_DIGEST_ROWS:,} "
+              f"rows: {digest}")
+    if args.stream_digest:
+        return
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     base_dir = base_model.base_model_dir()
     args.out.mkdir(parents=True, exist_ok=True)
-    evals = held_out(N_EVAL, args.seed + 1, "canonical")
-    dev = held_out(N_DEV, args.seed + 2, "canonical")
-    paraphrase = held_out(N_PARAPHRASE, args.seed + 3, "heldout")
     write_jsonl(args.out / "eval.jsonl", evals)
     write_jsonl(args.out / "paraphrase.jsonl", paraphrase)
     write_jsonl(args.out / "sqlcc.jsonl", held_out_cc(N_CC, args.seed + 4))
     write_jsonl(args.out / "vllm_rows.jsonl", sqldata.vllm_rows())
-    banned = {column_set({"schema": r["schema"]}) for r in evals + dev + paraphrase}
     records = []
-    for i, name in enumerate(args.tenants):
+    for i, (name, stream) in enumerate(streams(args.seed, args.tenants, banned).items()):
         tenant = TENANTS[name]
         if args.steps:
             tenant = Tenant(**{**vars(tenant), "steps": args.steps})
-        stream = train_stream(args.seed + 10 + i, banned, tenant.cc_share)
-        records.append(train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i))
+        record = train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i)
+        records.append({**record, "stream_sha256": digests[name]})
     write_manifest(args.out, records, args, time.monotonic() - t0)
     print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
 
