@@ -25,8 +25,10 @@ from labkit import load_lab, load_support
 # the server's process management behind `serve` (server.py). Re-exported: `lab.Capture`, ...
 records, headers, server = (load_support("lab-02", m)
                             for m in ("records", "safetensors_header", "server"))
-(Logged, Capture, Check, Reconciliation, RowDiff, EvalDiff, AdapterRequestError, LatencySummary,
- ColdSlotSignature) = (getattr(records, name) for name in records.__all__)
+Logged, Capture, Check = records.Logged, records.Capture, records.Check
+Reconciliation, RowDiff, EvalDiff = records.Reconciliation, records.RowDiff, records.EvalDiff
+AdapterRequestError, LatencySummary = records.AdapterRequestError, records.LatencySummary
+ColdSlotSignature = records.ColdSlotSignature
 Tensor, read_safetensors_header = headers.Tensor, headers.read_safetensors_header
 
 # === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
