@@ -13,6 +13,8 @@ The other way round, each lab's promise ledger (``grading/promises/<lab>.toml``,
 ``grading/ledger.py``) ties every sentence of the starter's docstrings to the tests that check it;
 this check prints each lab's coverage (promises, promises with a test, none without) and fails on
 a promise with no test, a sentence missing from the ledger, or a test that does not exist.
+A lab in parts must also list, once per part in its README, exactly the functions its starter
+leaves as TODOs below that part's marker (``grading/parts.py``).
 
 The rule, precisely:
 
@@ -61,7 +63,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from grading import ledger
+from grading import ledger, parts
 from grading.runner import LABS_SUBDIR, TOOLING_ROOT, lab_names
 from labkit.loader import names_lab
 
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.labs or any(names_lab(w, lab) for w in args.labs)]
     if not labs:
         parser.error(f"--labs: expected some of {lab_names(args.repo)}, got {args.labs}")
-    missing = unledgered = 0
+    missing = unledgered = unlisted = 0
     for lab in labs:
         fragments, problems = lab_problems(args.repo, lab)
         values = sum(f.pattern is None for f in fragments)
@@ -451,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(f"  {p}")
         missing += len(problems)
+        listed = parts.part_problems(args.repo / LABS_SUBDIR / lab)
+        if listed is not None:
+            print(f"{lab}: README's per-part function lists, {len(listed)} disagreeing with "
+                  f"starter.py's TODOs")
+            for p in listed:
+                print(f"  {p}")
+            unlisted += len(listed)
         cov = ledger.check(args.repo, lab)
         if cov is None:
             print(f"{lab}: no promise ledger ({ledger.ledger_path(args.repo, lab).relative_to(args.repo)})")
@@ -459,9 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in cov.problems:
             print(f"  {p}")
         unledgered += len(cov.problems)
-    print(f"\n{'FAIL' if missing or unledgered else 'OK'}: {missing} undocumented patterns or "
-          f"literals, {unledgered} promise-ledger problems")
-    return 1 if missing or unledgered else 0
+    failed = missing or unledgered or unlisted
+    print(f"\n{'FAIL' if failed else 'OK'}: {missing} undocumented patterns or literals, "
+          f"{unledgered} promise-ledger problems, {unlisted} part-list problems")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ AdapterRequestError, LatencySummary = records.AdapterRequestError, records.Laten
 ColdSlotSignature = records.ColdSlotSignature
 Tensor, read_safetensors_header = headers.Tensor, headers.read_safetensors_header
 
-# === part 1: the offline engine (build_llm, generate_mixed, parse_capture, reconcile, eval_diff) ===
+# === part 1: the offline engine (test_lab.py) ===
 #
 # Production counterparts (vLLM 0.32): the knobs are LoRAConfig in vllm/config/lora.py; the
 # slots are the `lora_a_stacked` / `lora_b_stacked` buffers of vllm/lora/layers/; the CPU build
@@ -187,7 +187,7 @@ def eval_diff(rows_a: Sequence[Mapping], rows_b: Sequence[Mapping]) -> EvalDiff:
     raise NotImplementedError("TODO(lab-02): pair the rows, diff the outputs, run each in sqlite3")
 
 
-# === part 2: the serving surface (serve_argv, server, load/unload_adapter, cold_slot_signature) ===
+# === part 2: the serving surface (test_serving.py) ===
 #
 # Production counterparts (vLLM 0.32): the routes live in
 # vllm/entrypoints/openai/models/serving.py (OpenAIServingModels: /v1/models with each adapter's
@@ -284,7 +284,7 @@ def cold_slot_signature(trace: Sequence[Hashable | None], latencies_ms: Sequence
                               "summarize hot and cold latencies and the p99 tail")
 
 
-# === part 3: lab 01 inside the engine (vLLM's six CPU punica ops) ===
+# === part 3: lab 01 inside the engine, vLLM's six CPU punica ops (test_punica_ops.py) ===
 #
 # vLLM's CPU build computes every LoRA delta with six ops from vllm/lora/ops/torch_ops/lora_ops.py,
 # which vllm/lora/punica_wrapper/punica_cpu.py imports by name. Stock, `sgmv_*` throws away the
