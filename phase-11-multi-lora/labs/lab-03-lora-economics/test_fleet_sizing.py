@@ -232,8 +232,12 @@ def fleet_arguments(lab, n: dict) -> dict:
 def one_bad(values: list, at: int, bad) -> list:
     """``values`` with the item at ``at`` (modulo its length) replaced by ``bad``."""
     out = list(values)
-    out[at % len(out)] = bad
+    out[at % len(out)] = bad  # as one_of reads it
     return out
+
+
+def one_of(values: list, at: int):
+    return values[at % len(values)]
 
 
 def value_shows(value, error) -> tuple[str, ...]:
@@ -246,8 +250,8 @@ def value_shows(value, error) -> tuple[str, ...]:
 BAD_CALLS = {
     "no tenants": ("tenant_ranks", lambda n: [], ValueError, ("[]", "none", "empty", "no ")),
     "rank zero": ("tenant_ranks", lambda n: one_bad(n["ranks"], n["at"], 0), ValueError, ("0",)),
-    "rank as float": ("tenant_ranks", lambda n: one_bad(n["ranks"], n["at"],
-                                                        float(n["ranks"][n["at"] % len(n["ranks"])])),
+    "rank as float": ("tenant_ranks",
+                      lambda n: one_bad(n["ranks"], n["at"], float(one_of(n["ranks"], n["at"]))),
                       TypeError, ("float",)),
     # the stray tenant, or the number of tenants it is not below
     "stray tenant": ("trace", lambda n: one_bad(n["trace"], n["at"], n["stray"]), ValueError,
@@ -280,7 +284,7 @@ def test_size_fleet_refuses_bad_input_naming_it(lab, seed, case):
     elif shows is None:
         shows = value_shows(value, error)
     elif arg == "tenant_ranks" and value:  # a bad item: its value
-        item = value[n["at"] % len(value)]
+        item = one_of(value, n["at"])
         shows = (repr(item), *shows)
     assert_refused(lab.size_fleet, lambda: fleet_arguments(lab, n), check, arg, value, error,
                    what=f"size_fleet: {case}", shows=shows)

@@ -454,7 +454,8 @@ def test_bad_moe_input_is_refused_naming_the_argument(lab, seed, case):
                 **({"targets": list(args["targets"])} if "targets" in args else {})}
 
     def check(got) -> None:
-        assert got == want, f"{fn} on the seeded valid arguments {args}: got {got!r}, expected {want:,}"
+        assert got == want, (f"{fn} on the seeded valid arguments {args}: got {got!r}, "
+                             f"expected {want:,}")
 
     value = bad(lab, n)
     if shows is None:
