@@ -84,16 +84,15 @@ def lookup_table(lab: str, dst: Path) -> Path:
     return dst
 
 
-# Lab 03's new exercises (sections 6 and 7: the MoE log, fleet sizing) and its inputs-unchanged
-# tests were merged with refusal and value tests that a table of placeholders still passes (60 of
-# 247, 24%, on 2026-12-06). Known and open (issue 29): strict, so the day it holds this fails.
-OPEN = {"lab-03-lora-economics": "lab 03's sections 6-7 refusals and inputs-unchanged tests "
-                                 "accept placeholders: 24% of its points (issue 29, open)"}
+# Measured on 2026-12-06 with this seed: lab 01, 4%; lab 03, 13 of 247 graded tests (5.3%), down
+# from 60 (24%) before its sections 6-7 refusal rows, its inputs-unchanged tests and three
+# relation-only tests checked their results (issue 29). What lab 03's table still passes is what
+# it computes in effect: module_dims and normalize_targets return tuples of plain values, which
+# _placeholder keeps; adapters_per_gib of an adapter over a GiB is 0; and a packed-overlap row
+# whose bad target "k" is a substring of the message's "rank".
 
 
-@pytest.mark.parametrize("lab", [pytest.param(lab, marks=pytest.mark.xfail(strict=True,
-                                                                         reason=OPEN[lab]))
-                                 if lab in OPEN else lab for lab in LABS])
+@pytest.mark.parametrize("lab", list(LABS))
 def test_a_lookup_table_scores_at_most_a_tenth(lab, tmp_path):
     if not (TOOLING_ROOT / LABS_SUBDIR / lab / "solution.py").is_file():
         pytest.skip("needs the reference solutions")

@@ -13,6 +13,8 @@ from collections import OrderedDict
 
 import pytest
 
+from labkit.refusals import assert_refused, shows_value
+
 GiB = 2**30
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # README section 4
 # Llama-2-7B, the lab's reference model: its fp16 weights and one all-linear slot per rank unit
@@ -199,58 +201,158 @@ def test_more_engines_when_slots_would_starve_the_kv_cache(lab):
 
 
 # --- refusals -------------------------------------------------------------------------------------
+# Each row starts from a valid call on arguments drawn from the seed, whose result the test
+# computes itself (its own LRU, slot and KV arithmetic), then replaces one argument: the error
+# must name it and carry the offending value.
 
+
+def refusal_draw(seed: int) -> dict:
+    """A small fleet question with an answer: 2 to 4 tenants, a trace that opens with one
+    tenant twice (a hit on any fleet), a budget with room for every slot and the KV floor, a
+    reachable hit-rate target."""
+    rng = random.Random(seed * 6007 + 29)
+    tenants = rng.randint(2, 4)
+    ranks = [rng.choice([4, 8, 16, 32, 64]) for _ in range(tenants)]
+    first = rng.randrange(tenants)
+    trace = [first, first] + [None if rng.random() < 0.1 else rng.randrange(tenants)
+                              for _ in range(rng.randint(30, 60))]
+    return dict(ranks=ranks, trace=trace, budget=LLAMA2_7B_BYTES + rng.randint(4, 20) * GiB,
+                min_kv=rng.randint(0, 5000), target=rng.choice([0.3, 0.4, 0.5]),
+                slots=rng.randint(1, 16), rank=rng.choice(VLLM_MAX_LORA_RANKS),
+                engines=rng.randint(1, tenants), stray=tenants + rng.randint(0, 9),
+                at=rng.randint(0, len(trace)))
+
+
+def fleet_arguments(lab, n: dict) -> dict:
+    return dict(shape=lab.LLAMA2_7B, tenant_ranks=list(n["ranks"]), trace=list(n["trace"]),
+                memory_budget_bytes=n["budget"], kv_bytes_per_token=KV_BYTES_PER_TOKEN,
+                min_kv_tokens=n["min_kv"], target_hit_rate=n["target"])
+
+
+def one_bad(values: list, at: int, bad) -> list:
+    """``values`` with the item at ``at`` (modulo its length) replaced by ``bad``."""
+    out = list(values)
+    out[at % len(out)] = bad  # as one_of reads it
+    return out
+
+
+def one_of(values: list, at: int):
+    return values[at % len(values)]
+
+
+def value_shows(value, error) -> tuple[str, ...]:
+    """A wrong type is shown by its value or its type's name; a wrong value by itself."""
+    return shows_value(value) if error is TypeError else (repr(value), str(value))
+
+
+# case: (the argument replaced, its bad value from the draw, the error, the texts of which the
+# message must carry one; None: ``value_shows`` of the bad value)
 BAD_CALLS = {
-    "no tenants": (dict(tenant_ranks=[]), ValueError, "tenant_ranks"),
-    "rank zero": (dict(tenant_ranks=[8, 0]), ValueError, "tenant_ranks"),
-    "rank as float": (dict(tenant_ranks=[8, 16.0]), TypeError, "tenant_ranks"),
-    "stray tenant": (dict(trace=[0, 1, 5]), ValueError, "trace"),
-    "target above one": (dict(target_hit_rate=1.5), ValueError, "target_hit_rate"),
-    "target as text": (dict(target_hit_rate="0.9"), TypeError, "target_hit_rate"),
-    "target zero": (dict(target_hit_rate=0), ValueError, "target_hit_rate"),
-    "float min_kv_tokens": (dict(min_kv_tokens=1.0), TypeError, "min_kv_tokens"),
-    "negative min_kv_tokens": (dict(min_kv_tokens=-1), ValueError, "min_kv_tokens"),
-    "zero kv bytes": (dict(kv_bytes_per_token=0), ValueError, "kv_bytes_per_token"),
+    "no tenants": ("tenant_ranks", lambda n: [], ValueError, ("[]", "none", "empty", "no ")),
+    "rank zero": ("tenant_ranks", lambda n: one_bad(n["ranks"], n["at"], 0), ValueError, ("0",)),
+    "rank as float": ("tenant_ranks",
+                      lambda n: one_bad(n["ranks"], n["at"], float(one_of(n["ranks"], n["at"]))),
+                      TypeError, ("float",)),
+    # the stray tenant, or the number of tenants it is not below
+    "stray tenant": ("trace", lambda n: one_bad(n["trace"], n["at"], n["stray"]), ValueError,
+                     None),
+    "target above one": ("target_hit_rate", lambda n: 1 + n["target"], ValueError, None),
+    "target as text": ("target_hit_rate", lambda n: str(n["target"]), TypeError, None),
+    "target zero": ("target_hit_rate", lambda n: 0, ValueError, None),
+    "float min_kv_tokens": ("min_kv_tokens", lambda n: float(n["min_kv"]), TypeError, None),
+    "negative min_kv_tokens": ("min_kv_tokens", lambda n: -1 - n["min_kv"], ValueError, None),
+    "zero kv bytes": ("kv_bytes_per_token", lambda n: 0, ValueError, None),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
-def test_size_fleet_refuses_bad_input_naming_it(lab, case):
-    overrides, error, argument = BAD_CALLS[case]
-    call = dict(shape=lab.LLAMA2_7B, tenant_ranks=[8, 16], trace=[0, 1, 0],
-                memory_budget_bytes=40 * GiB, kv_bytes_per_token=KV_BYTES_PER_TOKEN,
-                min_kv_tokens=0, target_hit_rate=0.5) | overrides
-    with pytest.raises(error, match=argument):
-        lab.size_fleet(**call)
+def test_size_fleet_refuses_bad_input_naming_it(lab, seed, case):
+    arg, bad, error, shows = BAD_CALLS[case]
+    n = refusal_draw(seed)
+    want = exhaustive(n["ranks"], n["trace"], n["budget"], n["min_kv"], n["target"])
+    assert want is not None, f"the test's own draw has no fleet: {n}"
+
+    def check(got) -> None:
+        assert as_tuple(got) == want, (
+            f"size_fleet on tenant ranks {n['ranks']}, {len(n['trace'])} requests, budget "
+            f"{n['budget'] / GiB:.2f} GiB, min_kv_tokens {n['min_kv']:,}, target {n['target']}: "
+            f"the exhaustive search gives {want}, got {as_tuple(got)}")
+
+    value = bad(n)
+    if shows is None and arg == "trace":
+        shows = (repr(n["stray"]), str(len(n["ranks"])))
+    elif shows is None:
+        shows = value_shows(value, error)
+    elif arg == "tenant_ranks" and value:  # a bad item: its value
+        item = one_of(value, n["at"])
+        shows = (repr(item), *shows)
+    assert_refused(lab.size_fleet, lambda: fleet_arguments(lab, n), check, arg, value, error,
+                   what=f"size_fleet: {case}", shows=shows)
 
 
-def test_fleet_hit_rate_refuses_what_is_not_a_tenant(lab):
-    with pytest.raises(TypeError, match="trace"):
-        lab.fleet_hit_rate([0, "1"], 1, 1)
-    with pytest.raises(ValueError, match="trace"):
-        lab.fleet_hit_rate([0, -1], 1, 1)
+def hit_rate_call(n: dict) -> tuple[dict, float]:
+    """fleet_hit_rate's valid arguments and the test's own rate (above 0: tenants return)."""
+    kwargs = dict(trace=list(n["trace"]), engines=n["engines"], max_loras=n["slots"] % 4 + 1)
+    return kwargs, pooled_rate(kwargs["trace"], kwargs["engines"], kwargs["max_loras"])
 
 
+def test_fleet_hit_rate_refuses_what_is_not_a_tenant(lab, seed):
+    n = refusal_draw(seed)
+    kwargs, want = hit_rate_call(n)
+
+    def check(got) -> None:
+        assert got == pytest.approx(want, abs=1e-12), (
+            f"fleet_hit_rate({kwargs}): the engines' hits over their lookups is {want:.4f}, "
+            f"got {got!r}")
+
+    tenant = next(t for t in n["trace"] if t is not None)
+    for bad, error in ((str(tenant), TypeError), (-1 - tenant, ValueError)):
+        value = one_bad(n["trace"], n["at"], bad)
+        assert_refused(lab.fleet_hit_rate, lambda: dict(kwargs, trace=list(n["trace"])), check,
+                       "trace", value, error, what=f"fleet_hit_rate: a trace item {bad!r}",
+                       shows=value_shows(bad, error))
+
+
+def kv_call(lab, n: dict) -> tuple[dict, int]:
+    """engine_kv_tokens' valid arguments and the test's own token count (above 0)."""
+    slots, rank = n["slots"], n["rank"]
+    budget = LLAMA2_7B_BYTES + slots * rank * SLOT_BYTES_PER_RANK + n["budget"] % GiB + GiB
+    kwargs = dict(shape=lab.LLAMA2_7B, max_loras=slots, max_lora_rank=rank,
+                  memory_budget_bytes=budget, kv_bytes_per_token=KV_BYTES_PER_TOKEN)
+    return kwargs, kv_tokens(budget, slots, rank)
+
+
+# case: (the function, the argument replaced, its bad value from the valid arguments, the error)
 PIECE_BAD_CALLS = {
-    "negative budget": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, -1,
-                                                         KV_BYTES_PER_TOKEN),
-                        ValueError, "memory_budget_bytes"),
-    "float budget": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40.0 * GiB,
-                                                      KV_BYTES_PER_TOKEN),
-                     TypeError, "memory_budget_bytes"),
-    "zero kv bytes": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40 * GiB, 0),
-                      ValueError, "kv_bytes_per_token"),
-    "float kv bytes": (lambda lab: lab.engine_kv_tokens(lab.LLAMA2_7B, 1, 8, 40 * GiB, 2.0),
-                       TypeError, "kv_bytes_per_token"),
-    "zero engines": (lambda lab: lab.fleet_hit_rate([0, 1], 0, 1), ValueError, "engines"),
-    "float engines": (lambda lab: lab.fleet_hit_rate([0, 1], 2.0, 1), TypeError, "engines"),
-    "zero max_loras": (lambda lab: lab.fleet_hit_rate([0, 1], 1, 0), ValueError, "max_loras"),
-    "bool max_loras": (lambda lab: lab.fleet_hit_rate([0, 1], 1, True), TypeError, "max_loras"),
+    "negative budget": ("engine_kv_tokens", "memory_budget_bytes", lambda kw: -1, ValueError),
+    "float budget": ("engine_kv_tokens", "memory_budget_bytes",
+                     lambda kw: float(kw["memory_budget_bytes"]), TypeError),
+    "zero kv bytes": ("engine_kv_tokens", "kv_bytes_per_token", lambda kw: 0, ValueError),
+    "float kv bytes": ("engine_kv_tokens", "kv_bytes_per_token",
+                       lambda kw: float(kw["kv_bytes_per_token"]), TypeError),
+    "zero engines": ("fleet_hit_rate", "engines", lambda kw: 0, ValueError),
+    "float engines": ("fleet_hit_rate", "engines", lambda kw: float(kw["engines"]), TypeError),
+    "zero max_loras": ("fleet_hit_rate", "max_loras", lambda kw: 0, ValueError),
+    "bool max_loras": ("fleet_hit_rate", "max_loras", lambda kw: True, TypeError),
 }
 
 
 @pytest.mark.parametrize("case", list(PIECE_BAD_CALLS))
-def test_kv_tokens_and_hit_rate_refuse_bad_input_naming_it(lab, case):
-    call, error, argument = PIECE_BAD_CALLS[case]
-    with pytest.raises(error, match=rf"\b{argument}\b"):
-        call(lab)
+def test_kv_tokens_and_hit_rate_refuse_bad_input_naming_it(lab, seed, case):
+    fn, arg, bad, error = PIECE_BAD_CALLS[case]
+    n = refusal_draw(seed)
+    kwargs, want = kv_call(lab, n) if fn == "engine_kv_tokens" else hit_rate_call(n)
+
+    def check(got) -> None:
+        if fn == "engine_kv_tokens":
+            assert got == want and isinstance(got, int), (
+                f"{fn} on the seeded valid arguments {kwargs}: expected {want!r} tokens, got "
+                f"{got!r}")
+        else:
+            assert got == pytest.approx(want, abs=1e-12), (
+                f"{fn} on the seeded valid arguments {kwargs}: expected {want!r}, got {got!r}")
+
+    value = bad(kwargs)
+    assert_refused(getattr(lab, fn), lambda: {k: list(v) if isinstance(v, list) else v
+                                              for k, v in kwargs.items()},
+                   check, arg, value, error, what=f"{fn}: {case}", shows=value_shows(value, error))

@@ -25,20 +25,27 @@ ALIASES = {t: (t, f"{t}_proj") for t in ALL}
 
 
 def seeded(seed: int) -> dict:
-    """The numbers of every valid call, drawn from the seed: a table cannot know them."""
+    """The numbers of every valid call, drawn from the seed: a table cannot know them.
+
+    Drawn so that no valid call's result is a placeholder's (0, 0.0, False, an empty list): at
+    least two slots, tenants and one engine, a rank that changes, an adapter under half a GiB. The
+    edges (no engines or tenants, one slot, an adapter over a GiB) have tests in test_lab.py.
+    """
     rng = random.Random(seed * 1009 + 3)
     heads = rng.choice([2, 4, 8])
     head_dim = rng.choice([4, 8, 12])
     targets = rng.sample(ALL, rng.randint(1, 7))
+    rank = rng.randint(1, 70)
     return dict(
         shape=dict(hidden=heads * head_dim * rng.choice([1, 2]), intermediate=rng.randint(20, 400),
                    layers=rng.randint(1, 6), heads=heads,
                    kv_heads=rng.choice([d for d in (1, 2, heads) if heads % d == 0]),
                    vocab=rng.randint(50, 900), head_dim=head_dim),
         targets=targets, names=[rng.choice(ALIASES[t]) for t in targets],
-        target=rng.choice(ALL), rank=rng.randint(1, 70), dtype_bytes=rng.choice([1, 2, 4]),
-        max_loras=rng.randint(1, 12), new_rank=rng.randint(1, 70), engines=rng.randint(0, 40),
-        tenants=rng.randint(0, 10**6), adapter_nbytes=rng.randint(1, 2**31),
+        target=rng.choice(ALL), rank=rank, dtype_bytes=rng.choice([1, 2, 4]),
+        max_loras=rng.randint(2, 12), new_rank=rng.choice([r for r in range(1, 71) if r != rank]),
+        engines=rng.randint(1, 40), tenants=rng.randint(2, 10**6),
+        adapter_nbytes=rng.randint(1, 2**29),
     )
 
 
@@ -216,21 +223,23 @@ FUNCTIONS = ("normalize_targets", "module_dims", "base_bytes", "lora_params", "a
              "rank_blast_radius", "engines_needed", "gpus_saved")
 
 
-def edited_arguments(fn: str, seed: int) -> list[str]:
+def edited_arguments(fn: str, seed: int) -> tuple[list[str], object]:
     """Where the lab runs: ``fn`` on its seeded valid arguments, a list of targets included; the
-    names of those it edited (compared with deep copies made before the call)."""
+    names of those it edited (compared with deep copies made before the call), and what it
+    returned."""
     lab = load_lab("lab-03")
     kwargs = valid(lab, seed)[fn]
     if "targets" in kwargs:
         kwargs["targets"] = list(kwargs["targets"])  # a mutable form the docs admit
     before = copy.deepcopy(kwargs)
-    getattr(lab, fn)(**kwargs)
-    return [k for k in kwargs if kwargs[k] != before[k]]
+    got = getattr(lab, fn)(**kwargs)
+    return [k for k in kwargs if kwargs[k] != before[k]], got
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS)
 def test_every_function_leaves_its_inputs_unchanged(lab, seed, fn):
-    edited = in_worker(lab, edited_arguments, fn, seed)
+    edited, got = in_worker(lab, edited_arguments, fn, seed)
+    oracle(fn, seed)(got)  # the call was a real one: its result is checked too
     assert not edited, (
         f"{fn} edited its argument(s) {edited}: every function leaves its inputs unchanged "
         "(a list of targets is read, never edited)")

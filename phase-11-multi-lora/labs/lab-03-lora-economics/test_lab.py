@@ -175,9 +175,17 @@ def test_target_table_at_rank_16_reads_16_32_76_25_mib(lab):
 
 def test_rank_is_a_linear_memory_dial_for_every_target_set(lab):
     shapes = (lab.LLAMA2_7B, shape_of(lab, LLAMA3_8B_DIMS))
+    # d_in + d_out per target, from the dims (k and v project to kv_heads x head_dim = 128)
+    widths = [{t: d["hidden"] + {"q": d["hidden"], "o": d["hidden"], "k": d["kv_heads"] * 128,
+                                  "v": d["kv_heads"] * 128}.get(t, d["intermediate"])
+               for t in ALL_LINEAR} for d in (LLAMA2_7B_DIMS, LLAMA3_8B_DIMS)]
     subsets = [c for k in range(1, 8) for c in itertools.combinations(ALL_LINEAR, k)]
-    for shape, targets, rank in itertools.product(shapes, subsets, RANKS):
+    for (shape, width), targets, rank in itertools.product(zip(shapes, widths, strict=True),
+                                                           subsets, RANKS):
         one, two = (lab.adapter_bytes(shape, r, targets) for r in (rank, 2 * rank))
+        expected = 32 * rank * sum(width[t] for t in targets) * 2  # layers x r x widths x fp16
+        assert one == expected, \
+            f"adapter_bytes(r={rank}, {targets}): got {one:,}, expected {expected:,}"
         assert two == 2 * one, f"doubling rank {rank} -> {2 * rank} on {targets}: {one} -> {two}"
         slots = [lab.slot_reservation_bytes(shape, 4, r, targets) for r in (rank, 2 * rank)]
         assert slots[1] == 2 * slots[0], f"slot reservation must double with rank on {targets}"
@@ -235,6 +243,8 @@ def test_audit_admits_an_unexplained_claim(lab):
 
 def test_engine_reserves_every_linear_by_default(lab):
     per_slot = lab.adapter_bytes(lab.LLAMA2_7B, 16, ALL_LINEAR)
+    assert per_slot == 32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008)) * 2, \
+        f"an all-linear rank-16 adapter of 7B is 76.25 MiB, got {per_slot:,} bytes"
     got = lab.slot_reservation_bytes(lab.LLAMA2_7B, 8, 16)
     assert got == 8 * per_slot, \
         f"8 slots at r=16 over every LoRA-capable linear: got {got:,}, expected {8 * per_slot:,}"
@@ -242,6 +252,7 @@ def test_engine_reserves_every_linear_by_default(lab):
 
 def test_slot_reservation_is_linear_in_slots(lab):
     one = lab.slot_reservation_bytes(lab.LLAMA2_7B, 1, 16, ("q", "v"))
+    assert one == 16 * MiB, f"one rank-16 slot over q,v of 7B holds 16 MiB, got {one:,} bytes"
     assert one == lab.adapter_bytes(lab.LLAMA2_7B, 16, ("q", "v")), "one slot holds one adapter"
     for slots in (2, 8, 13):
         got = lab.slot_reservation_bytes(lab.LLAMA2_7B, slots, 16, ("q", "v"))

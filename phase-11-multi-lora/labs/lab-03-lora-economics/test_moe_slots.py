@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from labkit.refusals import assert_refused, shows_value
+
 GiB = 2**30  # the test's own unit, independent of the student's
 
 # Qwen/Qwen3-30B-A3B config.json, the fields the count needs (README section 6 says where from)
@@ -72,6 +74,19 @@ def draw_moe(rng: random.Random) -> dict:
 def dims_of(spec: dict) -> dict[str, tuple[int, int]]:
     return layer_dims(spec["hidden"], spec["intermediate"], spec["heads"], spec["kv_heads"],
                       spec["head_dim"])
+
+
+def moe_params(spec: dict) -> int:
+    """The test's own parameter count of an MoE shape: attention, every expert, the router, two
+    norms per layer; embeddings, final norm and lm_head (counted once when tied)."""
+    dims, e, h = dims_of(spec), spec["num_experts"], spec["hidden"]
+    attention = sum(dims[t][0] * dims[t][1] for t in ATTENTION)
+    experts = e * sum(dims[t][0] * dims[t][1] for t in EXPERTS)
+    heads = 1 if spec.get("tie_word_embeddings") else 2
+    return heads * spec["vocab"] * h + spec["layers"] * (attention + experts + h * e + 2 * h) + h
+
+
+QWEN3_DIMS = layer_dims(2048, 768, 32, 4, 128)  # hidden, expert width, heads, kv heads, head_dim
 
 
 # --- the shape ----------------------------------------------------------------------------------
@@ -166,6 +181,10 @@ def test_one_rank_holds_the_whole_reservation(lab, seed, layout):
                                   if k not in ("num_experts", "experts_per_token")})
         loras, rank = rng.randint(1, 8), rng.choice([1, 8, 16])
         got = lab.sharded_slot_bytes(dense, loras, rank, 1, layout)
+        expected = loras * spec["layers"] * 2 * sum(rank * (d_in + d_out)
+                                                    for d_in, d_out in dims_of(spec).values())
+        assert got == expected, (f"{spec}, tp=1, {layout}: one rank holds every slot's A and B "
+                                 f"over every linear, {got:,} != {expected:,}")
         want = lab.slot_reservation_bytes(dense, loras, rank)
         assert got == want, f"tp=1, {layout}: a rank holds slot_reservation_bytes, {got} != {want}"
 
@@ -223,12 +242,18 @@ def test_expert_slots_hold_one_a_and_b_per_expert(lab, seed):
     spec = draw_moe(rng)
     one = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 1}), 2, 8, 2,
                                  "default", ("gate", "up", "down"))
+    expected = 2 * spec["layers"] * 2 * rank_slot_params(dims_of(spec), 8, 2, False, 1, EXPERTS)
+    assert one == expected, (f"{spec}, one expert, 2 slots of rank 8 at tp=2: gate, up and down "
+                             f"hold {expected:,} bytes on a rank, got {one:,}")
     for e in (2, 7, 128):
         many = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": e}), 2, 8, 2,
                                       "default", ["gate_up_proj", "down_proj"])
         assert many == e * one, f"{e} experts hold {e} x the expert slots of one: {many} != {e * one}"
     attention = lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 9}), 2, 8, 2,
                                        "default", ("q", "k", "v", "o"))
+    assert attention == 2 * spec["layers"] * 2 * rank_slot_params(dims_of(spec), 8, 2, False, 9,
+                                                                  ATTENTION), \
+        f"{spec}, 9 experts: q, k, v, o hold one A and B per slot, got {attention:,} bytes"
     assert attention == lab.sharded_slot_bytes(lab.MoEShape(**{**spec, "num_experts": 1}), 2, 8,
                                                2, "default", ("q", "k", "v", "o")), \
         "the experts do not multiply the attention slots"
@@ -237,6 +262,9 @@ def test_expert_slots_hold_one_a_and_b_per_expert(lab, seed):
 def test_rank_share_is_linear_in_slots_rank_and_dtype(lab):
     shape = lab.QWEN3_30B_A3B
     one = lab.sharded_slot_bytes(shape, 1, 8, 4, "fully_sharded")
+    expected = 48 * 2 * rank_slot_params(QWEN3_DIMS, 8, 4, True, 128, ATTENTION + EXPERTS)
+    assert one == expected, (f"Qwen3-30B-A3B, one rank-8 slot fully sharded at tp=4: "
+                             f"{expected:,} bytes per rank, got {one:,}")
     assert lab.sharded_slot_bytes(shape, 16, 8, 4, "fully_sharded") == 16 * one
     assert lab.sharded_slot_bytes(shape, 1, 32, 4, "fully_sharded") == 4 * one
     assert lab.sharded_slot_bytes(shape, 1, 8, 4, "fully_sharded", dtype_bytes=4) == 2 * one
@@ -309,41 +337,128 @@ def test_model_loading_counts_the_base_share_and_both_slot_sets(lab, seed):
             f"{got:,}, expected base share {base:,} + slots {slots:,}")
 
 
-# --- refusals -------------------------------------------------------------------------------------
+# --- refusals ---------------------------------------------------------------------------------
+# Each row starts from a valid call on arguments drawn from the seed, whose result the test
+# computes itself, then replaces one argument: the error must name it and carry its value.
 
+WIDTH_PRIMES = (3, 5, 7, 11, 13, 17, 19, 23)  # at most three of them divide a width <= 128
+
+
+def refusal_draw(seed: int) -> dict:
+    """The arguments of every valid call a refusal row starts from (tp divides every width)."""
+    rng = random.Random(seed * 4099 + 17)
+    spec = draw_moe(rng)
+    targets = rng.sample(ATTENTION + EXPERTS, rng.randint(1, 7))
+    # the width tp always splits, per target: q and o the heads', k and v the kv heads', the
+    # experts' one expert's width
+    split = {"q": spec["heads"] * spec["head_dim"], "o": spec["heads"] * spec["head_dim"],
+             "k": spec["kv_heads"] * spec["head_dim"], "v": spec["kv_heads"] * spec["head_dim"],
+             "gate": spec["intermediate"], "up": spec["intermediate"],
+             "down": spec["intermediate"]}
+
+    def not_dividing(names) -> int:
+        primes = rng.sample(WIDTH_PRIMES, len(WIDTH_PRIMES))
+        return next(p for p in primes if any(split[t] % p for t in names))
+
+    return dict(spec=spec, targets=targets, tp=rng.choice([1, 2, 4]), loras=rng.randint(1, 4),
+                rank=4 * rng.randint(1, 8), odd_rank=4 * rng.randint(0, 7) + rng.randint(1, 3),
+                layout=rng.choice(["default", "fully_sharded"]),
+                attention_layout=rng.choice(["default", "fully_sharded"]),
+                expert_layout=rng.choice(["default", "fully_sharded"]),
+                dtype_bytes=rng.choice([1, 2, 4]), bad_tp=not_dividing(targets),
+                bad_tp_loading=not_dividing(ATTENTION + EXPERTS))
+
+
+def moe_arguments(fn: str, n: dict) -> dict:
+    """``fn``'s valid arguments, the shape as its spec."""
+    slots = dict(shape=n["spec"], max_loras=n["loras"], max_lora_rank=n["rank"], tp=n["tp"])
+    return {
+        "moe_base_params": dict(shape=n["spec"]),
+        "sharded_slot_bytes": dict(slots, layout=n["layout"], targets=list(n["targets"]),
+                                   dtype_bytes=n["dtype_bytes"]),
+        "model_loading_bytes": dict(slots, attention_layout=n["attention_layout"],
+                                    expert_layout=n["expert_layout"],
+                                    dtype_bytes=n["dtype_bytes"]),
+    }[fn]
+
+
+def moe_expected(fn: str, args: dict) -> int:
+    """What ``fn`` returns on ``args``, from the test's own counts."""
+    spec = args["shape"]
+    if fn == "moe_base_params":
+        return moe_params(spec)
+    dims, e, tp = dims_of(spec), spec["num_experts"], args["tp"]
+
+    def slots(layout: str, targets) -> int:
+        return (args["max_loras"] * spec["layers"] * args["dtype_bytes"]
+                * rank_slot_params(dims, args["max_lora_rank"], tp, layout == "fully_sharded", e,
+                                   targets))
+
+    if fn == "sharded_slot_bytes":
+        return slots(args["layout"], args["targets"])
+    return (moe_params(spec) * args["dtype_bytes"] // tp
+            + slots(args["attention_layout"], ATTENTION) + slots(args["expert_layout"], EXPERTS))
+
+
+def dense_of(lab, n: dict):
+    """The seeded shape without its experts: a ``ModelShape``, not a ``MoEShape``."""
+    return lab.ModelShape(**{k: v for k, v in n["spec"].items()
+                             if k not in ("num_experts", "experts_per_token")})
+
+
+# case: (function, overrides of its valid arguments, the argument replaced, its bad value, the
+# error, the texts of which the message must carry one; None: the value as ``shows_value`` and,
+# for a ValueError, its repr or str only)
 BAD_CALLS = {
-    "unknown layout": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4, "s-lora"),
-                       ValueError, "layout"),
-    "tp not dividing a width": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 3),
-                                ValueError, "tp"),
-    "tp not dividing the rank": (lambda lab: lab.sharded_slot_bytes(
-        lab.QWEN3_30B_A3B, 16, 8, 16, "fully_sharded"), ValueError, "tp"),
-    "zero tp": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 0), ValueError, "tp"),
-    "float tp": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4.0), TypeError,
-                 "tp"),
-    "dense shape to moe_base_params": (lambda lab: lab.moe_base_params(lab.LLAMA2_7B), TypeError,
-                                       "shape"),
-    "dense shape to model_loading_bytes": (lambda lab: lab.model_loading_bytes(lab.LLAMA2_7B, 16,
-                                                                               32, 4),
-                                           TypeError, "shape"),
-    "unknown expert layout": (lambda lab: lab.model_loading_bytes(
-        lab.QWEN3_30B_A3B, 16, 32, 4, "default", "sharded"), ValueError, "expert_layout"),
-    "unknown attention layout": (lambda lab: lab.model_loading_bytes(
-        lab.QWEN3_30B_A3B, 16, 32, 4, "sharded", "default"), ValueError, "attention_layout"),
-    "tp not dividing a width, loading": (lambda lab: lab.model_loading_bytes(
-        lab.QWEN3_30B_A3B, 16, 32, 3), ValueError, "tp"),
-    "zero max_loras": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 0, 32, 4),
-                       ValueError, "max_loras"),
-    "bool max_lora_rank": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, True, 4),
-                           TypeError, "max_lora_rank"),
-    "unknown target": (lambda lab: lab.sharded_slot_bytes(lab.QWEN3_30B_A3B, 16, 32, 4,
-                                                          targets=["experts"]),
-                       ValueError, "targets"),
+    "unknown layout": ("sharded_slot_bytes", {}, "layout", lambda lab, n: "s-lora", ValueError,
+                       None),
+    "tp not dividing a width": ("sharded_slot_bytes", {}, "tp", lambda lab, n: n["bad_tp"],
+                                ValueError, None),
+    # tp=4 divides every width of a drawn shape, not the rank; a valid call at tp=1
+    "tp not dividing the rank": ("sharded_slot_bytes",
+                                 lambda n: dict(layout="fully_sharded", tp=1,
+                                                max_lora_rank=n["odd_rank"],
+                                                targets=list(ATTENTION + EXPERTS)),
+                                 "tp", lambda lab, n: 4, ValueError, None),
+    "zero tp": ("sharded_slot_bytes", {}, "tp", lambda lab, n: 0, ValueError, None),
+    "float tp": ("sharded_slot_bytes", {}, "tp", lambda lab, n: float(n["tp"]), TypeError, None),
+    "dense shape to moe_base_params": ("moe_base_params", {}, "shape", dense_of, TypeError,
+                                       ("ModelShape",)),
+    "dense shape to model_loading_bytes": ("model_loading_bytes", {}, "shape", dense_of,
+                                           TypeError, ("ModelShape",)),
+    # "sharded" is part of "fully_sharded": the message quotes it
+    "unknown expert layout": ("model_loading_bytes", {}, "expert_layout",
+                              lambda lab, n: "sharded", ValueError, ("'sharded'", '"sharded"')),
+    "unknown attention layout": ("model_loading_bytes", {}, "attention_layout",
+                                 lambda lab, n: "sharded", ValueError,
+                                 ("'sharded'", '"sharded"')),
+    "tp not dividing a width, loading": ("model_loading_bytes", {}, "tp",
+                                         lambda lab, n: n["bad_tp_loading"], ValueError, None),
+    "zero max_loras": ("sharded_slot_bytes", {}, "max_loras", lambda lab, n: 0, ValueError, None),
+    "bool max_lora_rank": ("sharded_slot_bytes", {}, "max_lora_rank", lambda lab, n: True,
+                           TypeError, None),
+    "unknown target": ("sharded_slot_bytes", {}, "targets", lambda lab, n: ["experts"],
+                       ValueError, ("'experts'", "experts")),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
-def test_bad_moe_input_is_refused_naming_the_argument(lab, case):
-    call, error, argument = BAD_CALLS[case]
-    with pytest.raises(error, match=argument):
-        call(lab)
+def test_bad_moe_input_is_refused_naming_the_argument(lab, seed, case):
+    fn, overrides, arg, bad, error, shows = BAD_CALLS[case]
+    n = refusal_draw(seed)
+    args = {**moe_arguments(fn, n), **(overrides(n) if callable(overrides) else overrides)}
+    want = moe_expected(fn, args)
+
+    def valid() -> dict:
+        return {**args, "shape": lab.MoEShape(**args["shape"]),
+                **({"targets": list(args["targets"])} if "targets" in args else {})}
+
+    def check(got) -> None:
+        assert got == want, (f"{fn} on the seeded valid arguments {args}: got {got!r}, "
+                             f"expected {want:,}")
+
+    value = bad(lab, n)
+    if shows is None:
+        shows = shows_value(value) if error is TypeError else (repr(value), str(value))
+    assert_refused(getattr(lab, fn), valid, check, arg, value, error, what=f"{fn}: {case}",
+                   shows=shows)
