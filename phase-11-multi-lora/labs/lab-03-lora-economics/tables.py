@@ -7,7 +7,6 @@ function takes the implementation module (``econ``) so the test can pass the ref
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -92,11 +91,21 @@ def base_table(econ: ModuleType) -> str:
     return markdown(["model", "`base_params`", "fp16 bytes", "GiB", "GB"], rows)
 
 
+SHAPE_FIELDS = ("hidden", "intermediate", "layers", "heads", "kv_heads", "vocab",
+                "tie_word_embeddings", "head_dim")  # ModelShape's, as its docstring lists them
+
+
+def reshaped(econ: ModuleType, shape, **changes):
+    """``shape`` with ``changes``, built by the lab's ``ModelShape``: where the lab runs in a
+    worker, ``shape`` is a handle, not a dataclass, so ``dataclasses.replace`` cannot take it."""
+    return econ.ModelShape(**({f: getattr(shape, f) for f in SHAPE_FIELDS} | changes))
+
+
 def miscount_table(econ: ModuleType) -> str:
     """Section 1: the parameters a miscount adds, from the count itself."""
     gqa, tied = econ.LLAMA3_8B, econ.ModelShape(**LLAMA32_1B)
-    square = dataclasses.replace(gqa, kv_heads=gqa.heads)
-    untied = dataclasses.replace(tied, tie_word_embeddings=False)
+    square = reshaped(econ, gqa, kv_heads=gqa.heads)
+    untied = reshaped(econ, tied, tie_word_embeddings=False)
     rows = [["Llama-3-8B, `k_proj` and `v_proj` counted square",
              f"+{econ.base_params(square) - econ.base_params(gqa):,}"],
             ["Llama-3.2-1B, the tied `lm_head` counted anyway",
