@@ -11,7 +11,6 @@ the value its message must carry (``labkit.refusals.assert_refused``).
 
 from __future__ import annotations
 
-import copy
 import re
 
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 
 from labkit import assert_close, in_worker, load_lab
 from labkit.refusals import assert_refused, shows_value
+from labkit.unchanged import edited_by
 
 F64 = np.float64
 # the oracle and the student's call add the same products, maybe in another order (BLAS)
@@ -271,20 +271,10 @@ def test_group_by_adapter_states_its_bound_without_an_adapter_count(lab, seed):
 # --- inputs are read, never edited ------------------------------------------------------------
 
 
-def same_value(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-                and np.array_equal(a, b))
-    return type(a) is type(b) and a == b
-
-
 def edited_arguments(fn: str, seed: int) -> tuple[list[str], object]:
-    """Where the lab runs: ``fn`` on its seeded valid arguments; the names of those it edited
-    (compared with deep copies made before the call), and what it returned."""
-    kwargs = valid(seed)[fn]
-    before = copy.deepcopy(kwargs)
-    got = getattr(load_lab("lab-01"), fn)(**kwargs)
-    return [k for k in kwargs if not same_value(kwargs[k], before[k])], got
+    """Where the lab runs: ``fn`` on its seeded valid arguments; the names of those it edited,
+    and what it returned (``labkit.unchanged.edited_by``)."""
+    return edited_by(getattr(load_lab("lab-01"), fn), valid(seed)[fn])
 
 
 @pytest.mark.parametrize("fn", list(valid(0)))

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from labkit import in_worker, load_lab
+from labkit.unchanged import edited_by
 
 SCHEMA = "CREATE TABLE t (a INTEGER)"
 KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)
@@ -165,23 +166,11 @@ def unchanged_calls(lab, seed: int) -> dict[str, tuple]:
     }
 
 
-def same_value(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
-                and np.array_equal(a, b))
-    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
-        return (type(a) is type(b) and len(a) == len(b)
-                and all(same_value(x, y) for x, y in zip(a, b, strict=True)))
-    return a == b
-
-
 def edited_arguments(fn: str, seed: int) -> list[str]:
-    """Where the lab runs: ``fn`` on seeded valid arguments; the names of those it edited
-    (compared with deep copies made before the call), the one it writes to left out."""
+    """Where the lab runs: ``fn`` on seeded valid arguments; the names of those it edited, the
+    one it writes to left out (``labkit.unchanged.edited_by``)."""
     call, kwargs, writes = unchanged_calls(load_lab("lab-02"), seed)[fn]
-    before = copy.deepcopy(kwargs)
-    call(**kwargs)
-    return [k for k in kwargs if k != writes and not same_value(kwargs[k], before[k])]
+    return edited_by(call, kwargs, writes=(writes,))[0]
 
 
 @pytest.mark.parametrize("fn", ["serve_argv", "eval_diff", "sql_executes", "cold_slot_signature",

@@ -9,7 +9,6 @@ function by function: the valid call, one argument replaced, the error, the name
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import re
@@ -18,6 +17,7 @@ import pytest
 
 from labkit import in_worker, load_lab
 from labkit.refusals import assert_refused, shows_value
+from labkit.unchanged import edited_by
 
 SHAPE = dict(hidden=64, intermediate=160, layers=2, heads=4, kv_heads=2, vocab=100)
 ALL = ("q", "k", "v", "o", "gate", "up", "down")
@@ -231,9 +231,7 @@ def edited_arguments(fn: str, seed: int) -> tuple[list[str], object]:
     kwargs = valid(lab, seed)[fn]
     if "targets" in kwargs:
         kwargs["targets"] = list(kwargs["targets"])  # a mutable form the docs admit
-    before = copy.deepcopy(kwargs)
-    got = getattr(lab, fn)(**kwargs)
-    return [k for k in kwargs if kwargs[k] != before[k]], got
+    return edited_by(getattr(lab, fn), kwargs)
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS)

@@ -8,7 +8,6 @@ call: the valid call, one argument replaced, the error, the name the message mus
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import re
@@ -19,6 +18,7 @@ import pytest
 
 from labkit import in_worker, load_lab
 from labkit.refusals import assert_refused
+from labkit.unchanged import edited_by
 
 
 def lru(trace, num_slots: int) -> list[bool]:
@@ -292,9 +292,7 @@ def edited_arguments(fn: str, seed: int) -> list[str]:
     """Where the lab runs: ``fn`` on seeded lists; the names of the arguments it edited
     (compared with deep copies made before the call)."""
     call, kwargs = list_calls(load_lab("lab-04"), draws(seed))[fn]
-    before = copy.deepcopy(kwargs)
-    call(**kwargs)
-    return [k for k in kwargs if kwargs[k] != before[k]]
+    return edited_by(call, kwargs)[0]
 
 
 @pytest.mark.parametrize("fn", LIST_FUNCTIONS)
