@@ -7,7 +7,7 @@ The starter marks where each part starts with a ``# === part N: ... ===`` line, 
 the student writes with a ``TODO(lab-0N)`` in its body. For each part, the README's names must be
 exactly the starter's TODO functions below that marker: a function moved, renamed, added or
 dropped in one place and not the other is named. A lab whose README has no part bullets has
-nothing to check. ``python -m grading.spec_check`` runs it.
+nothing to check. The README's reader is ``labkit.parts`` (the tests mark each part with it). ``python -m grading.spec_check`` runs it.
 """
 
 from __future__ import annotations
@@ -16,25 +16,9 @@ import ast
 import re
 from pathlib import Path
 
-BULLET = re.compile(r"^- \*\*Part (\d+)\*\*")
+from labkit.parts import readme_parts
+
 MARKER = re.compile(r"^# === part (\d+)\b")
-NAME = re.compile(r"`([A-Za-z_]\w*)`")  # a backticked identifier; `test_x.py` is not one
-
-
-def readme_parts(readme: str) -> dict[int, list[str]]:
-    """Part number -> the functions its bullet names (continuation lines indented)."""
-    parts: dict[int, list[str]] = {}
-    current: int | None = None
-    for line in readme.splitlines():
-        start = BULLET.match(line)
-        if start:
-            current = int(start.group(1))
-            parts[current] = []
-        elif current is not None and not line.startswith("  "):
-            current = None
-        if current is not None:
-            parts[current] += NAME.findall(line)
-    return parts
 
 
 def starter_parts(starter: str) -> dict[int, list[str]]:

@@ -23,6 +23,9 @@ The engines live where the lab's code runs (its worker under ``LAB_ISOLATE=1``),
 by name; tests name them, and each tag, as data: None (the base), a tenant's name, or a
 ``(name, id, path)`` tuple for a LoRARequest. A fixture's failure is kept as ``Broken`` and
 re-raised inside each test that needs it, so a starter fails its tests rather than erroring.
+
+Every test of the lab carries exactly one part's marker (``part1``, ``part2``, ``part3``), so
+``pytest -m part2`` runs part 2 alone; collection stops on a test with none or two.
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ ENGINE_SLOTS = 3  # both tenants resident and one slot left empty (the README's 
 SUBSET = 8  # held-out rows the engine tests re-measure; `make eval-assets` measures all 60
 PARAPHRASE_SUBSET = 4
 ALIASING_ROWS = 6  # enough rows to see the one-slot aliasing, few enough to stay fast
+
+
+PARTS = ("part1", "part2", "part3")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).parent != LAB:
+            continue
+        parts = sorted({m.name for m in item.iter_markers() if m.name in PARTS})
+        if len(parts) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: expected exactly one of the markers "
+                                    f"{PARTS}, got {parts}")
 
 
 # --- the rows ------------------------------------------------------------------------------

@@ -13,12 +13,16 @@ from __future__ import annotations
 import copy
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from labkit import in_worker, load_lab
+from labkit.parts import part_marks
 from labkit.unchanged import edited_by
+
+LAB = Path(__file__).resolve().parent
 
 SCHEMA = "CREATE TABLE t (a INTEGER)"
 KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)
@@ -98,8 +102,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("fn, arg, bad, value, error", CASES,
-                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES])
+def by_part(rows: list[tuple], ids: list[str] | None = None) -> list:
+    """Each row (its function first) marked with that function's part (``pytest -m part2``)."""
+    return [pytest.param(*row, marks=part_marks(LAB, row[0]), id=None if ids is None else ids[i])
+            for i, row in enumerate(rows)]
+
+
+@pytest.mark.parametrize("fn, arg, bad, value, error",
+                         by_part(CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES]))
 def test_bad_argument_is_refused_naming_it(lab, fn, arg, bad, value, error):
     call = calls(lab)[fn]
     call()  # the valid call goes through
@@ -109,11 +119,13 @@ def test_bad_argument_is_refused_naming_it(lab, fn, arg, bad, value, error):
         f"{fn}: a {bad} {arg} must raise a {error.__name__} that names {arg}, got: {err.value}")
 
 
+@pytest.mark.part2
 def test_an_empty_trace_is_refused_naming_trace(lab):
     with pytest.raises(ValueError, match="trace"):
         lab.cold_slot_signature([], [], 1)
 
 
+@pytest.mark.part1
 def test_reconcile_refuses_an_adapter_folder_without_its_config(lab, tmp_path):
     econ = load_lab("lab-03")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"")
@@ -173,9 +185,9 @@ def edited_arguments(fn: str, seed: int) -> list[str]:
     return edited_by(call, kwargs, writes=(writes,))[0]
 
 
-@pytest.mark.parametrize("fn", ["serve_argv", "eval_diff", "sql_executes", "cold_slot_signature",
-                                "percentile_ms", "prefill_groups", "shrink_groups",
-                                "expand_groups"])
+@pytest.mark.parametrize("fn", by_part([
+    ("serve_argv",), ("eval_diff",), ("sql_executes",), ("cold_slot_signature",),
+    ("percentile_ms",), ("prefill_groups",), ("shrink_groups",), ("expand_groups",)]))
 def test_no_function_changes_its_inputs(lab, seed, fn):
     edited = in_worker(lab, edited_arguments, fn, seed)
     assert not edited, (

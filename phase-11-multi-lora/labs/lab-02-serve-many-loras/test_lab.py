@@ -26,6 +26,8 @@ import pytest
 
 from labkit import first_mismatch, in_worker, load_lab, load_support
 
+pytestmark = pytest.mark.part1
+
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
 QUESTION_LORA = LAB / "assets" / "question-lora"

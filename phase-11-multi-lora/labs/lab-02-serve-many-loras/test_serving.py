@@ -33,6 +33,8 @@ import pytest
 
 from labkit import in_worker, load_lab, load_support, progress
 
+pytestmark = pytest.mark.part2
+
 LAB = Path(__file__).resolve().parent.name
 
 bench = load_support("lab-02", "record_latency")
@@ -62,6 +64,7 @@ def flag_values(argv: list[str], flag: str) -> list[str]:
 # --- serve_argv (no server) --------------------------------------------------------------------
 
 ARGV_KW = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4, port=8123)
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
 
 
 def test_serve_argv_starts_the_openai_module_with_lora_on(lab):
@@ -608,3 +611,51 @@ def test_stopping_the_server_leaves_no_process_and_no_port(lab, served):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
 
+
+# --- serve_argv at its edges: exactly vLLM's ranks, both port ends, optional settings ------------
+
+
+@pytest.mark.parametrize("rank", VLLM_RANKS)
+def test_serve_argv_accepts_every_rank_vllm_accepts(lab, rank):
+    argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"max_lora_rank": rank})
+    assert argv[argv.index("--max-lora-rank") + 1] == str(rank)
+
+
+@pytest.mark.parametrize("rank", [2, 4, 7, 9, 15, 17, 24, 48, 100, 384, 511, 513, 1024])
+def test_serve_argv_refuses_every_rank_vllm_refuses(lab, rank):
+    with pytest.raises(ValueError, match="max_lora_rank"):
+        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"max_lora_rank": rank})
+
+
+@pytest.mark.parametrize("flag, key, value", [
+    ("--kv-cache-memory-bytes", "kv_cache_bytes", 2**29), ("--dtype", "dtype", "float32"),
+    ("--max-model-len", "max_model_len", 512)])
+def test_serve_argv_passes_an_optional_setting_only_when_given(lab, flag, key, value):
+    given = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {key: value})
+    assert given[given.index(flag) + 1] == str(value), f"{key}={value!r} must pass {flag}"
+    unset = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {key: None})
+    assert flag not in unset, f"{key}=None leaves vLLM's default: no {flag}"
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_serve_argv_accepts_the_ports_at_both_ends(lab, port):
+    argv = lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"port": port})
+    assert argv[argv.index("--port") + 1] == str(port)
+
+
+def test_serve_argv_compares_an_adapter_name_with_the_base_name_by_value(lab):
+    name = "".join(["my", "-model"])  # equal to the served name, not the same object
+    with pytest.raises(ValueError, match="adapters"):
+        lab.serve_argv("m", {name: "p"}, **ARGV_KW | {"served_model_name": "my-model"})
+
+
+def test_cold_slot_signature_reports_the_first_bad_latency(lab):
+    with pytest.raises(ValueError, match=r"-2\.0 at position 1\b"):
+        lab.cold_slot_signature(["x", "y", "z"], [1.0, -2.0, -3.0], 1)
+
+
+@pytest.mark.structural
+def test_an_adapter_load_waits_up_to_120_s(lab):
+    # given code, pinned to load_adapter's docstring: the engine reads the adapter from disk
+    # before it answers
+    assert lab.ADAPTER_TIMEOUT_S == 120.0
