@@ -427,9 +427,12 @@ def lab_problems(repo: Path, lab: str) -> tuple[list[Fragment], list[str]]:
 
 
 def lab_defects(repo: Path, lab: str) -> list[str]:
-    """``check_starters``' view: one defect per undocumented message fragment, and one per
-    problem of the lab's promise ledger (``grading/ledger.py``: a promise with no test)."""
-    return [f"spec: {p}" for p in lab_problems(repo, lab)[1]] + ledger.lab_defects(repo, lab)
+    """``check_starters``' view: one defect per undocumented message fragment, one per
+    problem of the lab's promise ledger (``grading/ledger.py``: a promise with no test), and one
+    per disagreement of its README's part lists with the starter (``grading/parts.py``)."""
+    listed = parts.part_problems(repo / LABS_SUBDIR / lab) or []
+    return ([f"spec: {p}" for p in lab_problems(repo, lab)[1]] + ledger.lab_defects(repo, lab)
+            + [f"parts: {p}" for p in listed])
 
 
 def main(argv: list[str] | None = None) -> int:

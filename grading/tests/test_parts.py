@@ -80,3 +80,11 @@ def test_lab_02_lists_every_function_its_starter_leaves_to_the_student():
     assert parts.part_problems(lab_dir) == []
     assert sorted(parts.readme_parts((lab_dir / "README.md").read_text(encoding="utf-8"))) == [
         1, 2, 3]
+
+
+def test_check_starters_counts_each_disagreement_as_a_defect(monkeypatch):
+    from grading import spec_check
+
+    monkeypatch.setattr(parts, "part_problems", lambda lab_dir: ["part 1: planted"])
+    defects = spec_check.lab_defects(TOOLING_ROOT, "lab-02-serve-many-loras")
+    assert "parts: part 1: planted" in defects, defects
