@@ -36,8 +36,11 @@ def starter_parts(starter: str) -> dict[int, list[str]]:
 
 def part_problems(lab_dir: Path) -> list[str] | None:
     """Each disagreement between the README's part lists and the starter's TODO functions;
-    None for a lab whose README lists no parts."""
-    listed = readme_parts((lab_dir / "README.md").read_text(encoding="utf-8"))
+    None for a lab whose README lists no parts, or that has no README."""
+    readme = lab_dir / "README.md"
+    if not readme.is_file():
+        return None
+    listed = readme_parts(readme.read_text(encoding="utf-8"))
     if not listed:
         return None
     todo = starter_parts((lab_dir / "starter.py").read_text(encoding="utf-8"))

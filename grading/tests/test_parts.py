@@ -57,6 +57,8 @@ def test_lists_that_agree_have_no_problem(tmp_path):
 
 def test_a_lab_without_part_lists_has_nothing_to_check(tmp_path):
     assert parts.part_problems(lab(tmp_path, readme="# Lab\n\n`alpha`\n")) is None
+    (tmp_path / "README.md").unlink()
+    assert parts.part_problems(tmp_path) is None  # a lab with no README (a fake course's)
 
 
 @pytest.mark.parametrize(("readme", "starter", "problem"), [
