@@ -36,7 +36,9 @@ def _same(name: str, got: int, other: str, want: int) -> None:
 
 
 def _ids(idx, T: int | None = None, L: int | None = None) -> np.ndarray:
-    idx = np.asarray(idx)
+    given, idx = idx, np.asarray(idx)
+    if idx.size == 0 and not isinstance(given, np.ndarray):
+        idx = idx.astype(np.intp)  # an empty list holds no entry, so no non-integer one
     if idx.dtype.kind not in "iu":
         raise TypeError(f"idx must hold integers (adapter ids, -1 for base); got {idx.dtype}")
     if idx.ndim != 1 or (T is not None and len(idx) != T):
