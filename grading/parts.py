@@ -7,7 +7,8 @@ The starter marks where each part starts with a ``# === part N: ... ===`` line, 
 the student writes with a ``TODO(lab-0N)`` in its body. For each part, the README's names must be
 exactly the starter's TODO functions below that marker: a function moved, renamed, added or
 dropped in one place and not the other is named. A lab whose README has no part bullets has
-nothing to check. The README's reader is ``labkit.parts`` (the tests mark each part with it). ``python -m grading.spec_check`` runs it.
+nothing to check. The README's reader is ``labkit.parts`` (the tests mark each part with it);
+``python -m grading.spec_check`` and ``check_starters`` run this check.
 """
 
 from __future__ import annotations
