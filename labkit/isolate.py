@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 import weakref
 
 from labkit import loader, rpc
@@ -407,8 +408,9 @@ class RemoteLab:
         """Run ``func`` (a module-level function of a trusted module, e.g. the test module) in
         the worker, imported there by path; its result comes back as data or a handle."""
         self._revive()
-        module = sys.modules.get(func.__module__)
-        path = getattr(module, "__file__", None)
+        # the function's own file, not sys.modules[func.__module__]: two conftests share the
+        # name ``conftest``, and sys.modules holds only the last one imported
+        path = func.__globals__.get("__file__") if isinstance(func, types.FunctionType) else None
         if path is None or func.__qualname__ != func.__name__:
             raise TypeError(f"in_worker: expected a module-level function of a file, got {func!r}")
         return self._conn.call(f"{func.__name__}(...) in the worker",

@@ -166,20 +166,41 @@ def support_module(name: str) -> ModuleType | None:
 
 
 NOT_SUPPORT = ("starter", "solution", "conftest")  # with test_*: never a lab's support module
+SUPPORT_FOLDERS = ("given", "tools")  # a lab's folders of support modules, named ``<folder>.<module>``
+
+
+def support_name(lab: str, module: str) -> str:
+    """The module name ``load_support`` gives ``lab``'s ``module``: ``phase11_<lab>_<module>``,
+    a dotted ``<folder>.<module>`` written ``<folder>__<module>`` (a dot in a module's name reads
+    as a package that does not exist, to pickle and to ``__import__``)."""
+    return f"phase11_{lab.replace('-', '_')}_{module.replace('.', '__')}"
+
+
+def support_file(lab: str, module: str) -> Path | None:
+    """Where ``lab``'s support ``module`` lives: ``<module>.py``, or ``<folder>/<module>.py`` for
+    a dotted ``<folder>.<module>`` with ``<folder>`` one of ``SUPPORT_FOLDERS``. None for any
+    other name, for an implementation (``starter``, ``solution``), a test file or a conftest."""
+    folder, dot, stem = module.rpartition(".") if isinstance(module, str) else ("", "", "")
+    if (dot and folder not in SUPPORT_FOLDERS) or not stem.isidentifier() \
+            or stem in NOT_SUPPORT or stem.startswith("test_"):
+        return None
+    return labs_dir() / lab / (f"{folder}/{stem}.py" if folder else f"{stem}.py")
 
 
 def given_support(name: str) -> ModuleType | None:
     """The support module ``load_support`` names ``name`` (``phase11_<lab>_<module>``), loaded
     now if it is not yet: ``<module>.py`` must be a given file of a lab under ``labs_dir()``,
     never an implementation (``starter``, ``solution``), a test file or a conftest. None
-    otherwise. Worker mode rebuilds a record or an exception of any given module by name."""
+    otherwise. A dotted ``<folder>.<module>`` is ``<folder>/<module>.py``, ``<folder>`` one of
+    ``SUPPORT_FOLDERS`` (``support_file``). Worker mode rebuilds a record or an exception of any
+    given module by name."""
     if not isinstance(name, str) or name in _SUPPORT:
         return _SUPPORT.get(name) if isinstance(name, str) else None
     for lab in lab_names():
         prefix = f"phase11_{lab.replace('-', '_')}_"
-        module = name[len(prefix):] if name.startswith(prefix) else ""
-        if (module.isidentifier() and module not in NOT_SUPPORT
-                and not module.startswith("test_") and (labs_dir() / lab / f"{module}.py").is_file()):
+        module = name[len(prefix):].replace("__", ".", 1) if name.startswith(prefix) else ""
+        path = support_file(lab, module)
+        if path is not None and support_name(lab, module) == name and path.is_file():
             load_support(lab, module)
             return _SUPPORT.get(name)
     return None
@@ -260,12 +281,18 @@ def load_support(lab: str, module: str) -> ModuleType:
     """A lab's support module (data generators, plotting helpers), always the repository's own.
 
     Support files are not graded, so a submission never replaces them: ``load_support("lab-02",
-    "sqldata")`` loads ``labs/lab-02-.../sqldata.py`` whatever ``LAB_IMPL`` says.
+    "tools.sqldata")`` loads ``labs/lab-02-.../tools/sqldata.py`` whatever ``LAB_IMPL`` says
+    (``support_file`` says which names are support modules).
     """
     lab = find_lab(lab)
-    name = f"phase11_{lab.replace('-', '_')}_{module}"
+    path = support_file(lab, module)
+    if path is None:
+        raise LabImplError(f"{lab}: module: expected a support module's name, <module> or "
+                           f"<folder>.<module> with <folder> one of {SUPPORT_FOLDERS} (never an "
+                           f"implementation, a test file or a conftest), got {module!r}")
+    name = support_name(lab, module)
     if name in sys.modules:
         return sys.modules[name]
-    mod = _exec_file(name, labs_dir() / lab / f"{module}.py", lab, implementation=False)
+    mod = _exec_file(name, path, lab, implementation=False)
     _SUPPORT[name] = mod
     return mod

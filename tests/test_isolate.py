@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,14 +88,36 @@ def test_garbage_json_is_a_malformed_frame():
 
 # --- lab 02's given records and exception, and its suite in worker mode ----------------------
 
-RECORDS = "phase11_lab_02_serve_many_loras_records"
+RECORDS = "phase11_lab_02_serve_many_loras_given__records"
+LAB02 = "lab-02-serve-many-loras"
 
 
-@pytest.mark.parametrize("module", ["starter", "solution", "test_lab", "conftest", "no_such_file",
-                                    "records.x", ""])
+@pytest.mark.parametrize("module", [
+    "starter", "solution", "test_lab", "conftest", "no_such_file", "records.x", "",
+    # dotted names (<folder>__<module>): only a given file in one of SUPPORT_FOLDERS
+    "records", "given__starter", "given__solution", "given__test_lab", "given__conftest",
+    "given__no_such_file", "assets__records", "capture__records", "given__records__x",
+    "given__records.x", "given__", "__records", "tools__given__records"])
 def test_only_a_given_file_loads_as_a_support_module(module):
     assert loader.given_support(f"phase11_lab_02_serve_many_loras_{module}") is None
     assert isolate.support_class(f"phase11_lab_02_serve_many_loras_{module}", "Capture") is None
+
+
+@pytest.mark.parametrize("dotted, file", [("given.records", "given/records.py"),
+                                          ("tools.sqldata", "tools/sqldata.py")])
+def test_a_dotted_name_is_a_file_in_a_support_folder(dotted, file):
+    name = loader.support_name("lab-02-serve-many-loras", dotted)
+    assert name == "phase11_lab_02_serve_many_loras_" + dotted.replace(".", "__")
+    module = loader.given_support(name)
+    assert module is not None and Path(module.__file__) == loader.labs_dir() / LAB02 / file
+    assert module is loader.load_support("lab-02", dotted)
+
+
+@pytest.mark.parametrize("dotted", ["starter", "given.starter", "tools.test_lab", "given.conftest",
+                                    "assets.records", "given.records.x", "given.", ".records"])
+def test_load_support_refuses_what_is_not_a_support_module(dotted):
+    with pytest.raises(loader.LabImplError, match="support module"):
+        loader.load_support("lab-02", dotted)
 
 
 def test_a_record_class_loads_its_support_module_on_first_use():

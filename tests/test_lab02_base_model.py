@@ -6,7 +6,7 @@ import pytest
 
 from labkit import load_support
 
-base_model = load_support("lab-02", "base_model")
+base_model = load_support("lab-02", "tools.base_model")
 
 
 def test_the_environment_variable_points_the_lab_elsewhere(monkeypatch):

@@ -1,6 +1,6 @@
 """Lab 02's real engines, shared by every spec file of the lab: built once per session.
 
-Two in-process CPU engines on SmolLM2-135M-Instruct (``base_model.py``) with the shipped
+Two in-process CPU engines on SmolLM2-135M-Instruct (``tools/base_model.py``) with the shipped
 tenants, each built by the lab's own ``build_llm``:
 
 - ``engine``: 3 slots, both tenants resident and one slot left empty (the README's -1 finding);
@@ -40,9 +40,9 @@ from labkit import in_worker, load_impl, load_lab, load_support, progress
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
-sqldata = load_support("lab-02", "sqldata")
-evaluation = load_support("lab-02", "evaluation")
-base_model = load_support("lab-02", "base_model")
+sqldata = load_support("lab-02", "tools.sqldata")
+evaluation = load_support("lab-02", "tools.evaluation")
+base_model = load_support("lab-02", "tools.base_model")
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
 ENGINE_SLOTS = 3  # both tenants resident and one slot left empty (the README's -1 finding)

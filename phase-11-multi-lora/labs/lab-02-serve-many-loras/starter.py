@@ -21,10 +21,10 @@ import numpy as np
 
 from labkit import load_lab, load_support
 
-# Given: the records the functions return (records.py), safetensors headers (safetensors_header.py),
-# the server's process management behind `serve` (server.py). Re-exported: `lab.Capture`, ...
+# Given: the records the functions return (given/records.py), safetensors headers (given/safetensors_header.py),
+# the server's process management behind `serve` (given/server.py). Re-exported: `lab.Capture`, ...
 records, headers, server = (load_support("lab-02", m)
-                            for m in ("records", "safetensors_header", "server"))
+                            for m in ("given.records", "given.safetensors_header", "given.server"))
 Logged, Capture, Check = records.Logged, records.Capture, records.Check
 Reconciliation, RowDiff, EvalDiff = records.Reconciliation, records.RowDiff, records.EvalDiff
 AdapterRequestError, LatencySummary = records.AdapterRequestError, records.LatencySummary
@@ -230,7 +230,7 @@ def serve_argv(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLik
 def serve(model: str | os.PathLike, adapters: Mapping[str, str | os.PathLike], *,
           dtype: str | None = CPU_DTYPE, **kw) -> AbstractContextManager[Server]:
     """Given: vLLM's OpenAI server for a ``with`` block, started from this module's
-    ``serve_argv`` on a free loopback port (``server.serve`` in ``server.py``). ``dtype``
+    ``serve_argv`` on a free loopback port (``server.serve`` in ``given/server.py``). ``dtype``
     defaults to ``CPU_DTYPE``, as ``build_llm`` runs."""
     return server.serve(serve_argv, model, adapters, dtype=dtype, **kw)
 

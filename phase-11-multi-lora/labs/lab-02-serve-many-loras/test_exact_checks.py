@@ -27,7 +27,7 @@ LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
 CAPTURE = LAB / "capture" / "demo.log"
 SCHEMA = "CREATE TABLE t (a INTEGER, b TEXT)"
-base_model = load_support("lab-02", "base_model")
+base_model = load_support("lab-02", "tools.base_model")
 
 
 def base_shape():
@@ -374,7 +374,7 @@ def test_generate_mixed_refuses_a_prompt_that_is_not_text(lab):
 def test_a_figure_that_rounds_to_the_logged_value_agrees(lab):
     # 2**27 B is 0.125 GiB exactly, which prints as "0.12" (round half to even): it agrees,
     # though |0.12 - 0.125| is a hair above 0.005 in floating point
-    logged = load_support("lab-02", "records").Logged(0.12, "0.12")
+    logged = load_support("lab-02", "given.records").Logged(0.12, "0.12")
     rec = reconcile_demo(lab, kv_cache=logged, kv_cache_bytes=2**27, kv_cache_tokens=None)
     (check,) = named(rec, "kv cache")
     assert f"{check.derived:.2f}" == "0.12" and check.agrees, check

@@ -3,7 +3,7 @@
 One vLLM engine, one batch, three behaviours: the tag on each row (None or a LoRARequest)
 decides whether the base model, the SQL tenant or the question tenant answers. The CPU-only
 tests (unmarked) check the contracts with stand-ins for vLLM and against the base's files; the
-`engine` tests drive the real CPU build on SmolLM2-135M-Instruct (``base_model.py``) and the
+`engine` tests drive the real CPU build on SmolLM2-135M-Instruct (``tools/base_model.py``) and the
 shipped adapters, with one engine for the module (max_loras=3: two tenants and an empty slot)
 and one more for the one-slot finding; the `gpu` test is the 7B demo.
 """
@@ -33,10 +33,10 @@ SQL_LORA = LAB / "assets" / "sql-lora"
 QUESTION_LORA = LAB / "assets" / "question-lora"
 CAPTURE = LAB / "capture" / "demo.log"
 QUALITY = LAB / "assets" / "quality.json"
-sqldata = load_support("lab-02", "sqldata")
-demo = load_support("lab-02", "demo")
-base_model = load_support("lab-02", "base_model")
-evaluation = load_support("lab-02", "evaluation")
+sqldata = load_support("lab-02", "tools.sqldata")
+demo = load_support("lab-02", "tools.demo")
+base_model = load_support("lab-02", "tools.base_model")
+evaluation = load_support("lab-02", "tools.evaluation")
 
 INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 SMALL_MAX_MODEL_LEN = 4096  # "small": at most vLLM's chunked-prefill budget on the CPU build

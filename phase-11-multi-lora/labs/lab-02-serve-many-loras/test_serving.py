@@ -37,9 +37,9 @@ pytestmark = pytest.mark.part2
 
 LAB = Path(__file__).resolve().parent.name
 
-bench = load_support("lab-02", "record_latency")
-sqldata = load_support("lab-02", "sqldata")
-base_model = load_support("lab-02", "base_model")
+bench = load_support("lab-02", "tools.record_latency")
+sqldata = load_support("lab-02", "tools.sqldata")
+base_model = load_support("lab-02", "tools.base_model")
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 NUM_SLOTS = 1  # max_loras: every switch between adapters is a miss
@@ -566,7 +566,7 @@ def test_cold_requests_are_slower_than_hot_ones(lab, served):
     of ``cold_slot_signature`` must be exactly the requests the engine's own log records a
     slot load for (``Activating LoRA``, one request in flight at a time). That load is what
     makes a cold request slower; how much slower is the benchmark's to measure
-    (``record_latency.py``, the README's table): wall-clock latencies on a shared machine are
+    (``tools/record_latency.py``, the README's table): wall-clock latencies on a shared machine are
     reported here, not asserted."""
     server = served.get()
     hot, *thrash = served.tenants

@@ -82,7 +82,7 @@ def run(rounds: int, n_prompts: int, say) -> dict:
     from labkit import load_lab, load_support
 
     base_model, evaluation, sqldata = (load_support("lab-02", m)
-                                       for m in ("base_model", "evaluation", "sqldata"))
+                                       for m in ("tools.base_model", "tools.evaluation", "tools.sqldata"))
     lab = load_lab("lab-02")
     rows = sqldata.load_eval()[:n_prompts]
     prompts = [sqldata.sql_prompt(r["schema"], r["question"]) for r in rows]

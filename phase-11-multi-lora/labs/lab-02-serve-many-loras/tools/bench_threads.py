@@ -36,8 +36,8 @@ def child() -> None:
     """One measurement, printed as a JSON line."""
     sys.path.insert(0, str(REPO))
     from labkit import load_lab, load_support
-    evaluation, sqldata = (load_support("lab-02", m) for m in ("evaluation", "sqldata"))
-    base_model = load_support("lab-02", "base_model")
+    evaluation, sqldata = (load_support("lab-02", m) for m in ("tools.evaluation", "tools.sqldata"))
+    base_model = load_support("lab-02", "tools.base_model")
     lab = load_lab("lab-02")
     t0 = time.monotonic()
     llm = lab.build_llm(base_model.base_model(), max_loras=3, max_lora_rank=16, max_cpu_loras=3)

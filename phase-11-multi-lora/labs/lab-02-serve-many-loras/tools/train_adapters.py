@@ -6,9 +6,9 @@
   1. data     assets/eval.jsonl (60 held-out rows, canonical phrasing) and
               assets/paraphrase.jsonl (30 held-out rows asked in phrasings training never
               uses); training rows are drawn on the fly from the training pools in any
-              training phrasing, never with a held-out column set (sqldata.py).
+              training phrasing, never with a held-out column set (tools/sqldata.py).
   2. tenants  one PEFT LoRA per tenant (r=16, alpha 32, every linear: q/k/v/o and the MLP's
-              gate/up/down) on the frozen base (base_model.py), AdamW with warm-up and
+              gate/up/down) on the frozen base (tools/base_model.py), AdamW with warm-up and
               cosine decay, bf16 autocast, loss on the answer and its EOS only:
               sql-lora       the SQL prompt -> the gold query;
               question-lora  the query (and schema) -> the canonical question, exactly.
@@ -198,7 +198,7 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         "| path | what it is |", "| --- | --- |",
         f"| `{base_model.NAME}/` (git-ignored) | the base: `{base_model.WHEEL}=="
         f"{base_model.WHEEL_VERSION}`'s Q4_1 GGUF, dequantized to {base_model.DTYPE} by "
-        "`base_model.py` (`make install`) |",
+        "`tools/base_model.py` (`make install`) |",
         # every tenant, retrained or kept (``--tenants``): one rank, targets and base, so one
         # parameter count
         *(f"| `{t.name}/` | PEFT LoRA, r={RANK}, alpha {ALPHA}, "

@@ -1,6 +1,6 @@
 """How lab 02's tenants are judged: one mixed batch, each row checked against its gold.
 
-Not graded: a support module (``labkit.load_support("lab-02", "evaluation")``) shared by
+Not graded: a support module (``labkit.load_support("lab-02", "tools.evaluation")``) shared by
 ``tools/eval_adapter.py`` (which records ``assets/quality.json``), the engine tests (which
 re-measure rows of it) and the demo, so every figure is computed one way.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from labkit import load_support
 
-sqldata = load_support("lab-02", "sqldata")
+sqldata = load_support("lab-02", "tools.sqldata")
 
-LAB = Path(__file__).resolve().parent
+LAB = Path(__file__).resolve().parents[1]
 ASSETS = LAB / "assets"
 QUALITY = ASSETS / "quality.json"
 PARAPHRASE_PATH = ASSETS / "paraphrase.jsonl"

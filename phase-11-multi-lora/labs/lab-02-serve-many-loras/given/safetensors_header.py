@@ -1,6 +1,6 @@
 """Given: a checkpoint's tensor table, read from safetensors headers (not graded).
 
-A support module (``labkit.load_support("lab-02", "safetensors_header")``). ``reconcile`` needs the exact
+A support module (``labkit.load_support("lab-02", "given.safetensors_header")``). ``reconcile`` needs the exact
 bytes of the base and the adapter, and a safetensors file states them in its header: no tensor
 data is read.
 """

@@ -1,9 +1,9 @@
 """Record a real hot/cold latency trace from vLLM's OpenAI server (lab 02, part 2).
 
-    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/record_latency.py
+    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/record_latency.py
 
-Not graded: a support module (``labkit.load_support("lab-02", "record_latency")``) that the
-serving tests and ``figures.py`` share. It starts ``serve`` (of the lab code ``LAB_IMPL``
+Not graded: a support module (``labkit.load_support("lab-02", "tools.record_latency")``) that the
+serving tests and ``tools/figures.py`` share. It starts ``serve`` (of the lab code ``LAB_IMPL``
 selects) with one slot (``max_loras=1``) and a one-entry CPU cache (``max_cpu_loras=1``) before
 ``NUM_ADAPTERS`` tenants, so every switch of adapter is a miss that reloads the adapter from
 disk. The tenants are real: the two trained adapters (``sql-lora``, ``question-lora``), then
@@ -30,13 +30,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-LAB = Path(__file__).resolve().parent
+LAB = Path(__file__).resolve().parents[1]
 if str(LAB.parents[2]) not in sys.path:
     sys.path.insert(0, str(LAB.parents[2]))  # run as a script: this checkout's labkit first
 
 from labkit import load_lab, load_support  # noqa: E402
 
-base_model = load_support("lab-02", "base_model")
+base_model = load_support("lab-02", "tools.base_model")
 
 ASSETS = LAB / "assets"
 SQL_ADAPTER = ASSETS / "sql-lora"
@@ -169,7 +169,7 @@ def main() -> None:
                                                     for k, name in enumerate(adapters)},
             "base_share": BASE_SHARE, "seed": SEED,
             "prompt": PROMPT, "max_tokens": 1,
-            "command": "python phase-11-multi-lora/labs/lab-02-serve-many-loras/record_latency.py",
+            "command": "python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/record_latency.py",
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
             "python": platform.python_version(), **versions(), "assets": asset_digests()}

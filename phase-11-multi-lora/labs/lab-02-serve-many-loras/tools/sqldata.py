@@ -1,7 +1,7 @@
 """Synthetic text-to-SQL data for lab 02: prompt template, generator, eval set, sqlite helpers.
 
 Not graded. Pure standard library, so tests and tools can load it anywhere
-(`labkit.load_support("lab-02", "sqldata")`).
+(`labkit.load_support("lab-02", "tools.sqldata")`).
 
 Every example is one table: a `CREATE TABLE` schema, the `INSERT` statements that fill it,
 a question that names the schema's columns verbatim, and its gold `sql`. Two tenants are
@@ -35,7 +35,7 @@ QUESTION_PROMPT = (
     "[user] Write the question that this SQL query answers.\n\n"
     " context: {schema}\n\n query: {sql} [/user] [assistant]"
 )
-EVAL_PATH = Path(__file__).resolve().parent / "assets" / "eval.jsonl"
+EVAL_PATH = Path(__file__).resolve().parents[1] / "assets" / "eval.jsonl"
 SPLITS = ("train", "eval")
 
 

@@ -1,13 +1,13 @@
 """Draw lab 02's figures: the latency CDF of hot vs cold requests in the recorded trace, and
 the SQL tenant's quality by style from ``assets/quality.json``.
 
-Reads ``capture/latency_trace.jsonl`` (written by ``record_latency.py`` from a real vLLM server
+Reads ``capture/latency_trace.jsonl`` (written by ``tools/record_latency.py`` from a real vLLM server
 with one slot), labels each request with ``cold_slot_signature`` of the lab code ``LAB_IMPL``
 selects (lab 04's cache model) and marks each group's p50 and p99 and the overall p99.
 Deterministic: no measurement happens here; re-record the trace (``make latency``) or the
 quality (``make eval-assets``) to change the data.
 
-    python phase-11-multi-lora/labs/lab-02-serve-many-loras/figures.py
+    python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/figures.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # the lab folder
 sys.path.insert(0, str(HERE.parents[2]))  # the repository root, for labkit
 
 from labkit import load_lab, load_support  # noqa: E402
@@ -104,14 +104,14 @@ def draw_quality(q: dict) -> plt.Figure:
 
 
 def main() -> None:
-    bench = load_support("lab-02", "record_latency")
+    bench = load_support("lab-02", "tools.record_latency")
     lab = load_lab("lab-02")
     meta, trace, latencies = bench.read_latency_trace(bench.CAPTURE)
     sig = lab.cold_slot_signature(trace, latencies, meta["num_slots"])
     OUT.parent.mkdir(exist_ok=True)
     draw(meta, trace, latencies, sig).savefig(OUT, dpi=130)
     print(f"wrote {OUT}")
-    quality = load_support("lab-02", "evaluation").recorded()
+    quality = load_support("lab-02", "tools.evaluation").recorded()
     draw_quality(quality).savefig(QUALITY_OUT, dpi=130)
     print(f"wrote {QUALITY_OUT}")
 

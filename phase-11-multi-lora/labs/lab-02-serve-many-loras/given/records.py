@@ -1,6 +1,6 @@
 """Given: the records lab 02's functions return (not graded, nothing to implement here).
 
-A support module (``labkit.load_support("lab-02", "records")``); the lab's ``starter.py``
+A support module (``labkit.load_support("lab-02", "given.records")``); the lab's ``starter.py``
 imports every name from here, so tests and callers write ``lab.Capture``,
 ``lab.Reconciliation``, ``lab.AdapterRequestError``. Each record is plain data plus a summary
 to print; the lab's functions decide what goes into them.

@@ -1,9 +1,9 @@
 """Lab 02 demo: one vLLM batch, three behaviours; the tag on each row decides which.
 
-    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/demo.py [--verbose]
+    .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/demo.py [--verbose]
         [--capture PATH] [--adapter NAME=PATH]
 
-Builds the CPU engine on SmolLM2-135M-Instruct (``base_model.py``) with LoRA on
+Builds the CPU engine on SmolLM2-135M-Instruct (``tools/base_model.py``) with LoRA on
 (``build_llm``), then sends ONE ``generate`` call (``generate_mixed``) of six rows: the
 text-to-SQL prompt untagged (the base model), the same prompt tagged ``sql-lora``, the
 query-to-question prompt tagged ``question-lora``, then ``sql-lora`` on one held-out row of
@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-LAB = Path(__file__).resolve().parent
+LAB = Path(__file__).resolve().parents[1]
 REPO = LAB.parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: labkit lives at the repository root
@@ -193,7 +193,7 @@ def run_demo(extra: dict[str, str]) -> None:
     from labkit import load_lab, load_support
 
     base_model, evaluation, sqldata = (load_support("lab-02", m)
-                                       for m in ("base_model", "evaluation", "sqldata"))
+                                       for m in ("tools.base_model", "tools.evaluation", "tools.sqldata"))
 
     lab = load_lab("lab-02")
     for line in versions():
