@@ -458,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         missing += len(problems)
         listed = parts.part_problems(args.repo / LABS_SUBDIR / lab)
         if listed is not None:
-            print(f"{lab}: README's per-part function lists, {len(listed)} disagreeing with "
-                  f"starter.py's TODOs")
+            print(f"{lab}: README's per-part function lists and files, {len(listed)} disagreeing "
+                  f"with starter.py")
             for p in listed:
                 print(f"  {p}")
             unlisted += len(listed)

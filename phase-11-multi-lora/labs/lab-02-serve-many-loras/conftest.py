@@ -30,7 +30,12 @@ Every test of the lab carries exactly one part's marker (``part1``, ``part2``, `
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
+import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +122,153 @@ class EvalRuns:
         pairs = [(r.row, t) for r, t in zip(self.rows, self.texts, strict=True)
                  if r.split == split and r.tag == tag]
         return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+# --- stand-ins for vLLM: part 1's contracts checked without an engine ------------------------
+#
+# The stand-ins live where the lab's code runs (its worker under LAB_ISOLATE=1): the lab's code
+# imports vLLM and reads its tags there. A test calls them through the ``stand_ins`` fixture,
+# names each tag as data, and reads back as data what the stand-ins saw.
+
+INPROC_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+@dataclass(frozen=True)
+class FakeLoRARequest:
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
+ENGINES: list[dict] = []  # the kwargs of each stand-in LLM the last build_with_stand_ins built
+BATCHES: list[tuple] = []  # (prompts, tags, kwargs) of each generate call, tags as tag_spec gives
+
+
+class FakeLLM:
+    """The stand-in ``vllm.LLM``: records its kwargs."""
+
+    def __init__(self, **kwargs) -> None:
+        ENGINES.append(kwargs)
+
+
+class RecordingLLM:
+    """Records every ``generate`` call; answers each row with ``<tag>:<prompt>``."""
+
+    def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
+        prompts, tags = list(prompts), list(lora_request)
+        BATCHES.append((prompts, [tag_spec(t) for t in tags], kwargs))
+        texts = [f"{'base' if t is None else t.lora_name}:{p}" for p, t in zip(prompts, tags, strict=True)]
+        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t)]) for t in texts]
+
+
+def tag_spec(tag):
+    """A tag as data: None, a FakeLoRARequest as (name, id, path), anything else its repr."""
+    if tag is None:
+        return None
+    if isinstance(tag, FakeLoRARequest):
+        return (tag.lora_name, tag.lora_int_id, tag.lora_path)
+    return repr(tag)
+
+
+@contextmanager
+def stand_in_vllm(cuda: bool | None):
+    """A stand-in ``vllm`` package (``LLM`` records, ``LoRARequest`` is ``FakeLoRARequest``) and,
+    unless ``cuda`` is None, a stand-in ``torch`` whose ``cuda.is_available()`` answers ``cuda``;
+    all restored afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
+    with pytest.MonkeyPatch.context() as mp:
+        root = types.ModuleType("vllm")
+        root.LLM = FakeLLM
+        lora = types.ModuleType("vllm.lora")
+        request = types.ModuleType("vllm.lora.request")
+        request.LoRARequest = FakeLoRARequest
+        root.lora, lora.request = lora, request
+        for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
+            mp.setitem(sys.modules, name, module)
+        mp.setenv(INPROC_ENV, "0")
+        if cuda is not None:  # a stand-in torch too: importing the real one costs seconds
+            torch = types.ModuleType("torch")
+            torch.cuda = types.ModuleType("torch.cuda")
+            torch.cuda.is_available = lambda: cuda
+            mp.setitem(sys.modules, "torch", torch)
+            mp.setitem(sys.modules, "torch.cuda", torch.cuda)
+        yield
+
+
+def build_with_stand_ins(cuda: bool | None, *args, **kwargs) -> list[dict]:
+    """``lab.build_llm(*args, **kwargs)`` on the stand-ins: the kwargs of each LLM it built."""
+    ENGINES.clear()
+    with stand_in_vllm(cuda):
+        load_lab(LAB.name).build_llm(*args, **kwargs)
+    return list(ENGINES)
+
+
+def engines_built() -> list[dict]:
+    return list(ENGINES)
+
+
+def generate_with_stand_ins(prompts: list, tags: list) -> list[str]:
+    """``lab.generate_mixed(RecordingLLM(), prompts, tags, None)`` on the stand-ins; a tag given
+    as a (name, id, path) tuple is that FakeLoRARequest."""
+    BATCHES.clear()
+    requests = [FakeLoRARequest(*t) if isinstance(t, tuple) else t for t in tags]
+    with stand_in_vllm(None):
+        return load_lab(LAB.name).generate_mixed(RecordingLLM(), prompts, requests, None)
+
+
+def batches_sent() -> list[tuple]:
+    return list(BATCHES)
+
+
+def inproc_env_after_build(preset: str | None) -> str | None:
+    """``VLLM_ENABLE_V1_MULTIPROCESSING`` after ``build_llm`` on the stand-ins (no CUDA), the
+    environment holding ``preset`` before (None: unset); restored afterwards."""
+    ENGINES.clear()
+    with stand_in_vllm(False), pytest.MonkeyPatch.context() as mp:
+        if preset is None:
+            mp.delenv(INPROC_ENV, raising=False)
+        else:
+            mp.setenv(INPROC_ENV, preset)
+        load_lab(LAB.name).build_llm("some/model", max_loras=1, max_lora_rank=16, max_cpu_loras=1)
+        return os.environ.get(INPROC_ENV)
+
+
+class StandIns:
+    """Part 1's calls on the stand-ins, each where the lab's code runs."""
+
+    def __init__(self, lab) -> None:
+        self.lab = lab
+
+    def build(self, cuda: bool | None, *args, **kwargs) -> list[dict]:
+        """``build_with_stand_ins``: the kwargs of each ``vllm.LLM`` that ``build_llm`` built."""
+        return in_worker(self.lab, build_with_stand_ins, cuda, *args, **kwargs)
+
+    def built(self, cuda: bool, *args, **kwargs) -> dict:
+        """The kwargs ``build_llm`` gave ``vllm.LLM``, with CUDA present or not."""
+        if importlib.util.find_spec("torch") is None:
+            pytest.skip("torch is not installed: CUDA cannot be faked")
+        engines = self.build(cuda, *args, **kwargs)
+        assert engines, "build_llm must build a vllm.LLM"
+        return engines[-1]
+
+    def engines(self) -> list[dict]:
+        """The kwargs of each ``vllm.LLM`` the last ``build`` made."""
+        return in_worker(self.lab, engines_built)
+
+    def inproc_env_after_build(self, preset: str | None) -> str | None:
+        return in_worker(self.lab, inproc_env_after_build, preset)
+
+    def generate(self, prompts: list, tags: list) -> list[str]:
+        """``generate_with_stand_ins``: one ``generate_mixed`` on a ``RecordingLLM``."""
+        return in_worker(self.lab, generate_with_stand_ins, prompts, tags)
+
+    def batches(self) -> list[tuple]:
+        """(prompts, tags, kwargs) of each ``generate`` call the last ``generate`` made."""
+        return in_worker(self.lab, batches_sent)
+
+
+@pytest.fixture
+def stand_ins(lab) -> StandIns:
+    return StandIns(lab)
 
 
 # --- where the lab's code runs: the engines, by name -----------------------------------------

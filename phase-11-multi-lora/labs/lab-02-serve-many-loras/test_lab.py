@@ -1,15 +1,21 @@
 """Lab 02 spec, part 1: the offline engine.
 
 One vLLM engine, one batch, three behaviours: the tag on each row (None or a LoRARequest)
-decides whether the base model, the SQL tenant or the question tenant answers. The CPU-only
-tests (unmarked) check the contracts with stand-ins for vLLM and against the base's files; the
-`engine` tests drive the real CPU build on SmolLM2-135M-Instruct (``tools/base_model.py``) and the
-shipped adapters, with one engine for the module (max_loras=3: two tenants and an empty slot)
-and one more for the one-slot finding; the `gpu` test is the 7B demo.
+decides whether the base model, the SQL tenant or the question tenant answers. In order:
+
+- the contracts, without an engine: ``build_llm`` and ``generate_mixed`` on the stand-ins for
+  vLLM (the ``stand_ins`` fixture, ``conftest.py``), ``parse_capture``, ``reconcile`` and
+  ``eval_diff`` against the base's files and the shipped capture;
+- part 1 at its edges: where each check is exact, and what each function refuses;
+- the ``engine`` tests, on the real CPU build with SmolLM2-135M-Instruct
+  (``tools/base_model.py``) and the shipped adapters: the session's engines of ``conftest.py``
+  (max_loras=3: two tenants and an empty slot; one slot for the -1 finding);
+- the ``gpu`` test, the 7B demo.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -18,8 +24,6 @@ import subprocess
 import sys
 import tempfile
 import types
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -118,113 +122,11 @@ def write_adapter(folder: Path, config: dict, layers: int, dims: dict[str, tuple
     return folder
 
 
-# --- stand-ins for vLLM: contracts checked without an engine ---------------------------------
-#
-# The stand-ins live where the lab's code runs (its worker under LAB_ISOLATE=1): the lab's code
-# imports vLLM and reads its tags there. A test hands its call to one of the functions below
-# with `in_worker`, names each tag as data, and reads back as data what the stand-ins saw.
-
-
-@dataclass(frozen=True)
-class FakeLoRARequest:
-    lora_name: str
-    lora_int_id: int
-    lora_path: str
-
-
-ENGINES: list[dict] = []  # the kwargs of each stand-in LLM the last build_with_stand_ins built
-BATCHES: list[tuple] = []  # (prompts, tags) of each generate call, each tag as tag_spec gives it
-
-
-class FakeLLM:
-    """The stand-in ``vllm.LLM``: records its kwargs."""
-
-    def __init__(self, **kwargs) -> None:
-        ENGINES.append(kwargs)
-
-
-class RecordingLLM:
-    """Records every ``generate`` call; answers each row with ``<tag>:<prompt>``."""
-
-    def generate(self, prompts, sampling=None, lora_request=None, **kwargs):
-        prompts, tags = list(prompts), list(lora_request)
-        BATCHES.append((prompts, [tag_spec(t) for t in tags]))
-        texts = [f"{'base' if t is None else t.lora_name}:{p}" for p, t in zip(prompts, tags, strict=True)]
-        return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t)]) for t in texts]
-
-
-def tag_spec(tag):
-    """A tag as data: None, a FakeLoRARequest as (name, id, path), anything else its repr."""
-    if tag is None:
-        return None
-    if isinstance(tag, FakeLoRARequest):
-        return (tag.lora_name, tag.lora_int_id, tag.lora_path)
-    return repr(tag)
-
-
-@contextmanager
-def stand_in_vllm(cuda: bool | None):
-    """A stand-in ``vllm`` package (``LLM`` records, ``LoRARequest`` is ``FakeLoRARequest``) and,
-    unless ``cuda`` is None, a stand-in ``torch`` whose ``cuda.is_available()`` answers ``cuda``;
-    all restored afterwards, ``VLLM_ENABLE_V1_MULTIPROCESSING`` too, whatever build_llm sets."""
-    with pytest.MonkeyPatch.context() as mp:
-        root = types.ModuleType("vllm")
-        root.LLM = FakeLLM
-        lora = types.ModuleType("vllm.lora")
-        request = types.ModuleType("vllm.lora.request")
-        request.LoRARequest = FakeLoRARequest
-        root.lora, lora.request = lora, request
-        for name, module in (("vllm", root), ("vllm.lora", lora), ("vllm.lora.request", request)):
-            mp.setitem(sys.modules, name, module)
-        mp.setenv(INPROC_ENV, "0")
-        if cuda is not None:  # a stand-in torch too: importing the real one costs seconds
-            torch = types.ModuleType("torch")
-            torch.cuda = types.ModuleType("torch.cuda")
-            torch.cuda.is_available = lambda: cuda
-            mp.setitem(sys.modules, "torch", torch)
-            mp.setitem(sys.modules, "torch.cuda", torch.cuda)
-        yield
-
-
-def build_with_stand_ins(cuda: bool | None, *args, **kwargs) -> list[dict]:
-    """``lab.build_llm(*args, **kwargs)`` on the stand-ins: the kwargs of each LLM it built."""
-    ENGINES.clear()
-    with stand_in_vllm(cuda):
-        load_lab(LAB.name).build_llm(*args, **kwargs)
-    return list(ENGINES)
-
-
-def engines_built() -> list[dict]:
-    return list(ENGINES)
-
-
-def generate_with_stand_ins(prompts: list, tags: list) -> list[str]:
-    """``lab.generate_mixed(RecordingLLM(), prompts, tags, sampling=None)`` on the stand-ins; a
-    tag given as a (name, id, path) tuple is that FakeLoRARequest."""
-    BATCHES.clear()
-    requests = [FakeLoRARequest(*t) if isinstance(t, tuple) else t for t in tags]
-    with stand_in_vllm(None):
-        return load_lab(LAB.name).generate_mixed(RecordingLLM(), prompts, requests, sampling=None)
-
-
-def batches_sent() -> list[tuple]:
-    return list(BATCHES)
-
-
-def built(lab, cuda: bool, *args, **kwargs) -> dict:
-    """The kwargs ``build_llm`` gave ``vllm.LLM``, with CUDA present or not."""
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed: CUDA cannot be faked")
-    engines = in_worker(lab, build_with_stand_ins, cuda, *args, **kwargs)
-    assert engines, "build_llm must build a vllm.LLM"
-    return engines[-1]
-
-
 # --- build_llm ---------------------------------------------------------------------------------
 
 
-def test_build_llm_bounds_the_cpu_engine(lab):
-    kw = built(lab, False, "some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
+def test_build_llm_bounds_the_cpu_engine(lab, stand_ins):
+    kw = stand_ins.built(False, "some/model", max_loras=2, max_lora_rank=16, max_cpu_loras=4)
     assert kw.get("enable_lora") is True, f"LoRA must be enabled, got {kw}"
     knobs = {k: kw.get(k) for k in ("max_loras", "max_lora_rank", "max_cpu_loras")}
     assert knobs == {"max_loras": 2, "max_lora_rank": 16, "max_cpu_loras": 4}, (
@@ -238,48 +140,35 @@ def test_build_llm_bounds_the_cpu_engine(lab):
         f"on CPU max_model_len must be small, got {kw.get('max_model_len')}")
 
 
-def test_build_llm_lets_the_caller_override_the_cpu_defaults(lab):
-    kw = built(lab, False, "some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
+def test_build_llm_lets_the_caller_override_the_cpu_defaults(stand_ins):
+    kw = stand_ins.built(False, "some/model", max_loras=1, max_lora_rank=8, max_cpu_loras=1,
                kv_cache_memory_bytes=2**20, dtype="bfloat16")
     assert (kw.get("kv_cache_memory_bytes"), kw.get("dtype")) == (2**20, "bfloat16"), (
         f"engine_kw must win over the CPU defaults, got {kw}")
 
 
-def test_build_llm_leaves_vllms_defaults_on_cuda(lab):
-    kw = built(lab, True, "some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
+def test_build_llm_leaves_vllms_defaults_on_cuda(stand_ins):
+    kw = stand_ins.built(True, "some/model", max_loras=4, max_lora_rank=16, max_cpu_loras=8)
     forced = sorted({"kv_cache_memory_bytes", "dtype", "max_model_len"} & kw.keys())
     assert not forced, f"on CUDA vLLM's own defaults apply; build_llm forced {forced}"
     assert kw.get("enable_lora") is True and kw.get("max_loras") == 4
 
 
-def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(lab):
+def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(stand_ins):
     with pytest.raises(ValueError, match="max_cpu_loras"):
-        in_worker(lab, build_with_stand_ins, False, "some/model", max_loras=4, max_lora_rank=16,
+        stand_ins.build(False, "some/model", max_loras=4, max_lora_rank=16,
                   max_cpu_loras=2)
-    assert not in_worker(lab, engines_built), "the engine must not be built with inconsistent knobs"
+    assert not stand_ins.engines(), "the engine must not be built with inconsistent knobs"
 
 
-def inproc_env_after_build(preset: str | None) -> str | None:
-    """``VLLM_ENABLE_V1_MULTIPROCESSING`` after ``build_llm`` on the stand-ins (no CUDA), the
-    environment holding ``preset`` before (None: unset); restored afterwards."""
-    ENGINES.clear()
-    with stand_in_vllm(False), pytest.MonkeyPatch.context() as mp:
-        if preset is None:
-            mp.delenv(INPROC_ENV, raising=False)
-        else:
-            mp.setenv(INPROC_ENV, preset)
-        load_lab(LAB.name).build_llm("some/model", max_loras=1, max_lora_rank=16, max_cpu_loras=1)
-        return os.environ.get(INPROC_ENV)
-
-
-def test_build_llm_runs_the_cpu_engine_core_in_process_unless_the_environment_says(lab):
+def test_build_llm_runs_the_cpu_engine_core_in_process_unless_the_environment_says(stand_ins):
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed: CUDA cannot be faked")
-    unset = in_worker(lab, inproc_env_after_build, None)
+    unset = stand_ins.inproc_env_after_build(None)
     assert unset == "0", (
         f"on CPU, build_llm must run the engine core in this process: {INPROC_ENV}=0 when the "
         f"environment does not set it; got {unset!r}")
-    preset = in_worker(lab, inproc_env_after_build, "1")
+    preset = stand_ins.inproc_env_after_build("1")
     assert preset == "1", (
         f"{INPROC_ENV} set by the environment wins: it was '1' before build_llm, got {preset!r}")
 
@@ -287,32 +176,32 @@ def test_build_llm_runs_the_cpu_engine_core_in_process_unless_the_environment_sa
 # --- generate_mixed ----------------------------------------------------------------------------
 
 
-def test_generate_mixed_sends_one_batch_with_one_tag_per_row(lab):
+def test_generate_mixed_sends_one_batch_with_one_tag_per_row(stand_ins):
     sql = ("sql", 1, str(SQL_LORA))
     prompts = ["p0", "p1", "p2", "p3"]
     tags = [None, sql, None, sql]
-    texts = in_worker(lab, generate_with_stand_ins, prompts, tags)
-    calls = in_worker(lab, batches_sent)
+    texts = stand_ins.generate(prompts, tags)
+    calls = stand_ins.batches()
     assert len(calls) == 1, f"expected ONE generate call for the batch, got {len(calls)}"
-    sent_prompts, sent_tags = calls[0]
+    sent_prompts, sent_tags, _ = calls[0]
     assert sent_prompts == prompts, first_mismatch(sent_prompts, prompts)
     assert sent_tags == tags, f"each row must carry its own tag: {first_mismatch(sent_tags, tags)}"
     expected = ["base:p0", "sql:p1", "base:p2", "sql:p3"]
     assert texts == expected, f"texts must come back in prompt order: {first_mismatch(texts, expected)}"
 
 
-def test_generate_mixed_rejects_a_length_mismatch(lab):
+def test_generate_mixed_rejects_a_length_mismatch(stand_ins):
     with pytest.raises(ValueError, match="adapters"):
-        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None])
-    assert not in_worker(lab, batches_sent), "a malformed batch must not reach the engine"
+        stand_ins.generate(["p0", "p1"], [None])
+    assert not stand_ins.batches(), "a malformed batch must not reach the engine"
 
 
-def test_generate_mixed_rejects_a_missing_adapter_folder(lab, tmp_path):
+def test_generate_mixed_rejects_a_missing_adapter_folder(lab, stand_ins, tmp_path):
     missing = tmp_path / "no-such-adapter"
     with pytest.raises((FileNotFoundError, ValueError)) as err:
-        in_worker(lab, generate_with_stand_ins, ["p0", "p1"], [None, ("gone", 7, str(missing))])
+        stand_ins.generate(["p0", "p1"], [None, ("gone", 7, str(missing))])
     assert str(missing) in str(err.value), f"the error must name the path, got: {err.value}"
-    assert not in_worker(lab, batches_sent), "a batch with a missing adapter must not reach the engine"
+    assert not stand_ins.batches(), "a batch with a missing adapter must not reach the engine"
 
 
 # --- parse_capture and reconcile -----------------------------------------------------------
@@ -604,6 +493,449 @@ def test_a_capture_names_no_path_of_the_recording_machine():
     homes = re.findall(r"(?<![<\w])/(?:work|home|root|Users)/\S*", shipped)
     assert not homes and "LAB_IMPL=solution" not in shipped, (
         f"the shipped capture names the recording machine's paths: {homes[:3]}")
+
+
+# === part 1 at its edges: where each check is exact, and what each function refuses =====
+#
+# No engine: reconcile's figures at the precision that tells formulas apart (a file off by
+# 16 bytes fails; the delta-FLOPs figure is weighted by base FLOPs), eval_diff's exact
+# comparison, sql_executes on two statements and failing inserts, the tags generate_mixed
+# refuses.
+
+SCHEMA = "CREATE TABLE t (a INTEGER, b TEXT)"
+
+
+# --- reconcile: the delta-FLOPs figure is the weighted ratio, not a mean of ratios ----------
+
+
+def test_delta_flops_figure_is_weighted_by_base_flops(lab):
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "flops" in c.figure.lower()]
+    shape, cfg = base_shape(), json.loads((SQL_LORA / "adapter_config.json").read_text())
+    econ = load_lab("lab-03")
+    dims = [econ.module_dims(shape, t) for t in econ.normalize_targets(cfg["target_modules"])]
+    weighted = (sum(cfg["r"] * (i + o) for i, o in dims) / sum(i * o for i, o in dims))
+    mean = sum(cfg["r"] * (i + o) / (i * o) for i, o in dims) / len(dims)
+    assert abs(weighted - mean) > 1e-3  # 0.0460 and 0.0640 on SmolLM2's seven linears
+    for side in ("observed", "derived"):
+        got = getattr(check, side)
+        assert got == pytest.approx(weighted, rel=1e-9), (
+            f"delta FLOPs / base FLOPs ({side}) = {got}: the sum of delta FLOPs over the sum of "
+            f"base FLOPs is {weighted:.7f}; an unweighted mean of per-target ratios gives "
+            f"{mean:.7f}")
+    assert check.agrees
+
+
+@pytest.mark.parametrize("capture", [None, "a log as text", {"lora": {}}],
+                         ids=["None", "str", "dict"])
+def test_reconcile_refuses_a_capture_that_is_not_a_capture(lab, capture):
+    with pytest.raises(TypeError, match="capture"):
+        lab.reconcile(capture, base_shape(), SQL_LORA)
+
+
+# --- sql_executes and eval_diff --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sql, runs", [
+    ("SELECT a FROM t", True),
+    ("SELECT a FROM t;", True),
+    ("SELECT a FROM t; DROP TABLE t", False),  # two statements: sqlite3 refuses to run them
+    ("SELECT a FROM t; SELECT b FROM t", False),
+    ("DROP TABLE t", False),  # runs, but queries nothing
+    ("INSERT INTO t VALUES (1, 'x')", False),
+    ("", False),
+    ("   ", False),
+    ("SELECT nope FROM t", False),
+])
+def test_sql_executes_means_one_query_that_runs(lab, sql, runs):
+    assert lab.sql_executes(SCHEMA, sql, ["INSERT INTO t VALUES (1, 'x')"]) is runs, (
+        f"sql_executes({sql!r}) must be {runs}")
+
+
+def rows(*outputs, **extra):
+    return [{"id": i, "schema": SCHEMA, "output": out, **extra} for i, out in enumerate(outputs)]
+
+
+@pytest.mark.parametrize("a, b", [("SELECT a FROM t", "SELECT a FROM t "),
+                                  ("SELECT a FROM t", " SELECT a FROM t"),
+                                  ("SELECT a FROM t", "SELECT a FROM t\n"),
+                                  ("SELECT a  FROM t", "SELECT a FROM t")],
+                         ids=["trailing-space", "leading-space", "newline", "inner-space"])
+def test_eval_diff_compares_outputs_exactly_whitespace_included(lab, a, b):
+    diff = lab.eval_diff(rows(a), rows(b))
+    assert len(diff.differing) == 1, (
+        f"{a!r} vs {b!r}: outputs are compared exactly, so whitespace is a difference")
+
+
+@pytest.mark.parametrize("side", ["rows_a", "rows_b"])
+@pytest.mark.parametrize("broken", ["missing", "None"])
+def test_eval_diff_refuses_a_missing_output(lab, side, broken):
+    good = rows("SELECT a FROM t")
+    bad = [{k: v for k, v in good[0].items() if k != "output"}]
+    if broken == "None":
+        bad[0]["output"] = None
+    args = (bad, good) if side == "rows_a" else (good, bad)
+    with pytest.raises(ValueError, match=side):
+        lab.eval_diff(*args)
+
+
+# --- generate_mixed: a tag is None or a LoRARequest ------------------------------------------
+
+
+@pytest.mark.parametrize("tag", [
+    "sql",  # an adapter's name is not a request
+    str(SQL_LORA),  # nor is its path
+    1,
+    {"lora_name": "sql", "lora_int_id": 1, "lora_path": str(SQL_LORA)},
+    types.SimpleNamespace(lora_name="sql", lora_path=str(SQL_LORA)),  # no lora_int_id
+], ids=["name", "path", "int", "dict", "no-int-id"])
+def test_generate_mixed_refuses_a_tag_that_is_not_a_lora_request(stand_ins, tag):
+    good = ("sql", 1, str(SQL_LORA))
+    with pytest.raises(TypeError, match=r"adapters\[1\]"):
+        stand_ins.generate(["p0", "p1"], [good, tag])
+    assert not stand_ins.batches(), "a batch with a bad tag must not reach the engine"
+
+
+def test_generate_mixed_accepts_none_and_lora_requests(lab, stand_ins):
+    out = stand_ins.generate(["p0", "p1"], [None, ("sql", 1, str(SQL_LORA))])
+    assert out == ["base:p0", "sql:p1"] and len(stand_ins.batches()) == 1
+
+
+# --- reconcile: file figures agree exactly; the demo batch is read tag by tag ----------------
+
+
+def header_of(path: Path) -> dict:
+    with path.open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header.pop("__metadata__", None)
+    return header
+
+
+def write_header(path: Path, header: dict) -> None:
+    """A safetensors file of header only: reconcile reads shapes and dtypes, not data."""
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw)
+
+
+def adapter_from(folder: Path, header: dict) -> Path:
+    """``folder`` as a PEFT adapter: the shipped tenant's config beside a header-only
+    safetensors of ``header``."""
+    (folder / "adapter_config.json").write_text((SQL_LORA / "adapter_config.json").read_text())
+    write_header(folder / "adapter_model.safetensors", header)
+    return folder
+
+
+def reconcile_demo(lab, adapter: Path = SQL_LORA, **changes):
+    """``reconcile`` of the shipped demo capture with ``changes`` (its fields) replaced."""
+    cap = lab.parse_capture(CAPTURE.read_text())
+    return lab.reconcile(dataclasses.replace(cap, **changes), base_shape(), adapter)
+
+
+def named(rec, word: str) -> list:
+    """The checks whose figure names ``word`` (case-insensitively, as the docstring says)."""
+    return [c for c in rec.checks if word in c.figure.lower()]
+
+
+def adapter_bytes(rec):
+    """The adapter-bytes check: its figure starts with "adapter" and is not the rank check."""
+    (check,) = [c for c in named(rec, "adapter") if c.figure.lower().startswith("adapter")
+                and "rank" not in c.figure.lower()]
+    return check
+
+
+@pytest.mark.parametrize("change", ["16-bytes-more", "one-tensor-less"])
+def test_a_checkpoint_off_by_any_bytes_fails_the_exact_check(lab, tmp_path, change):
+    header = header_of(base_model.base_model_dir() / "model.safetensors")
+    end = max(t["data_offsets"][1] for t in header.values())
+    if change == "16-bytes-more":
+        header["extra.weight"] = {"dtype": "F32", "shape": [4], "data_offsets": [end, end + 16]}
+    else:
+        header.pop(next(n for n in header if n.endswith("norm.weight")))
+    write_header(tmp_path / "model.safetensors", header)
+    rec = lab.reconcile(lab.parse_capture(CAPTURE.read_text()), base_shape(), SQL_LORA,
+                        checkpoint=tmp_path)
+    (check,) = [c for c in rec.checks if "checkpoint" in c.figure.lower()]
+    assert check.observed != check.derived and not check.agrees, (
+        f"{change} than lab 03 derives: file figures agree exactly, got {check}")
+
+
+def test_an_adapter_with_extra_bytes_fails_the_exact_check(lab, tmp_path):
+    header = {n: t for n, t in header_of(SQL_LORA / "adapter_model.safetensors").items()}
+    a = next(n for n in header if ".lora_A." in n)
+    for name in (a, a.replace(".lora_A.", ".lora_B.")):  # one more module's A and B
+        header[name.replace(".lora_", ".extra.lora_")] = header[name]
+    check = adapter_bytes(reconcile_demo(lab, adapter_from(tmp_path, header)))
+    assert check.observed > check.derived and not check.agrees, (
+        f"more bytes than lab 03's adapter_bytes: file figures agree exactly, got {check}")
+
+
+@pytest.mark.parametrize("names", [("sql-lora", "question-lora"), ("alpha", "aardvark")],
+                         ids=["shipped-names", "names-before-base"])
+def test_every_demo_tag_but_base_is_an_adapter(lab, names):
+    # the shipped names sort after "base", the others before it: both are two adapters
+    text = (CAPTURE.read_text().replace("tag=sql-lora     ", f"tag={names[0]:<13}")
+            .replace("tag=question-lora", f"tag={names[1]:<13}")
+            .replace("'max_loras': 3", "'max_loras': 1"))
+    cap = lab.parse_capture(text)
+    tags = [t for t, _ in cap.outputs]
+    assert tags[:3] == ["base", *names] and set(tags) == {"base", *names}, tags
+    rec = lab.reconcile(cap, base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "step" in c.figure.lower()]
+    assert not check.agrees, (
+        f"two adapters {names} with max_loras=1 do not fit one step: {check}")
+
+
+@pytest.mark.parametrize("printed", ["'dtype': torch.float32", "'cls': <class 'x.Y'>"],
+                         ids=["non-literal-value", "unparsable"])
+def test_a_non_literal_args_line_reads_as_defaults(lab, printed):
+    log = f"INFO [api_utils.py:286] non-default args: {{'max_loras': 3, {printed}}}\n"
+    cap = lab.parse_capture(log)  # vLLM printed an object: no knob can be trusted from it
+    assert cap.lora == {"max_loras": 1, "max_lora_rank": 16, "max_cpu_loras": 1}
+    assert cap.lora_enabled is False
+
+
+def test_eval_diff_pairs_rows_by_equal_ids_not_identical_objects(lab):
+    a = [{"id": "-".join(["row", str(i)]), "schema": SCHEMA, "output": "SELECT a FROM t"}
+         for i in range(3)]
+    b = [{**row, "id": "".join(["row-", str(i)])} for i, row in enumerate(a)]
+    assert lab.eval_diff(a, b).identical == 3
+
+
+# --- reconcile: every figure the docstring lists is checked -------------------------------------
+
+
+def test_the_kv_cache_gib_line_is_checked(lab):
+    text = CAPTURE.read_text()
+    assert "Explicitly set (1.0/" in text
+    rec = lab.reconcile(lab.parse_capture(text.replace("Explicitly set (1.0/",
+                                                       "Explicitly set (1.1/")),
+                        base_shape(), SQL_LORA)
+    failed = [c.figure for c in rec.failed]
+    assert len(failed) == 1 and "kv cache" in failed[0].lower(), (
+        f"1.1 GiB logged for kv_cache_memory_bytes=1 GiB: the KV cache (GiB) check fails, "
+        f"alone; failed: {failed}")
+
+
+def test_the_demos_slot_buffer_bytes_are_checked(lab):
+    cap = lab.parse_capture(CAPTURE.read_text())
+    assert cap.lora_enabled and cap.slot_buffer_bytes == 77_709_312  # README: three slots
+    rec = lab.reconcile(cap, base_shape(), SQL_LORA)
+    found = [c for c in rec.checks if c.observed == cap.slot_buffer_bytes]
+    assert len(found) == 1 and found[0].derived == 77_709_312 and found[0].agrees, (
+        f"the LoRA slot buffers the demo measured, against lora_slot_bytes: {rec.summary()}")
+
+
+def test_the_gpu_weight_line_with_lora_on_adds_the_slots(lab):
+    econ = load_lab("lab-03")
+    slot_bytes = 82_264_064  # README: one rank-16 slot of Llama-2-7B in fp16
+    gib = (econ.base_bytes(econ.LLAMA2_7B, 2) + 4 * slot_bytes) / 2**30
+    log = (f"INFO [api_utils.py:286] non-default args: {{'enable_lora': True, 'max_loras': 4, "
+           f"'max_lora_rank': 16}}\n"
+           "INFO [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: "
+           "model='meta-llama/Llama-2-7b-hf', dtype=torch.float16, max_seq_len=4096, "
+           "device_config=cuda, seed=0\n"
+           f"INFO [gpu_model_runner.py:5150] Model loading took {gib:.2f} GiB memory\n")
+    rec = lab.reconcile(lab.parse_capture(log), econ.LLAMA2_7B, SQL_LORA)
+    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    assert check.agrees and check.derived == pytest.approx(gib, abs=1e-9), (
+        f"{gib:.2f} GiB = lab 03's base_bytes + 4 slots of lora_slot_bytes: {check}")
+
+
+def test_the_weight_kind_is_compared_by_value(lab):
+    cap = lab.parse_capture(CAPTURE.read_text())
+    kind = "".join(["check", "point"])  # equal to "checkpoint", not the same object
+    rec = lab.reconcile(dataclasses.replace(cap, weights_kind=kind), base_shape(), SQL_LORA)
+    (check,) = [c for c in rec.checks if "weight" in c.figure.lower()]
+    assert check.agrees, f"weights_kind {kind!r} is the CPU build's checkpoint line: {check}"
+
+
+def test_the_cpu_engine_keeps_256_tokens(lab):
+    # README: on CPU, max_model_len 256 (the longest lab prompt is 85 tokens)
+    kw = lab.engine_kwargs("m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=False)
+    assert kw["max_model_len"] == lab.CPU_MAX_MODEL_LEN == 256, kw
+
+
+def test_eval_diff_pairs_more_than_256_rows(lab):
+    # lengths past small-int caching: "the same rows" compares counts by value
+    many = rows(*["SELECT a FROM t"] * 300)
+    assert lab.eval_diff(many, [dict(r) for r in many]).identical == 300
+
+
+# --- the second sweep's survivors: defaults, signatures, boundaries, exact file checks --------
+
+
+def test_the_cpu_engine_bounds_its_kv_cache_to_one_gib(lab):
+    # README: kv_cache_memory_bytes 1 GiB on CPU (23,296 tokens of SmolLM2-135M in fp32)
+    kw = lab.engine_kwargs("m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=False)
+    assert kw["kv_cache_memory_bytes"] == lab.CPU_KV_CACHE_BYTES == 2**30, kw
+
+
+def test_the_documented_arguments_can_be_passed_by_name(lab):
+    kw = lab.engine_kwargs(model="m", max_loras=1, max_lora_rank=16, max_cpu_loras=1, cuda=True)
+    assert kw["model"] == "m" and kw["max_loras"] == 1, kw
+    rec = lab.reconcile(capture=lab.parse_capture(text=CAPTURE.read_text()), shape=base_shape(),
+                        adapter=SQL_LORA)
+    assert rec.checks, "reconcile(capture=..., shape=..., adapter=...) returns the checks"
+
+
+@pytest.mark.parametrize("n_prompts, n_tags", [(1, 2), (2, 1)], ids=["more-tags", "fewer-tags"])
+def test_generate_mixed_refuses_a_tag_count_that_is_not_the_prompt_count(stand_ins, n_prompts, n_tags):
+    with pytest.raises(ValueError, match="adapters"):
+        stand_ins.generate([f"p{i}" for i in range(n_prompts)], [None] * n_tags)
+    assert not stand_ins.batches(), "a mismatched batch must not reach the engine"
+
+
+def test_generate_mixed_takes_a_batch_of_300(stand_ins):
+    # counts compared by value, past small-int caching
+    out = stand_ins.generate([f"p{i}" for i in range(300)], [None] * 300)
+    assert len(out) == 300 and len(stand_ins.batches()) == 1
+
+
+def test_generate_mixed_refuses_a_prompt_that_is_not_text(stand_ins):
+    with pytest.raises(TypeError, match=r"prompts\[1\]"):
+        stand_ins.generate(["p0", b"p1"], [None, None])
+    assert not stand_ins.batches(), "a batch with a bad prompt must not reach the engine"
+
+
+def test_a_figure_that_rounds_to_the_logged_value_agrees(lab):
+    # 2**27 B is 0.125 GiB exactly, which prints as "0.12" (round half to even): it agrees,
+    # though |0.12 - 0.125| is a hair above 0.005 in floating point
+    logged = load_support("lab-02", "given.records").Logged(0.12, "0.12")
+    rec = reconcile_demo(lab, kv_cache=logged, kv_cache_bytes=2**27, kv_cache_tokens=None)
+    (check,) = named(rec, "kv cache")
+    assert f"{check.derived:.2f}" == "0.12" and check.agrees, check
+
+
+def gpu_log(gib: float, lora: bool) -> str:
+    args = "'enable_lora': True, 'max_loras': 4, 'max_lora_rank': 16" if lora else "'seed': 0"
+    return (f"INFO [api_utils.py:286] non-default args: {{{args}}}\n"
+            "INFO [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: "
+            "model='meta-llama/Llama-2-7b-hf', dtype=torch.float16, max_seq_len=4096, "
+            "device_config=cuda, seed=0\n"
+            f"INFO [gpu_model_runner.py:5150] Model loading took {gib:.2f} GiB memory\n")
+
+
+def test_the_gpu_weight_line_with_lora_off_is_the_base_alone(lab):
+    econ = load_lab("lab-03")
+    base = econ.base_bytes(econ.LLAMA2_7B, 2)
+    rec = lab.reconcile(lab.parse_capture(gpu_log(base / 2**30, lora=False)), econ.LLAMA2_7B,
+                        SQL_LORA)
+    (check,) = named(rec, "weight")
+    assert check.derived == base / 2**30 and check.agrees, (
+        f"LoRA off: the weight line is lab 03's base_bytes alone, no slot byte: {check}")
+
+
+def test_the_gpu_weight_checks_how_shows_terms_that_sum_to_derived(lab):
+    econ = load_lab("lab-03")
+    gib = (econ.base_bytes(econ.LLAMA2_7B, 2) + 4 * 82_264_064) / 2**30
+    rec = lab.reconcile(lab.parse_capture(gpu_log(gib, lora=True)), econ.LLAMA2_7B, SQL_LORA)
+    (check,) = named(rec, "weight")
+    terms = [float(x) for x in re.findall(r"\d+\.\d{3}\b", check.how)]
+    assert len(terms) == 2 and sum(terms) == pytest.approx(check.derived, abs=1e-3), (
+        f"how gives base and slots in GiB to three decimals, summing to derived: {check}")
+    assert terms[1] == pytest.approx(4 * 82_264_064 / 2**30, abs=5e-4), check.how
+
+
+@pytest.mark.parametrize("broken", ["lora_A-alone", "embedding-pair"])
+def test_an_adapter_module_that_is_not_an_a_b_pair_is_refused(lab, tmp_path, broken):
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    b = next(n for n in header if ".lora_B." in n)
+    if broken == "lora_A-alone":
+        del header[b]
+    else:
+        a = b.replace(".lora_B.", ".lora_A.")
+        for name in (a, b):
+            header[name.replace(".lora_", ".lora_embedding_")] = header.pop(name)
+    module = b.partition(".lora_")[0]
+    with pytest.raises(ValueError, match=re.escape(module)):
+        reconcile_demo(lab, adapter_from(tmp_path, header))
+
+
+def test_an_adapter_one_module_short_fails_the_exact_check(lab, tmp_path):
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    a = next(n for n in header if ".lora_A." in n)
+    del header[a], header[a.replace(".lora_A.", ".lora_B.")]
+    check = adapter_bytes(reconcile_demo(lab, adapter_from(tmp_path, header)))
+    assert check.observed < check.derived and not check.agrees, (
+        f"fewer bytes than lab 03's adapter_bytes: file figures agree exactly, got {check}")
+
+
+@pytest.mark.parametrize("change", [{"slot_buffer_bytes": None}, {"lora_enabled": False}],
+                         ids=["no-probe-line", "lora-off"])
+def test_the_slot_buffer_check_needs_the_probe_and_lora_on(lab, change):
+    assert not named(reconcile_demo(lab, **change), "slot buffer"), (
+        f"{change}: no slot buffers to compare, so no slot-buffer check")
+
+
+@pytest.mark.parametrize("off", [-16, 16], ids=["16-bytes-under", "16-bytes-over"])
+def test_slot_buffers_off_by_16_bytes_fail_the_exact_check(lab, off):
+    measured = lab.parse_capture(CAPTURE.read_text()).slot_buffer_bytes
+    (check,) = named(reconcile_demo(lab, slot_buffer_bytes=measured + off), "slot buffer")
+    assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
+
+
+def test_sql_executes_is_false_when_an_insert_fails(lab):
+    # an INSERT the table refuses (one value for two columns) is an sqlite3.Error
+    assert lab.sql_executes(SCHEMA, "SELECT a FROM t", ["INSERT INTO t VALUES (1)"]) is False
+
+
+def test_generate_mixed_asks_for_no_progress_bar(stand_ins):
+    stand_ins.generate(["p0", "p1"], [None, None])
+    ((_, _, kwargs),) = stand_ins.batches()
+    assert kwargs.get("use_tqdm") is False, f"one quiet generate call: use_tqdm=False, got {kwargs}"
+
+
+@pytest.mark.parametrize("path", ["./no-such-adapter", "/no/such/adapter"], ids=["dot", "absolute"])
+def test_generate_mixed_refuses_a_local_adapter_folder_that_is_missing(stand_ins, path):
+    with pytest.raises(FileNotFoundError, match=re.escape(path)):
+        stand_ins.generate(["p0"], [("sql", 1, path)])
+    assert not stand_ins.batches(), "a missing adapter must not reach the engine"
+
+
+def test_the_delta_flops_check_fails_when_the_file_is_not_the_config(lab, tmp_path):
+    # the tensors at rank 8 while adapter_config.json says r=16: the file's ratio is half the
+    # one lab 01 derives from the config, so the two must not agree
+    header = header_of(SQL_LORA / "adapter_model.safetensors")
+    for name, t in header.items():
+        t["shape"] = [8, t["shape"][1]] if ".lora_A." in name else [t["shape"][0], 8]
+    (check,) = named(reconcile_demo(lab, adapter_from(tmp_path, header)), "flops")
+    assert check.observed == pytest.approx(check.derived / 2, rel=1e-9) and not check.agrees, check
+
+
+@pytest.mark.parametrize("off", [-128, 128], ids=["one-block-less", "one-block-more"])
+def test_the_kv_cache_tokens_agree_exactly(lab, off):
+    cap = lab.parse_capture(CAPTURE.read_text())
+    assert cap.kv_cache_tokens == 23_296  # README: 182 whole blocks of 128 tokens
+    (good,) = named(reconcile_demo(lab), "token")
+    assert good.agrees and good.derived == 23_296, good
+    (check,) = named(reconcile_demo(lab, kv_cache_tokens=23_296 + off), "token")
+    assert not check.agrees, f"{23_296 + off} tokens logged, 23,296 derived: {check}"
+
+
+def test_no_kv_token_line_means_no_token_check(lab):
+    rec = reconcile_demo(lab, kv_cache_tokens=None)
+    assert not named(rec, "token"), rec.summary()
+
+
+def test_base_rows_take_no_slot_in_the_demo_step(lab):
+    # base + two adapters fit max_loras=2: "base" read from the log is the base model by value
+    text = CAPTURE.read_text().replace("'max_loras': 3", "'max_loras': 2")
+    (check,) = named(lab.reconcile(lab.parse_capture(text), base_shape(), SQL_LORA), "step")
+    assert check.agrees, f"two adapters and base rows fit two slots in one step: {check}"
+
+
+def test_eval_diff_compares_schemas_and_outputs_by_value(lab):
+    a = rows("SELECT a FROM t", "SELECT a FROM t")
+    schema, output = "".join([SCHEMA[:6], SCHEMA[6:]]), "".join(["SELECT a ", "FROM t"])
+    b = [{**r, "schema": schema, "output": output} for r in a]  # equal, not the same objects
+    diff = lab.eval_diff(a, b)
+    assert diff.identical == 2 and not diff.differing, "equal text is the same row and output"
+
+
+def test_the_step_checks_how_counts_the_distinct_adapters(lab):
+    (check,) = named(reconcile_demo(lab), "step")
+    assert "2 adapter(s), max_loras=3" in check.how, (
+        f"the demo's rows carry two adapters (sql-lora, question-lora) and base rows: {check}")
 
 
 # --- the real engine (CPU build) -------------------------------------------------------------
