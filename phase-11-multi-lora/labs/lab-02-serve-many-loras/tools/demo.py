@@ -37,6 +37,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ MAX_LORA_RANK = 16  # the shipped adapters' r, one of vLLM's allowed ranks
 MAX_CPU_LORAS = 3
 CHILD_ENV = "LAB02_DEMO_CHILD"
 # Lines of the demo's own report; everything else a run prints is the engine's log.
+HEARTBEAT_S = 30.0  # a line at least this often while nothing else is shown
 OWN_LINE = re.compile(r"^(\[demo\]|== |row \d+ |$)")
 
 
@@ -261,22 +263,45 @@ def run_log() -> Path:
     return Path(name)
 
 
-def run_child(argv: list[str], log_path: Path, verbose: bool) -> int:
+def run_child(argv: list[str], log_path: Path, verbose: bool, *, cmd: list[str] | None = None,
+              heartbeat_s: float = HEARTBEAT_S) -> int:
     """Run the demo in a child; its whole output goes to ``log_path``, the demo's own lines (or
-    everything, ``verbose``) to the terminal."""
+    everything, ``verbose``) to the terminal, and a line with the elapsed time after every
+    ``heartbeat_s`` seconds with nothing shown (the engine's build and batches are silent).
+    ``cmd``: the child's command, this script by default."""
     # one BLAS thread: part 3's numpy matmuls share the cores torch's OpenMP threads are bound to
     env = {"OPENBLAS_NUM_THREADS": "1"} | os.environ | {"PYTHONUNBUFFERED": "1", CHILD_ENV: "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
+    child = subprocess.Popen([*(cmd or [sys.executable, __file__]), *argv], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, env=env)
     assert child.stdout is not None
-    with log_path.open("wb") as log:
-        for chunk in iter(child.stdout.readline, b""):
-            log.write(chunk)
-            if verbose or OWN_LINE.match(chunk.decode(errors="replace").rstrip("\n")):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-    return child.wait()
+    start = time.monotonic()
+    shown, lock, stop = [start], threading.Lock(), threading.Event()
+
+    def show(chunk: bytes) -> None:
+        with lock:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            shown[0] = time.monotonic()
+
+    def heartbeat() -> None:
+        while not stop.wait(min(1.0, heartbeat_s)):
+            now = time.monotonic()
+            if now - shown[0] >= heartbeat_s:
+                show(f"[demo] still running after {now - start:.0f} s\n".encode())
+
+    beat = threading.Thread(target=heartbeat, name="demo-heartbeat", daemon=True)
+    beat.start()
+    try:
+        with log_path.open("wb") as log:
+            for chunk in iter(child.stdout.readline, b""):
+                log.write(chunk)
+                if verbose or OWN_LINE.match(chunk.decode(errors="replace").rstrip("\n")):
+                    show(chunk)
+        return child.wait()
+    finally:
+        stop.set()
+        beat.join()
 
 
 def main() -> None:
@@ -299,7 +324,7 @@ def main() -> None:
         run_demo(extra)
         return
     log_path = args.capture or run_log()
-    print(f"[demo] starting vLLM's CPU engine (about a minute on 2 cores); its log: {log_path}"
+    print(f"[demo] starting vLLM's CPU engine; its log: {log_path}"
           + ("" if args.verbose else " (--verbose shows it here)"), flush=True)
     passthrough = [f"--adapter={item}" for item in args.adapter]
     code = run_child(passthrough, log_path, args.verbose)
