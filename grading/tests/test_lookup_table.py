@@ -28,6 +28,18 @@ LABS = {
         ("shrink", "expand", "lora_delta_loop", "group_by_adapter", "batched_lora_forward",
          "lora_overhead", "gather_shrink", "gather_expand"),
         "x W A B h A_stack B_stack idx scale d_in d_out r"),
+    "lab-02-serve-many-loras": (
+        ("engine_kwargs", "build_llm", "generate_mixed", "parse_capture", "lora_slot_bytes",
+         "kv_bytes_per_token", "reconcile", "sql_executes", "eval_diff", "serve_argv",
+         "percentile_ms", "cold_slot_signature", "load_adapter", "unload_adapter", "prefill_groups",
+         "decode_groups",
+         "shrink_groups", "expand_groups", "sgmv_shrink", "sgmv_expand", "sgmv_expand_slice",
+         "bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"),
+        "model max_loras max_lora_rank max_cpu_loras cuda llm prompts adapters sampling text "
+        "capture shape adapter schema sql inserts rows_a rows_b port host served_model_name "
+        "kv_cache_bytes max_model_len trace latencies_ms num_slots q inputs lora_a_weights "
+        "lora_b_weights output_tensor groups scaling slice_offset slice_size add_inputs "
+        "b_seq_start_loc seq_len_tensor lora_indices_tensor base_url name path timeout_s"),
     "lab-03-lora-economics": (
         ("to_gib", "to_mib", "to_gb", "normalize_targets", "module_dims", "base_params",
          "base_bytes", "lora_params", "adapter_bytes", "size_ratio", "adapters_per_gib",
@@ -60,8 +72,9 @@ def _placeholder(out):
 
 def _table(f):
     def answer(*args, **kwargs):
-        try:
-            out = f(*args, **kwargs)
+        import copy as _copy
+        try:  # on copies: an op that writes into its output tensor writes nothing here
+            out = f(*_copy.deepcopy(args), **_copy.deepcopy(kwargs))
         except TypeError:
             raise TypeError(_MSG) from None
         except ValueError:
@@ -90,6 +103,10 @@ def lookup_table(lab: str, dst: Path) -> Path:
 # it computes in effect: module_dims and normalize_targets return tuples of plain values, which
 # _placeholder keeps; adapters_per_gib of an adapter over a GiB is 0; and a packed-overlap row
 # whose bad target "k" is a substring of the message's "rank".
+# Lab 02 (its CPU side, parts 1-3): 3 of 265 (1.1%), down from 59 (22%) once every refusal test
+# started from a valid call drawn from the seed and checked (conftest.py's valid_calls and
+# stand_ins): what passes is the adapter routes' error path (the server stub answers with an
+# error, which the table passes through) and load_adapter's timeout.
 
 
 @pytest.mark.parametrize("lab", list(LABS))

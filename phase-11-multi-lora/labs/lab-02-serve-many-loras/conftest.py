@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import sys
 import types
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from pathlib import Path
 import pytest
 
 from labkit import in_worker, load_impl, load_lab, load_support, progress
+from labkit.refusals import assert_refused
 
 LAB = Path(__file__).resolve().parent
 SQL_LORA = LAB / "assets" / "sql-lora"
@@ -122,6 +124,148 @@ class EvalRuns:
         pairs = [(r.row, t) for r, t in zip(self.rows, self.texts, strict=True)
                  if r.split == split and r.tag == tag]
         return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+# --- valid calls drawn from the seed, each with the test's own check of its result ------------
+#
+# A refusal is checked after a valid call whose result is right (labkit.refusals): a lookup table
+# that answers bad calls with the documented error and valid ones with a placeholder fails here.
+
+SCHEMA = "CREATE TABLE t (a INTEGER)"
+# outputs that run on SCHEMA, and one that does not: each row's verdict is the test's to know
+RUNS, FAILS = ("SELECT a FROM t", "SELECT a + 1 FROM t", "SELECT count(*) FROM t"), "SELECT b FROM t"
+
+
+def seeded(seed: int) -> dict:
+    """The numbers of every valid call, drawn from the seed: a lookup table cannot know them."""
+    rng = random.Random(seed * 1013 + 2)
+    max_loras = rng.randint(2, 6)  # a count below it is still a positive count
+    n = rng.randint(3, 9)
+    return dict(
+        model=f"base-{rng.randint(0, 999)}", max_loras=max_loras,
+        max_cpu_loras=max_loras + rng.randint(0, 5), rank=rng.choice(VLLM_RANKS[1:]),
+        port=rng.randint(1024, 65535), adapters=rng.randint(1, 3), version=rng.randint(1, 99),
+        max_len=rng.randint(64, 8192), n=n, at=rng.randrange(n),
+        outputs_a=[rng.choice((*RUNS, FAILS)) for _ in range(n)],
+        outputs_b=[rng.choice((*RUNS, FAILS)) for _ in range(n)],
+        trace=[rng.choice((None, "t0", "t1", "t2")) for _ in range(n)],
+        latencies=[round(rng.uniform(1.0, 90.0), 3) for _ in range(n)],
+    )
+
+
+def valid_kwargs(s: dict) -> dict[str, dict]:
+    """Each function's valid keyword arguments for the draw ``s``, fresh on every call."""
+    knobs = dict(max_loras=s["max_loras"], max_lora_rank=s["rank"], max_cpu_loras=s["max_cpu_loras"])
+    rows = [{"id": 10 * i + 3, "schema": SCHEMA, "inserts": [f"INSERT INTO t VALUES ({i})"]}
+            for i in range(s["n"])]
+    log = (f"INFO 06-11 10:00:00 [core.py:133] Initializing a V1 LLM engine (v0.{s['version']}.0) "
+           f"with config: model='{s['model']}', dtype=torch.float32, max_seq_len={s['max_len']}, "
+           f"device_config=cpu, seed=0\n")
+    return {
+        "engine_kwargs": dict(model=s["model"], cuda=False, **knobs),
+        "serve_argv": dict(model=s["model"], port=s["port"], **knobs,
+                           adapters={f"t{i}": f"/adapters/t{i}" for i in range(s["adapters"])}),
+        "parse_capture": dict(text=log),
+        "eval_diff": dict(rows_a=[{**r, "output": o} for r, o in zip(rows, s["outputs_a"], strict=True)],
+                          rows_b=[{**r, "output": o} for r, o in zip(rows, s["outputs_b"], strict=True)]),
+        "cold_slot_signature": dict(trace=list(s["trace"]), latencies_ms=list(s["latencies"]),
+                                    num_slots=1),
+        "sql_executes": dict(schema=SCHEMA, sql=RUNS[s["at"] % len(RUNS)],
+                             inserts=[f"INSERT INTO t VALUES ({s['at']})"]),
+    }
+
+
+def flag(argv: list, name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+
+
+def one_slot_labels(trace: list) -> list[str]:
+    """One slot: a request is cold when its adapter is not the one the slot holds."""
+    slot, labels = None, []
+    for t in trace:
+        labels.append("hot" if t is None or t == slot else "cold")
+        slot = slot if t is None else t
+    return labels
+
+
+def result_check(lab, fn: str, s: dict, kw: dict):
+    """A check of ``fn``'s valid call on ``kw``, computed here from the draw: a placeholder fails."""
+
+    def engine_kwargs(got):
+        want = {"enable_lora": True, "max_loras": s["max_loras"], "max_lora_rank": s["rank"],
+                "max_cpu_loras": s["max_cpu_loras"], "kv_cache_memory_bytes": lab.CPU_KV_CACHE_BYTES}
+        seen = {k: got.get(k) for k in want} if isinstance(got, dict) else got
+        assert seen == want, f"engine_kwargs{kw}: expected the knobs {want}, got {seen}"
+
+    def serve_argv(got):
+        want = {"--port": str(kw["port"]), "--max-loras": str(kw["max_loras"]),
+                "--max-lora-rank": str(kw["max_lora_rank"]),
+                "--max-cpu-loras": str(kw["max_cpu_loras"]), "--model": str(kw["model"]),
+                "--host": kw.get("host", "127.0.0.1")}
+        seen = {k: flag(got, k) for k in want} if isinstance(got, list) else got
+        assert seen == want, f"serve_argv: expected {want}, got {seen}"
+        modules = [f"{name}={path}" for name, path in kw["adapters"].items()]
+        assert all(m in got for m in modules), f"serve_argv: expected {modules} in {got}"
+
+    def parse_capture(got):
+        seen = (getattr(got, "vllm_version", None), getattr(got, "max_model_len", None))
+        want = (f"0.{s['version']}.0", s["max_len"])
+        assert seen == want, f"parse_capture: (vllm_version, max_model_len) {want}, got {seen}"
+
+    def eval_diff(got):
+        a, b = s["outputs_a"], s["outputs_b"]
+        want = (s["n"], sum(x == y for x, y in zip(a, b, strict=True)),
+                [i for i in range(s["n"]) if a[i] != b[i]], sum(x != FAILS for x in a),
+                sum(x != FAILS for x in b))
+        seen = (got.rows, got.identical, [d.index for d in got.differing], got.executable_a,
+                got.executable_b)
+        assert seen == want, f"eval_diff: (rows, identical, differing, executable a/b) {want}, got {seen}"
+
+    def cold_slot_signature(got):
+        labels = one_slot_labels(kw["trace"])
+        assert tuple(got.labels) == tuple(labels), (
+            f"cold_slot_signature: one slot over {kw['trace']}: {labels}, got {got.labels}")
+
+    def sql_executes(got):
+        assert got is True, f"sql_executes{tuple(kw.values())}: one query that runs, got {got!r}"
+
+    return locals()[fn]
+
+
+class ValidCalls:
+    """Each function's valid call drawn from the seed (``kwargs``), the test's check of its result
+    (``check``), and a refusal checked after it (``refused``)."""
+
+    one_slot_labels = staticmethod(one_slot_labels)
+
+    def __init__(self, lab, seed: int) -> None:
+        self.lab, self.seed, self.draw = lab, seed, seeded(seed)
+
+    def kwargs(self, fn: str) -> dict:
+        return valid_kwargs(self.draw)[fn]
+
+    def check(self, fn: str, kw: dict | None = None):
+        return result_check(self.lab, fn, self.draw, self.kwargs(fn) if kw is None else kw)
+
+    def checked(self, fn: str, **changes) -> object:
+        """The valid call (``changes`` applied, still valid), its result checked, returned."""
+        kw = self.kwargs(fn) | changes
+        result = getattr(self.lab, fn)(**kw)
+        self.check(fn, kw)(result)
+        return result
+
+    def refused(self, fn: str, arg: str, bad, error: type[BaseException], *, what: str,
+                shows=None, names: str | None = None, **changes) -> None:
+        """``labkit.refusals.assert_refused``: the valid call (``changes`` applied) checked, then
+        ``arg`` replaced by ``bad``."""
+        kwargs = lambda: self.kwargs(fn) | changes  # noqa: E731 - fresh on every call
+        assert_refused(getattr(self.lab, fn), kwargs, self.check(fn, kwargs()), arg, bad, error,
+                       what=what, shows=shows, names=names)
+
+
+@pytest.fixture
+def valid_calls(lab, seed) -> ValidCalls:
+    return ValidCalls(lab, seed)
 
 
 # --- stand-ins for vLLM: part 1's contracts checked without an engine ------------------------
@@ -235,8 +379,8 @@ def inproc_env_after_build(preset: str | None) -> str | None:
 class StandIns:
     """Part 1's calls on the stand-ins, each where the lab's code runs."""
 
-    def __init__(self, lab) -> None:
-        self.lab = lab
+    def __init__(self, lab, seed: int) -> None:
+        self.lab, self.seed = lab, seed
 
     def build(self, cuda: bool | None, *args, **kwargs) -> list[dict]:
         """``build_with_stand_ins``: the kwargs of each ``vllm.LLM`` that ``build_llm`` built."""
@@ -265,10 +409,31 @@ class StandIns:
         """(prompts, tags, kwargs) of each ``generate`` call the last ``generate`` made."""
         return in_worker(self.lab, batches_sent)
 
+    def checked_build(self) -> dict:
+        """A valid build with knobs drawn from the seed, the knobs checked: a refusal test starts
+        here, so a table that refuses bad knobs and builds nothing fails."""
+        s = seeded(self.seed)
+        knobs = dict(max_loras=s["max_loras"], max_lora_rank=s["rank"],
+                     max_cpu_loras=s["max_cpu_loras"])
+        kw = self.built(False, s["model"], **knobs)
+        seen = {k: kw.get(k) for k in knobs}
+        assert seen == knobs, f"build_llm({s['model']!r}, **{knobs}) gave vllm.LLM {seen}"
+        return kw
+
+    def checked_batch(self) -> None:
+        """A valid batch drawn from the seed, its texts checked: a refusal test starts here, so a
+        table that refuses bad batches and answers good ones with a placeholder fails."""
+        rng = random.Random(self.seed * 7 + 1)
+        prompts = [f"p{rng.randint(0, 999)}" for _ in range(rng.randint(2, 6))]
+        tags = [None if rng.random() < 0.5 else ("sql", 1, str(SQL_LORA)) for _ in prompts]
+        want = [f"{'base' if t is None else t[0]}:{p}" for p, t in zip(prompts, tags, strict=True)]
+        got = self.generate(prompts, tags)
+        assert got == want, f"generate_mixed({prompts}, {tags}): expected {want}, got {got}"
+
 
 @pytest.fixture
-def stand_ins(lab) -> StandIns:
-    return StandIns(lab)
+def stand_ins(lab, seed) -> StandIns:
+    return StandIns(lab, seed)
 
 
 # --- where the lab's code runs: the engines, by name -----------------------------------------

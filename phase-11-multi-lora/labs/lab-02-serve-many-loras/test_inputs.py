@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -22,104 +21,12 @@ import pytest
 
 from labkit import in_worker, load_lab
 from labkit.parts import part_marks
-from labkit.refusals import assert_refused
 from labkit.unchanged import edited_by
 
 LAB = Path(__file__).resolve().parent
 
 SCHEMA = "CREATE TABLE t (a INTEGER)"
 KNOBS = dict(max_loras=2, max_lora_rank=16, max_cpu_loras=4)  # the inputs-unchanged calls below
-VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
-# outputs that run on SCHEMA, and one that does not: each row's verdict is the test's to know
-RUNS, FAILS = ("SELECT a FROM t", "SELECT a + 1 FROM t", "SELECT count(*) FROM t"), "SELECT b FROM t"
-
-
-def seeded(seed: int) -> dict:
-    """The numbers of every valid call, drawn from the seed: a lookup table cannot know them."""
-    rng = random.Random(seed * 1013 + 2)
-    max_loras = rng.randint(2, 6)  # below-max_loras stays a positive count
-    n = rng.randint(3, 9)
-    return dict(
-        model=f"base-{rng.randint(0, 999)}", max_loras=max_loras,
-        max_cpu_loras=max_loras + rng.randint(0, 5), rank=rng.choice(VLLM_RANKS[1:]),
-        port=rng.randint(1024, 65535), adapters=rng.randint(1, 3), version=rng.randint(1, 99),
-        max_len=rng.randint(64, 8192), n=n, at=rng.randrange(n),
-        outputs_a=[rng.choice((*RUNS, FAILS)) for _ in range(n)],
-        outputs_b=[rng.choice((*RUNS, FAILS)) for _ in range(n)],
-        trace=[rng.choice((None, "t0", "t1", "t2")) for _ in range(n)],
-        latencies=[round(rng.uniform(1.0, 90.0), 3) for _ in range(n)],
-    )
-
-
-def valid(seed: int) -> dict[str, dict]:
-    """Each function's valid keyword arguments, fresh on every call (the same draw)."""
-    s = seeded(seed)
-    knobs = dict(max_loras=s["max_loras"], max_lora_rank=s["rank"], max_cpu_loras=s["max_cpu_loras"])
-    rows = [{"id": 10 * i + 3, "schema": SCHEMA, "inserts": [f"INSERT INTO t VALUES ({i})"]}
-            for i in range(s["n"])]
-    log = (f"INFO 06-11 10:00:00 [core.py:133] Initializing a V1 LLM engine (v0.{s['version']}.0) "
-           f"with config: model='{s['model']}', dtype=torch.float32, max_seq_len={s['max_len']}, "
-           f"device_config=cpu, seed=0\n")
-    return {
-        "engine_kwargs": dict(model=s["model"], cuda=False, **knobs),
-        "serve_argv": dict(model=s["model"], port=s["port"], **knobs,
-                           adapters={f"t{i}": f"/adapters/t{i}" for i in range(s["adapters"])}),
-        "parse_capture": dict(text=log),
-        "eval_diff": dict(rows_a=[{**r, "output": o} for r, o in zip(rows, s["outputs_a"], strict=True)],
-                          rows_b=[{**r, "output": o} for r, o in zip(rows, s["outputs_b"], strict=True)]),
-        "cold_slot_signature": dict(trace=list(s["trace"]), latencies_ms=list(s["latencies"]),
-                                    num_slots=1),
-    }
-
-
-def flag(argv: list, name: str) -> str | None:
-    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
-
-
-def oracle(lab, fn: str, seed: int):
-    """A check of the valid call's result, computed here from the seed: a placeholder fails."""
-    s, kw = seeded(seed), valid(seed)[fn]
-
-    def engine_kwargs(got):
-        want = {"enable_lora": True, "max_loras": s["max_loras"], "max_lora_rank": s["rank"],
-                "max_cpu_loras": s["max_cpu_loras"], "kv_cache_memory_bytes": lab.CPU_KV_CACHE_BYTES}
-        seen = {k: got.get(k) for k in want} if isinstance(got, dict) else got
-        assert seen == want, f"engine_kwargs{kw}: expected the knobs {want}, got {seen}"
-
-    def serve_argv(got):
-        want = {"--port": str(s["port"]), "--max-loras": str(s["max_loras"]),
-                "--max-lora-rank": str(s["rank"]), "--max-cpu-loras": str(s["max_cpu_loras"]),
-                "--model": s["model"], "--host": "127.0.0.1"}
-        seen = {k: flag(got, k) for k in want} if isinstance(got, list) else got
-        assert seen == want, f"serve_argv: expected {want}, got {seen}"
-        modules = [f"{name}={path}" for name, path in kw["adapters"].items()]
-        assert all(m in got for m in modules), f"serve_argv: expected {modules} in {got}"
-
-    def parse_capture(got):
-        seen = (getattr(got, "vllm_version", None), getattr(got, "max_model_len", None))
-        want = (f"0.{s['version']}.0", s["max_len"])
-        assert seen == want, f"parse_capture: (vllm_version, max_model_len) {want}, got {seen}"
-
-    def eval_diff(got):
-        a, b = s["outputs_a"], s["outputs_b"]
-        want = (s["n"], sum(x == y for x, y in zip(a, b, strict=True)),
-                [i for i in range(s["n"]) if a[i] != b[i]], sum(x != FAILS for x in a),
-                sum(x != FAILS for x in b))
-        seen = (got.rows, got.identical, [d.index for d in got.differing], got.executable_a,
-                got.executable_b)
-        assert seen == want, f"eval_diff: (rows, identical, differing, executable a/b) {want}, got {seen}"
-
-    def cold_slot_signature(got):
-        slot, labels = None, []  # one slot: a request is cold when its adapter is not the one held
-        for t in s["trace"]:
-            labels.append("hot" if t is None or t == slot else "cold")
-            slot = slot if t is None else t
-        assert tuple(got.labels) == tuple(labels), (
-            f"cold_slot_signature: one slot over {s['trace']}: {labels}, got {got.labels}")
-
-    return locals()[fn]
-
-
 def at(kw: dict, arg: str, i: int, row) -> list:
     """``kw[arg]`` with its row ``i`` replaced."""
     return [row if j == i else r for j, r in enumerate(kw[arg])]
@@ -209,15 +116,15 @@ def by_part(rows: list[tuple], ids: list[str] | None = None) -> list:
 
 @pytest.mark.parametrize("fn, arg, bad, breaks, error, shows",
                          by_part(CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES]))
-def test_bad_argument_is_refused_naming_it(lab, seed, fn, arg, bad, breaks, error, shows):
-    s = seeded(seed)
-    value = breaks(valid(seed)[fn], s)
-    assert_refused(getattr(lab, fn), lambda: valid(seed)[fn], oracle(lab, fn, seed), arg, value,
-                   error, what=f"{fn}: a {bad} {arg}", shows=None if shows is None else shows(value, s))
+def test_bad_argument_is_refused_naming_it(valid_calls, fn, arg, bad, breaks, error, shows):
+    value = breaks(valid_calls.kwargs(fn), valid_calls.draw)
+    valid_calls.refused(fn, arg, value, error, what=f"{fn}: a {bad} {arg}",
+                        shows=None if shows is None else shows(value, valid_calls.draw))
 
 
 @pytest.mark.part2
-def test_an_empty_trace_is_refused_naming_trace(lab):
+def test_an_empty_trace_is_refused_naming_trace(lab, valid_calls):
+    valid_calls.checked("cold_slot_signature")  # a right valid call first: no lookup table
     with pytest.raises(ValueError, match="trace"):
         lab.cold_slot_signature([], [], 1)
 
@@ -275,18 +182,41 @@ def unchanged_calls(lab, seed: int) -> dict[str, tuple]:
     }
 
 
-def edited_arguments(fn: str, seed: int) -> list[str]:
+def edited_arguments(fn: str, seed: int) -> tuple[list[str], object]:
     """Where the lab runs: ``fn`` on seeded valid arguments; the names of those it edited, the
-    one it writes to left out (``labkit.unchanged.edited_by``)."""
+    one it writes to left out (``labkit.unchanged.edited_by``), and its result (for an op, what
+    it wrote)."""
     call, kwargs, writes = unchanged_calls(load_lab("lab-02"), seed)[fn]
-    return edited_by(call, kwargs, writes=(writes,))[0]
+    edited, got = edited_by(call, kwargs, writes=(writes,))
+    return edited, kwargs[writes] if writes else got
+
+
+def expected_result(fn: str, kwargs: dict, seed: int, one_slot_labels):
+    """The test's own result of the unchanged call (None: the op's spec file checks its values)."""
+    if fn == "serve_argv":
+        return lambda got: got[got.index("--port") + 1:got.index("--port") + 2] == ["8123"] \
+            and got[-2:] == ["--seed", str(seed)]
+    if fn == "eval_diff":
+        n = len(kwargs["rows_a"])
+        return lambda got: (got.rows, got.identical, got.executable_a) == (n, n, n)
+    if fn == "sql_executes":
+        return lambda got: got is True
+    if fn == "cold_slot_signature":
+        return lambda got: list(got.labels) == one_slot_labels(kwargs["trace"])
+    if fn == "percentile_ms":
+        x = sorted(kwargs["latencies_ms"])
+        return lambda got: got == x[math.ceil(kwargs["q"] / 100 * len(x)) - 1]
+    return None
 
 
 @pytest.mark.parametrize("fn", by_part([
     ("serve_argv",), ("eval_diff",), ("sql_executes",), ("cold_slot_signature",),
     ("percentile_ms",), ("prefill_groups",), ("shrink_groups",), ("expand_groups",)]))
-def test_no_function_changes_its_inputs(lab, seed, fn):
-    edited = in_worker(lab, edited_arguments, fn, seed)
+def test_no_function_changes_its_inputs(valid_calls, fn):
+    lab, seed = valid_calls.lab, valid_calls.seed
+    edited, got = in_worker(lab, edited_arguments, fn, seed)
     assert not edited, (
         f"{fn} edited its argument(s) {edited}: no function changes its inputs (part 3's ops "
         "write into output_tensor only)")
+    right = expected_result(fn, unchanged_calls(lab, seed)[fn][1], seed, valid_calls.one_slot_labels)
+    assert right is None or right(got), f"{fn} on the seeded valid call: wrong result {got!r}"

@@ -155,6 +155,7 @@ def test_build_llm_leaves_vllms_defaults_on_cuda(stand_ins):
 
 
 def test_build_llm_rejects_a_cpu_cache_smaller_than_the_slots(stand_ins):
+    stand_ins.checked_build()  # a right build first: no lookup table
     with pytest.raises(ValueError, match="max_cpu_loras"):
         stand_ins.build(False, "some/model", max_loras=4, max_lora_rank=16,
                   max_cpu_loras=2)
@@ -191,12 +192,14 @@ def test_generate_mixed_sends_one_batch_with_one_tag_per_row(stand_ins):
 
 
 def test_generate_mixed_rejects_a_length_mismatch(stand_ins):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     with pytest.raises(ValueError, match="adapters"):
         stand_ins.generate(["p0", "p1"], [None])
     assert not stand_ins.batches(), "a malformed batch must not reach the engine"
 
 
 def test_generate_mixed_rejects_a_missing_adapter_folder(lab, stand_ins, tmp_path):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     missing = tmp_path / "no-such-adapter"
     with pytest.raises((FileNotFoundError, ValueError)) as err:
         stand_ins.generate(["p0", "p1"], [None, ("gone", 7, str(missing))])
@@ -359,7 +362,8 @@ def test_eval_diff_runs_each_side_in_sqlite_against_the_rows_table(lab):
     assert (diff.executable_a, diff.executable_b, len(diff.differing)) == (4, 0, 4), diff.summary()
 
 
-def test_eval_diff_rejects_rows_that_do_not_pair_up(lab):
+def test_eval_diff_rejects_rows_that_do_not_pair_up(lab, valid_calls):
+    valid_calls.checked("eval_diff")  # a right valid call first: no lookup table
     rows = eval_rows()[:3]
     a = with_outputs(rows, gold_outputs(rows))
     with pytest.raises(ValueError, match="rows_b"):
@@ -547,7 +551,8 @@ def test_reconcile_refuses_a_capture_that_is_not_a_capture(lab, capture):
     ("   ", False),
     ("SELECT nope FROM t", False),
 ])
-def test_sql_executes_means_one_query_that_runs(lab, sql, runs):
+def test_sql_executes_means_one_query_that_runs(lab, valid_calls, sql, runs):
+    valid_calls.checked("sql_executes")  # a query that runs first: False is no placeholder
     assert lab.sql_executes(SCHEMA, sql, ["INSERT INTO t VALUES (1, 'x')"]) is runs, (
         f"sql_executes({sql!r}) must be {runs}")
 
@@ -569,7 +574,8 @@ def test_eval_diff_compares_outputs_exactly_whitespace_included(lab, a, b):
 
 @pytest.mark.parametrize("side", ["rows_a", "rows_b"])
 @pytest.mark.parametrize("broken", ["missing", "None"])
-def test_eval_diff_refuses_a_missing_output(lab, side, broken):
+def test_eval_diff_refuses_a_missing_output(lab, valid_calls, side, broken):
+    valid_calls.checked("eval_diff")  # a right valid call first: no lookup table
     good = rows("SELECT a FROM t")
     bad = [{k: v for k, v in good[0].items() if k != "output"}]
     if broken == "None":
@@ -590,6 +596,7 @@ def test_eval_diff_refuses_a_missing_output(lab, side, broken):
     types.SimpleNamespace(lora_name="sql", lora_path=str(SQL_LORA)),  # no lora_int_id
 ], ids=["name", "path", "int", "dict", "no-int-id"])
 def test_generate_mixed_refuses_a_tag_that_is_not_a_lora_request(stand_ins, tag):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     good = ("sql", 1, str(SQL_LORA))
     with pytest.raises(TypeError, match=r"adapters\[1\]"):
         stand_ins.generate(["p0", "p1"], [good, tag])
@@ -780,6 +787,7 @@ def test_the_documented_arguments_can_be_passed_by_name(lab):
 
 @pytest.mark.parametrize("n_prompts, n_tags", [(1, 2), (2, 1)], ids=["more-tags", "fewer-tags"])
 def test_generate_mixed_refuses_a_tag_count_that_is_not_the_prompt_count(stand_ins, n_prompts, n_tags):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     with pytest.raises(ValueError, match="adapters"):
         stand_ins.generate([f"p{i}" for i in range(n_prompts)], [None] * n_tags)
     assert not stand_ins.batches(), "a mismatched batch must not reach the engine"
@@ -792,6 +800,7 @@ def test_generate_mixed_takes_a_batch_of_300(stand_ins):
 
 
 def test_generate_mixed_refuses_a_prompt_that_is_not_text(stand_ins):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     with pytest.raises(TypeError, match=r"prompts\[1\]"):
         stand_ins.generate(["p0", b"p1"], [None, None])
     assert not stand_ins.batches(), "a batch with a bad prompt must not reach the engine"
@@ -874,12 +883,14 @@ def test_slot_buffers_off_by_16_bytes_fail_the_exact_check(lab, off):
     assert not check.agrees, f"the measured slot buffers agree exactly or not at all: {check}"
 
 
-def test_sql_executes_is_false_when_an_insert_fails(lab):
+def test_sql_executes_is_false_when_an_insert_fails(lab, valid_calls):
+    valid_calls.checked("sql_executes")  # a query that runs first: False is no placeholder
     # an INSERT the table refuses (one value for two columns) is an sqlite3.Error
     assert lab.sql_executes(SCHEMA, "SELECT a FROM t", ["INSERT INTO t VALUES (1)"]) is False
 
 
 def test_generate_mixed_asks_for_no_progress_bar(stand_ins):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     stand_ins.generate(["p0", "p1"], [None, None])
     ((_, _, kwargs),) = stand_ins.batches()
     assert kwargs.get("use_tqdm") is False, f"one quiet generate call: use_tqdm=False, got {kwargs}"
@@ -887,6 +898,7 @@ def test_generate_mixed_asks_for_no_progress_bar(stand_ins):
 
 @pytest.mark.parametrize("path", ["./no-such-adapter", "/no/such/adapter"], ids=["dot", "absolute"])
 def test_generate_mixed_refuses_a_local_adapter_folder_that_is_missing(stand_ins, path):
+    stand_ins.checked_batch()  # a right batch first: no lookup table
     with pytest.raises(FileNotFoundError, match=re.escape(path)):
         stand_ins.generate(["p0"], [("sql", 1, path)])
     assert not stand_ins.batches(), "a missing adapter must not reach the engine"

@@ -117,9 +117,9 @@ def test_serve_argv_binds_loopback_unless_told_otherwise(lab):
     ({"max_cpu_loras": 1}, "max_cpu_loras"),  # fewer CPU entries than slots
     ({"max_lora_rank": 12}, "max_lora_rank"),  # not one of vLLM's allowed ranks
 ])
-def test_serve_argv_refuses_bad_settings(lab, bad, argument):
-    with pytest.raises(ValueError, match=argument):
-        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | bad)
+def test_serve_argv_refuses_bad_settings(valid_calls, bad, argument):
+    ((arg, value),) = bad.items()
+    valid_calls.refused("serve_argv", arg, value, ValueError, what=f"serve_argv: {arg}={value!r}")
 
 
 @pytest.mark.parametrize("bad, argument", [
@@ -127,15 +127,15 @@ def test_serve_argv_refuses_bad_settings(lab, bad, argument):
     ({"max_loras": 1.0}, "max_loras"),
     ({"max_cpu_loras": True}, "max_cpu_loras"),  # a bool is not a count
 ])
-def test_serve_argv_refuses_settings_of_the_wrong_type(lab, bad, argument):
-    with pytest.raises(TypeError, match=argument):
-        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | bad)
+def test_serve_argv_refuses_settings_of_the_wrong_type(valid_calls, bad, argument):
+    ((arg, value),) = bad.items()
+    valid_calls.refused("serve_argv", arg, value, TypeError, what=f"serve_argv: {arg}={value!r}")
 
 
 @pytest.mark.parametrize("name", ["", "has space", "a=b"])
-def test_serve_argv_refuses_adapter_names_the_cli_cannot_carry(lab, name):
-    with pytest.raises(ValueError, match="adapters"):
-        lab.serve_argv("m", {name: "p"}, **ARGV_KW)
+def test_serve_argv_refuses_adapter_names_the_cli_cannot_carry(valid_calls, name):
+    valid_calls.refused("serve_argv", "adapters", {name: "p"}, ValueError,
+                        what=f"serve_argv: an adapter named {name!r}", shows=(repr(name),))
 
 
 # --- adapter routes: errors carry the status and the server's message (stub server) -----------
@@ -327,7 +327,8 @@ def test_signature_of_an_all_hot_trace_has_an_empty_cold_group(lab):
     ([], [], 1, "trace"),
     (["A"], [1.0], 0, "num_slots"),
 ])
-def test_signature_refuses_bad_input(lab, trace, latencies, num_slots, argument):
+def test_signature_refuses_bad_input(lab, valid_calls, trace, latencies, num_slots, argument):
+    valid_calls.checked("cold_slot_signature")  # a right valid call first: no lookup table
     with pytest.raises(ValueError, match=argument):
         lab.cold_slot_signature(trace, latencies, num_slots)
 
@@ -622,9 +623,9 @@ def test_serve_argv_accepts_every_rank_vllm_accepts(lab, rank):
 
 
 @pytest.mark.parametrize("rank", [2, 4, 7, 9, 15, 17, 24, 48, 100, 384, 511, 513, 1024])
-def test_serve_argv_refuses_every_rank_vllm_refuses(lab, rank):
-    with pytest.raises(ValueError, match="max_lora_rank"):
-        lab.serve_argv("m", {"a": "p"}, **ARGV_KW | {"max_lora_rank": rank})
+def test_serve_argv_refuses_every_rank_vllm_refuses(valid_calls, rank):
+    valid_calls.refused("serve_argv", "max_lora_rank", rank, ValueError,
+                        what=f"serve_argv: max_lora_rank={rank}")
 
 
 @pytest.mark.parametrize("flag, key, value", [
@@ -643,10 +644,11 @@ def test_serve_argv_accepts_the_ports_at_both_ends(lab, port):
     assert argv[argv.index("--port") + 1] == str(port)
 
 
-def test_serve_argv_compares_an_adapter_name_with_the_base_name_by_value(lab):
+def test_serve_argv_compares_an_adapter_name_with_the_base_name_by_value(valid_calls):
     name = "".join(["my", "-model"])  # equal to the served name, not the same object
-    with pytest.raises(ValueError, match="adapters"):
-        lab.serve_argv("m", {name: "p"}, **ARGV_KW | {"served_model_name": "my-model"})
+    valid_calls.refused("serve_argv", "adapters", {name: "p"}, ValueError,
+                        what="serve_argv: an adapter named as the base", shows=("'my-model'",),
+                        served_model_name="my-model")
 
 
 def test_cold_slot_signature_reports_the_first_bad_latency(lab):
