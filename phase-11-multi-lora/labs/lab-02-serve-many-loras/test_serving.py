@@ -189,11 +189,13 @@ class _RecordingStub(http.server.BaseHTTPRequestHandler):
     SUCCESS = "Success: LoRA adapter 'sql' added successfully."
     SEEN: list[tuple[str, dict]] = []
     DELAY_S = 0.0
+    CLOSING = threading.Event()  # set when the stub closes: a delayed answer stops waiting
 
     def do_POST(self):  # noqa: N802 - the http.server hook name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.SEEN.append((self.path, body))
-        time.sleep(self.DELAY_S)
+        if self.CLOSING.wait(self.DELAY_S):
+            return  # the client gave up (timeout_s) and the stub is closing: nobody to answer
         raw = self.SUCCESS.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -209,12 +211,15 @@ class _RecordingStub(http.server.BaseHTTPRequestHandler):
 def recording_stub(delay_s: float = 0.0):
     _RecordingStub.SEEN.clear()
     _RecordingStub.DELAY_S = delay_s
+    _RecordingStub.CLOSING.clear()
     stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingStub)
+    stub.daemon_threads = False  # server_close joins every answer: none outlives its test
     thread = threading.Thread(target=stub.serve_forever, args=(STUB_POLL_S,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{stub.server_address[1]}/v1"
     finally:
+        _RecordingStub.CLOSING.set()
         stub.shutdown()
         stub.server_close()
 
