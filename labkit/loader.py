@@ -197,7 +197,7 @@ def given_support(name: str) -> ModuleType | None:
     if not isinstance(name, str) or name in _SUPPORT:
         return _SUPPORT.get(name) if isinstance(name, str) else None
     for lab in lab_names():
-        prefix = f"phase11_{lab.replace('-', '_')}_"
+        prefix = support_name(lab, "")
         module = name[len(prefix):].replace("__", ".", 1) if name.startswith(prefix) else ""
         path = support_file(lab, module)
         if path is not None and support_name(lab, module) == name and path.is_file():

@@ -180,7 +180,8 @@ def flag(argv: list, name: str) -> str | None:
 
 
 def one_slot_labels(trace: list) -> list[str]:
-    """One slot: a request is cold when its adapter is not the one the slot holds."""
+    """The test's own one-slot cache: a request is cold when its adapter is not the one the slot
+    holds (base requests are hot and leave the slot as it is)."""
     slot, labels = None, []
     for t in trace:
         labels.append("hot" if t is None or t == slot else "cold")

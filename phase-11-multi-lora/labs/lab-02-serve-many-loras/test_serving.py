@@ -361,21 +361,12 @@ def test_serve_starts_from_serve_argv_in_cpu_dtype(lab):
 # --- the recorded trace: a real run, replayed deterministically --------------------------------
 
 
-def one_slot_misses(trace: list[str | None]) -> list[bool]:
-    """The test's own one-slot cache: a miss whenever the adapter is not the resident one."""
-    resident, misses = None, []
-    for adapter in trace:
-        misses.append(adapter is not None and adapter != resident)
-        resident = adapter or resident
-    return misses
-
-
-def test_recorded_trace_shows_the_cold_slot_signature(lab):
+def test_recorded_trace_shows_the_cold_slot_signature(lab, valid_calls):
     meta, trace, latencies = bench.read_latency_trace(bench.CAPTURE)
     assert meta["num_slots"] == meta["max_loras"] == meta["max_cpu_loras"] == 1, (
         "the capture's labels below assume one slot and one CPU entry")
     sig = lab.cold_slot_signature(trace, latencies, meta["num_slots"])
-    expected_cold = one_slot_misses(trace)
+    expected_cold = [label == "cold" for label in valid_calls.one_slot_labels(trace)]
     assert [label == "cold" for label in sig.labels] == expected_cold, (
         "one slot: cold exactly when the adapter differs from the previous adapter request")
     cold = [ms for ms, c in zip(latencies, expected_cold, strict=True) if c]
