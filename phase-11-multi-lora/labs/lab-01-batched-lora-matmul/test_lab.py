@@ -242,7 +242,7 @@ def forward_peak_bytes(args, scale) -> int:
 
 
 def test_never_materializes_B_times_A(lab, rng):
-    T, d_in, d_out, r, L = 8, 1536, 2048, 16, 4
+    T, d_in, d_out, r, L = 8, 1024, 1024, 16, 4
     b = make_batch(rng, T, d_in, d_out, r, L, np.float32, integer=False,
                    idx=[0, 1, 2, 3, -1, 0, 3, 1])
     dense_bytes = d_out * d_in * b.x.itemsize

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -318,7 +318,8 @@ def test_four_slots_serve_most_of_80_20_traffic(lab):
 
 
 def test_lru_hit_rate_never_falls_as_slots_grow(lab):
-    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)
+    # any trace shows it; the 80/20 workload's first 2,000 requests do, five times faster
+    trace = lab.zipf_80_20_trace(NUM_ADAPTERS, NUM_REQUESTS, SEED)[:2_000]
     hits = [lab.simulate(trace, k).hits for k in range(1, NUM_ADAPTERS + 1)]
     drops = [(k, k + 1) for k, (a, b) in enumerate(itertools.pairwise(hits), 1) if b < a]
     assert not drops, f"LRU is a stack algorithm; hits fell from slots {drops[0]}: {hits}"
@@ -566,6 +567,7 @@ def test_schedule_step_defers_only_what_cannot_fit(lab, adapters, running, max_l
 
 @given(st.lists(st.tuples(st.sampled_from(["acquire", "pin", "unpin"]), st.integers(0, 5)),
                 max_size=40), st.integers(1, 4))
+@example(ops=[("acquire", 0), ("pin", 0), ("acquire", 1)], num_slots=1)  # always one refusal
 def test_pinned_adapters_survive_every_acquire(lab, ops, num_slots):
     cache, load = new_cache(lab, num_slots), Loader()
     for op, adapter in ops:
