@@ -270,7 +270,7 @@ def passed(results: dict[str, runner.TestResult]) -> list[str]:
 
 @pytest.mark.slow
 def test_the_tests_process_imports_no_student_code_with_workers(iso_repo, tmp_path):
-    run = _run(iso_repo, tmp_path / "graded", fakes.LAB1_SOLUTION, workers=True)
+    run = _run(iso_repo, tmp_path / "graded", fakes.LAB1_SOLUTION)
     graded = [t for t in run.tests if t.graded]
     assert graded and all(t.outcome == "passed" for t in graded), run.problems
     assert [n for n in run.modules if STUDENT_MODULE.match(n)] == []
@@ -293,11 +293,11 @@ def test_a_restart_loop_stops_at_the_cap_and_a_worker_death_restarts_nothing(
     sub = staged(tmp_path / "sub", HANGS)
     box = sandbox_works.for_lab(_limits(), grade.inside_binds(ws, str(sub)), {}, [])
     loop = run_lab(grade.INSIDE_WORKSPACE, fakes.LAB1, str(grade.INSIDE_SUBMISSION),
-                   tmp_path / "run", RunOptions(timeout_s=1, budget_s=120, sandbox=box,
-                                                workers=True, max_attempts=3))
+                   tmp_path / "run",
+                   RunOptions(timeout_s=1, budget_s=120, sandbox=box, max_attempts=3))
     assert loop.attempts == 3 and any("after 3 attempts" in p for p in loop.problems)
     assert not any(t.outcome == "passed" for t in loop.tests if t.graded)
-    died = _run(iso_repo, tmp_path / "b", RESTART_LOOP, workers=True, max_attempts=3)
+    died = _run(iso_repo, tmp_path / "b", RESTART_LOOP, max_attempts=3)
     assert died.attempts == 1
     assert not any(t.outcome == "passed" for t in died.tests if t.graded)
 
