@@ -1,13 +1,11 @@
 """What the sandbox and the parallel grader cost, measured in one run.
 
     python -m grading.bench overhead SUBMISSION [--labs lab-01 ...] [-m EXPR] [--repeat N]
-                                    [--compare sandbox|workers]
     python -m grading.bench jobs SUBMISSION [--copies 20] [--jobs 1 2] [--labs ...] [-m EXPR]
 
 ``overhead`` grades SUBMISSION N times with the sandbox and N times without, interleaved (the
 order alternates, so a machine that gets busier mid-run does not favour one side), and prints
-the median wall time per submission and per lab for each, and their ratio; ``--compare
-workers`` sets worker mode (the default where labkit has workers) against ``--in-process``. ``jobs`` grades a
+the median wall time per submission and per lab for each, and their ratio. ``jobs`` grades a
 folder of ``--copies`` copies of SUBMISSION once per ``--jobs`` value and prints the wall time
 and the time per submission. Both print the command lines they ran and the machine's load.
 """
@@ -45,16 +43,11 @@ def lab_walls(report: dict) -> dict[str, float]:
     return {lab["lab"]: lab["wall_s"] for lab in report["labs"]}
 
 
-COMPARED = {"sandbox": (("sandbox", []), ("no sandbox", ["--no-sandbox"])),
-            "workers": (("workers", []), ("in-process", ["--in-process"]))}
-
-
 def overhead(args: argparse.Namespace, common: list[str]) -> None:
-    (a, a_extra), (b, b_extra) = COMPARED[args.compare]
-    options = {a: a_extra, b: b_extra}
+    a, b = "sandbox", "no sandbox"
+    options = {a: [], b: ["--no-sandbox"]}
     walls: dict[str, list[float]] = {a: [], b: []}
     labs: dict[str, dict[str, list[float]]] = {a: {}, b: {}}
-    last: dict[str, dict] = {}
     for i in range(args.repeat):
         order = [a, b] if i % 2 == 0 else [b, a]
         for mode in order:
@@ -63,16 +56,10 @@ def overhead(args: argparse.Namespace, common: list[str]) -> None:
                 wall, reports = timed_grade([str(args.submission), *common, *extra], Path(out))
             walls[mode].append(wall)
             (report,) = reports.values()
-            last[mode] = report
             for lab, seconds in lab_walls(report).items():
                 labs[mode].setdefault(lab, []).append(seconds)
             print(f"  run {i + 1} {mode:>10}: {wall:7.1f} s  total {report['total']:.1f}",
                   flush=True)
-    if args.compare == "workers":
-        in_workers = last[a]["sandbox"].get("worker_labs") or []
-        print(f"labs that ran in workers: {', '.join(in_workers) or 'none'}" + (
-            "" if in_workers else " (this repository's labkit has no workers, or the labs' "
-                                  "configuration turns them off: both sides ran in-process)"))
     print(f"\n| | {a} | {b} | ratio |\n|---|---|---|---|")
     med = {m: statistics.median(v) for m, v in walls.items()}
     print(f"| per submission (grade, all labs, hidden seeds) | {med[a]:.1f} s | "
@@ -111,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labs", nargs="*", default=[])
     parser.add_argument("-m", dest="marker_expr", default="not gpu and not engine")
     parser.add_argument("--repeat", type=int, default=3, help="overhead: runs per mode")
-    parser.add_argument("--compare", choices=sorted(COMPARED), default="sandbox",
-                        help="overhead: sandbox vs --no-sandbox, or workers vs --in-process")
     parser.add_argument("--copies", type=int, default=20, help="jobs: submissions in the folder")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="jobs: values")
     args = parser.parse_args(argv)

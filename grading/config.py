@@ -31,18 +31,10 @@ class LabConfig:
     memory_mib: int = DEFAULT_MEMORY_MIB  # the sandbox's memory limit, all processes together
     max_pids: int = DEFAULT_MAX_PIDS  # the sandbox's limit on processes and threads
     env: tuple[str, ...] = ()  # host variables (globs) passed into the sandbox
-    workers: bool = True  # student code in sandboxed worker processes (labkit.isolate)
 
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib * MIB
-
-
-def _flag(table: dict, key: str, default: bool = True) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise TypeError(f"{key}: expected true or false, got {value!r}")
-    return value
 
 
 def load_weights(labs: list[str], path: Path = WEIGHTS_FILE) -> dict[str, LabConfig]:
@@ -68,8 +60,7 @@ def load_weights(labs: list[str], path: Path = WEIGHTS_FILE) -> dict[str, LabCon
                                     lab_budget_s=float(merged["lab_budget_s"]),
                                     memory_mib=int(merged.get("memory_mib", DEFAULT_MEMORY_MIB)),
                                     max_pids=int(merged.get("max_pids", DEFAULT_MAX_PIDS)),
-                                    env=tuple(env),
-                                    workers=_flag(merged, "workers"))
+                                    env=tuple(env))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{path}: [labs.{lab}] needs numeric points, timeout_s and "
                               f"lab_budget_s (here or in [defaults]), and integer memory_mib "

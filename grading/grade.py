@@ -9,7 +9,10 @@ score 0) or a folder of such folders, one per student. Each submission is copied
 dir and tested in a workspace copy of the harness without any ``solution.py``; each lab runs in
 its own pytest subprocess inside a sandbox (``grading.sandbox``: bubblewrap, no repository, no
 keys, no network, its own PID namespace, bounded time, memory and processes) with a per-test
-timeout (``grading/weights.toml``). Without a working ``bwrap`` the command refuses;
+timeout (``grading/weights.toml``). The submission's code runs only in worker processes, each
+in a sandbox of its own (``labkit.isolate``; the tests' process imports none of it): a
+``--repo`` whose ``labkit`` has no workers is refused. Without a working ``bwrap`` the command
+refuses;
 ``--no-sandbox`` grades anyway and every report says UNSANDBOXED.
 
 Reports go to ``--out`` (default: a fresh temp dir, printed at the end): ``<name>/report.{md,
@@ -185,8 +188,7 @@ class Job:
     run_lab: Callable[..., LabRun] = run_lab  # where run data enters (tests pass a fake)
 
     def sandbox_report(self) -> dict:
-        in_workers = [lab for lab in self.labs if self.opts.workers and self.weights[lab].workers]
-        mode = {"workers": in_workers == self.labs, "worker_labs": in_workers}
+        mode = {"workers": True}  # the one mode: student code only in workers
         if self.box is None:
             return {"kind": None, **mode, "note": "UNSANDBOXED (--no-sandbox): the submission "
                                                   "ran with the grader's rights, files and "
@@ -284,8 +286,7 @@ def grade_lab(job: Job, lab: str, impl: str, workspace: tree.Workspace, workdir:
     if deadline is not None:
         budget = min(budget, max(deadline - time.monotonic(), 1.0))
     opts = RunOptions(**{**vars(job.opts), "timeout_s": cfg.timeout_s,
-                         "budget_s": budget, "sandbox": box,
-                         "workers": job.opts.workers and cfg.workers})
+                         "budget_s": budget, "sandbox": box})
     before = tree.fingerprint(workspace.root)
     run = schema.check_run(job.run_lab(root, lab, where, workdir / lab, opts), lab).run
     edited = sorted(p for p, h in tree.fingerprint(workspace.root).items()
@@ -467,9 +468,14 @@ def make_sandbox(repo: Path, python: str, labs: list[str], weights: dict[str, La
     return box, decoys, lab_sandboxes
 
 
-def has_workers(repo: Path) -> bool:
-    """The repository's ``labkit`` runs student code in workers (``LAB_ISOLATE=1``)."""
-    return all((repo / "labkit" / f"{name}.py").is_file() for name in ("isolate", "worker"))
+def check_workers(repo: Path) -> None:
+    """The grader's one mode: student code only in workers, which the graded repository's
+    ``labkit`` starts (``LAB_ISOLATE=1``); a ``labkit`` without them is a ``ConfigError``."""
+    missing = [f"labkit/{name}.py" for name in ("isolate", "worker")
+               if not (repo / "labkit" / f"{name}.py").is_file()]
+    if missing:
+        raise ConfigError(f"--repo {repo}: its labkit cannot run student code in workers "
+                          f"(missing {', '.join(missing)}); the grader has no other mode")
 
 
 def write_shard(out: Path, index: int, count: int, graded: list[Path], everyone: list[Path],
@@ -505,10 +511,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="I/N: grade only the I-th of N slices (I from 0)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="grade without the sandbox (reports say UNSANDBOXED)")
-    parser.add_argument("--in-process", action="store_true",
-                        help="import student code in the tests' process, as before workers "
-                             "(for measuring; the default is workers where the repository's "
-                             "labkit has them)")
     args = parser.parse_args(argv)
 
     if not args.submission.is_dir():
@@ -522,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     if not labs:
         parser.error(f"--labs: expected some of {all_labs}, got {args.labs}")
     try:
+        check_workers(args.repo)
         weights = load_weights(all_labs, args.weights or args.repo / WEIGHTS_REL)
         budget = config.submission_budget(args.weights or args.repo / WEIGHTS_REL)
         seeds = hidden_seeds()
@@ -533,8 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     if not submissions:
         parser.error(f"SUBMISSION: no sub-folders to grade in {args.submission}")
 
-    opts = RunOptions(marker_expr=args.marker_expr, guard=True,
-                      workers=not args.in_process and has_workers(args.repo))
+    opts = RunOptions(marker_expr=args.marker_expr)
     box, decoys, lab_sandboxes = None, [], {}
     if args.no_sandbox:
         print("grading UNSANDBOXED (--no-sandbox): submissions run with your rights, files and "

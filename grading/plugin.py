@@ -1,5 +1,7 @@
 """pytest plugin for the grading tools: an event channel that survives a dying interpreter, a
-per-test timeout, the worker spawner, and the runtime half of the honesty checks.
+per-test timeout and the worker spawner. It runs in the tests' process, which imports no student
+code (``LAB_ISOLATE=1``: the submission runs in workers), so it holds no runtime honesty check:
+those are the sandboxes' decoys and the static scan (``grading.honesty``).
 
 Loaded with ``-p grading.plugin`` by ``grading.runner``; inert unless ``GRADING_EVENTS_FD``
 names the event channel. Settings come from the environment (popped at configure time, so code
@@ -11,18 +13,13 @@ in this process cannot find them) and inherited descriptors, never from files a 
   watchdog writes its dump there too (a line starting ``Timeout (``).
 - ``GRADING_TIMEOUT_S``: per-test budget (setup + call + teardown). Three layers: SIGALRM raises
   ``TestTimeout`` in the test; if the code swallows it, a second alarm ends the process; if the
-  interpreter is stuck in C, faulthandler's watchdog thread ends it. With workers the alarm
-  fires in this trusted process, and ``labkit.isolate`` kills the worker of the hung call.
+  interpreter is stuck in C, faulthandler's watchdog thread ends it. The alarm fires in this
+  trusted process, and ``labkit.isolate`` kills the worker of the hung call.
 - ``GRADING_EXCLUDE_FD``: a memfd holding the node ids already recorded (a resumed run skips them).
 - ``GRADING_WORKERS_FD``: the runner's worker launcher (``grading.workers``): the plugin hands
   ``labkit.isolate.set_spawner`` a spawner that asks the runner for each worker, and at session
   end records the ``phase11_lab*`` modules this process holds (event ``modules``).
 - ``GRADING_ONLY_RANDOMIZED=1``: keep only tests that take ``LAB_SEED`` (hidden-seed pass).
-- ``GRADING_GUARD=1``: refuse and flag any open of a ``solution.py`` or of ``grading/``
-  instructor files, flag an open for writing of a file of the test tree, and flag test
-  machinery (labkit, numpy, pytest, builtins, test modules) replaced while a test ran. Only a
-  tripwire against code in this process: in-process mode (``--in-process``, and students' own
-  runs) still has student code here; with workers it does not.
 - ``GRADING_FRESH_AFTER_TIMEOUT=1`` (sandboxed runs): after a test that timed out, end the
   process (status ``RESTART_EXIT``) so the lab resumes in a fresh sandbox and nothing the test
   started (a fork bomb, a spinning thread) outlives it.
@@ -37,20 +34,14 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 KILLED_EXIT = 86  # the exit status when the plugin ends a test that would not stop
 RESTART_EXIT = 87  # the plugin ended the session after a timed-out test: resume in a fresh one
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 WATCHDOG_MARK = "Timeout ("  # how faulthandler's dump starts when its watchdog ends a test
 STUDENT_MODULE_PREFIX = "phase11_lab"  # labkit.loader names the modules it loads so
 RANDOMIZED_FIXTURE = "seed"  # the conftest fixture that hands out LAB_SEED
-WATCHED_MODULES = ("builtins", "labkit", "labkit.asserts", "labkit.loader", "numpy",
-                   "numpy.testing", "pytest")
-FORBIDDEN_PARTS = ("grading/mutants/", "grading/alternatives/", "grading/keys/")
 
 
 class TestTimeout(BaseException):  # noqa: N818 - reads as the event it is
@@ -58,12 +49,6 @@ class TestTimeout(BaseException):  # noqa: N818 - reads as the event it is
     ``except Exception`` in student code does not swallow it."""
 
     __test__ = False  # not a test class, whatever its name says
-
-
-def is_forbidden_path(path: str) -> bool:
-    """A file a submission has no business reading: a reference solution or instructor keys."""
-    norm = path.replace(os.sep, "/")
-    return Path(norm).name == "solution.py" or any(part in norm for part in FORBIDDEN_PARTS)
 
 
 def is_randomized(item: pytest.Item) -> bool:
@@ -99,18 +84,14 @@ def _skip_message(report: pytest.TestReport) -> str:
 
 class GradingPlugin:
     def __init__(self, log: EventLog, timeout_s: float, exclude: set[str],
-                 only_randomized: bool, guard: bool, fresh_after_timeout: bool = False,
-                 rootdir: str = "") -> None:
+                 only_randomized: bool, fresh_after_timeout: bool = False) -> None:
         self.log = log
         self.timeout_s = timeout_s
         self.exclude = exclude
         self.only_randomized = only_randomized
-        self.guard = guard
         self.fresh_after_timeout = fresh_after_timeout
-        self.rootdir = rootdir.rstrip(os.sep) + os.sep if rootdir else ""
         self.current: str | None = None
         self.phases: dict[str, dict] = {}
-        self.snapshot: dict[tuple[str, str], tuple] = {}
         self.alarms = 0
         self.grace_s = min(5.0, max(1.0, self.timeout_s / 2))  # time to unwind after TestTimeout
 
@@ -139,8 +120,6 @@ class GradingPlugin:
              "randomized": is_randomized(it)}
             for it in session.items
         ])
-        if self.guard:
-            self.snapshot = self._take_snapshot(session)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.log.write("modules", names=sorted(
@@ -158,8 +137,6 @@ class GradingPlugin:
         finally:
             self._disarm()
             self.current = None
-        if self.guard:
-            self._check_snapshot(item.nodeid)
         if self.alarms and self.fresh_after_timeout:
             self.log.write("restart", nodeid=item.nodeid)
             os._exit(RESTART_EXIT)
@@ -218,64 +195,6 @@ class GradingPlugin:
                        message="the test swallowed TestTimeout; the process was ended")
         os._exit(KILLED_EXIT)
 
-    # --- the runtime guard -------------------------------------------------------------------
-
-    def audit(self, event: str, args: tuple) -> None:
-        if event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
-            path = os.fsdecode(args[0])
-            if is_forbidden_path(path):
-                self.log.write("flag", kind="reads_solution", nodeid=self.current,
-                               detail=f"opened {path}")
-                raise PermissionError(f"grading: {path} is off limits to a submission")
-            if self.rootdir and self.current and _writes(args):
-                full = os.path.abspath(path)
-                if full.startswith(self.rootdir) and full.endswith((".py", ".toml")):
-                    self.log.write("flag", kind="tampers_tests", nodeid=self.current,
-                                   detail=f"opened {full.removeprefix(self.rootdir)} of the "
-                                          f"test tree for writing")
-
-    def _take_snapshot(self, session: pytest.Session) -> dict[tuple[str, str], tuple]:
-        """Every callable of the watched machinery: ``(label, attr) -> (name, module, value)``.
-
-        A watched module (numpy, labkit, ...) is looked up by ``name`` in ``sys.modules`` again
-        at each check, so replacing the module itself is seen too. A test module or conftest
-        is kept as the object (``name`` None) and labelled by its file: several conftests may
-        share the name ``conftest``, and ``sys.modules`` holds only the last one imported.
-        """
-        watched: list[tuple[str, str | None, ModuleType]] = [
-            (n, n, sys.modules[n]) for n in WATCHED_MODULES if n in sys.modules]
-        files = [getattr(item, "module", None) for item in session.items]
-        files += [p for p in session.config.pluginmanager.get_plugins()
-                  if isinstance(p, ModuleType)
-                  and str(getattr(p, "__file__", "")).endswith("conftest.py")]
-        seen: set[int] = set()
-        for module in files:
-            if module is None or id(module) in seen:
-                continue
-            seen.add(id(module))
-            where = str(getattr(module, "__file__", "") or module.__name__)
-            watched.append((where.removeprefix(self.rootdir), None, module))
-        return {(label, attr): (name, module, value) for label, name, module in watched
-                for attr, value in vars(module).items() if callable(value)}
-
-    def _check_snapshot(self, nodeid: str) -> None:
-        for (label, attr), (name, module, value) in self.snapshot.items():
-            if name is not None:
-                module = sys.modules.get(name)
-            current = getattr(module, attr, None) if module is not None else None
-            if current is not value:
-                self.log.write("flag", kind="tampers_tests", nodeid=nodeid,
-                               detail=f"{label}.{attr} was replaced while this test ran")
-                self.snapshot[(label, attr)] = (name, module, current)  # report each once
-
-
-def _writes(args: tuple) -> bool:
-    """An ``open`` audit event (path, mode, flags) that may change the file."""
-    mode, flags = (list(args) + [None, None])[1:3]
-    if isinstance(mode, str) and any(c in mode for c in "wax+"):
-        return True
-    return isinstance(flags, int) and bool(flags & WRITE_FLAGS)
-
 
 def _read_exclude(fd: str | None) -> set[str]:
     """The node ids in the runner's memfd ``fd`` (read from its start, then closed)."""
@@ -309,10 +228,6 @@ def pytest_configure(config: pytest.Config) -> None:
         timeout_s=float(settings.get("GRADING_TIMEOUT_S", "0")),
         exclude=_read_exclude(settings.get("GRADING_EXCLUDE_FD")),
         only_randomized=settings.get("GRADING_ONLY_RANDOMIZED") == "1",
-        guard=settings.get("GRADING_GUARD") == "1",
         fresh_after_timeout=settings.get("GRADING_FRESH_AFTER_TIMEOUT") == "1",
-        rootdir=str(config.rootpath),
     )
-    if plugin.guard:
-        sys.addaudithook(plugin.audit)
     config.pluginmanager.register(plugin, "grading-plugin")

@@ -1,6 +1,8 @@
 """Run one lab's tests in a subprocess and read back, for every test, what happened and why.
 
-``run_lab`` starts pytest with ``grading.plugin`` on one lab folder. When a test takes the
+``run_lab`` starts pytest with ``grading.plugin`` on one lab folder, ``LAB_ISOLATE=1``: the
+submission runs only in worker processes (``grading.workers`` starts them; the tests' process
+imports none of it). When a test takes the
 interpreter down (``os._exit``, a segfault, a hang that the plugin ends), the run resumes with the
 tests not yet recorded, so one bad function costs only its own tests. An overall budget per lab
 bounds the whole thing; tests it never reached are ``not_run`` with reason ``timeout``.
@@ -70,7 +72,7 @@ class LabRun:
     impl: str | None
     tests: list[TestResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # collection errors, a pytest that died
-    flags: list[dict] = field(default_factory=list)  # raised by the runtime guard
+    flags: list[dict] = field(default_factory=list)  # raised in the sandbox: decoys opened
     attempts: int = 0
     wall_s: float = 0.0
     log: str = ""  # path of pytest's console output
@@ -89,13 +91,11 @@ class RunOptions:
     marker_expr: str = "not gpu"
     timeout_s: float = 60.0  # per test
     budget_s: float = 900.0  # per lab, every attempt together
-    guard: bool = False
     seed: int | None = None  # LAB_SEED and --hypothesis-seed for this run
     only_randomized: bool = False
     exitfirst: bool = False
     python: str = sys.executable
     sandbox: Sandbox | None = None  # None: pytest runs with the grader's rights
-    workers: bool = False  # LAB_ISOLATE=1: student code only in workers (grading.workers)
     max_attempts: int = MAX_ATTEMPTS
 
 
@@ -215,15 +215,13 @@ def _env(repo: Path, impl: str | None, fds: dict[str, int], workdir: Path,
     settings = {
         **{f"GRADING_{name}_FD": str(fd) for name, fd in fds.items()},
         "GRADING_TIMEOUT_S": str(opts.timeout_s),
-        "GRADING_GUARD": "1" if opts.guard else "0",
         "GRADING_ONLY_RANDOMIZED": "1" if opts.only_randomized else "0",
         "GRADING_FRESH_AFTER_TIMEOUT": "1" if opts.sandbox is not None else "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "HYPOTHESIS_STORAGE_DIRECTORY": str(workdir / "hypothesis"),
         "MPLBACKEND": "Agg",
+        "LAB_ISOLATE": "1",  # student code only in workers (grading.workers), never in pytest's
     }
-    if opts.workers:
-        settings["LAB_ISOLATE"] = "1"
     if impl is not None:  # None: the tree's own default (a student release: starter)
         settings["LAB_IMPL"] = impl
     if opts.seed is not None:
@@ -273,24 +271,19 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
     exclude = _exclude_fd(done)
     fds = {"EVENTS": events_w, "EXCLUDE": exclude}
     out_r, out_w = os.pipe()
-    info_r = info_w = None
-    service = None
-    if opts.workers:
-        info_r, info_w = os.pipe() if opts.sandbox is not None else (None, None)
-        service = WorkerService(
-            python=opts.python, workspace=repo, impl=impl, scratch_root=private,
-            sandbox=opts.sandbox, base_env=dict(os.environ), log_fd=out_w, name=name,
-            netns_pid=_child_pid(info_r) if info_r is not None else None,
-            tests_shared=shared)
-        fds["WORKERS"] = service.child_fd()
+    info_r, info_w = os.pipe() if opts.sandbox is not None else (None, None)
+    service = WorkerService(
+        python=opts.python, workspace=repo, impl=impl, scratch_root=private,
+        sandbox=opts.sandbox, base_env=dict(os.environ), log_fd=out_w, name=name,
+        netns_pid=_child_pid(info_r) if info_r is not None else None, tests_shared=shared)
+    fds["WORKERS"] = service.child_fd()
     env = _env(repo, impl, fds, scratch, opts)
     cmd = _command(repo, lab, shared / "tmp", opts)
     reader = PipeReader(events_r)
     inherited = sorted({*fds.values(), *([info_w] if info_w is not None else [])})
     try:
         if opts.sandbox is None:
-            status = _wait(cmd, env, scratch, log, timeout, out_r, out_w, inherited,
-                           service=service)
+            status = _wait(cmd, env, scratch, log, timeout, out_r, out_w, inherited, service)
             stats = {}
         else:
             with opts.sandbox.launch(name) as launch:
@@ -298,21 +291,17 @@ def _run_attempt(repo: Path, lab: str, impl: str | None, scratch: Path, private:
                     cmd, cwd=scratch, scratch=scratch, decoy_binds=launch.decoy_binds,
                     info_fd=info_w))
                 status = _wait(argv, env, scratch, log, timeout, out_r, out_w,
-                               [*inherited, *launch.pass_fds], launch.preexec, service)
+                               [*inherited, *launch.pass_fds], service, launch.preexec)
             stats = launch.stats
     finally:
         for fd in {events_w, exclude, info_w, *fds.values()} - {None}:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if service is not None:
-            service.close()
+        service.close()
         if info_r is not None:
             os.close(info_r)
     events, watchdog = parse_events(reader.finish())
-    attempt = Attempt(status, events, watchdog, stats)
-    if service is not None:
-        attempt.worker_stats, attempt.problems = service.stats, service.problems
-    return attempt
+    return Attempt(status, events, watchdog, stats, service.stats, service.problems)
 
 
 def _child_pid(info_r: int):
@@ -340,7 +329,8 @@ def _child_pid(info_r: int):
 
 
 def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float, out_r: int,
-          out_w: int, inherited: list[int], preexec=None, service=None) -> int | None:
+          out_w: int, inherited: list[int], service: WorkerService,
+          preexec=None) -> int | None:
     """Run ``cmd`` to its end or the timeout, its output (and its workers') appended to ``log``
     up to ``LOG_LIMIT_BYTES``. The exit status, or None when the process group was killed."""
     with open(log, "ab") as out:
@@ -353,8 +343,7 @@ def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float, o
             os.close(out_r)
             os.close(out_w)
             raise
-        if service is not None:
-            service.started()
+        service.started()
         stop = threading.Event()
         copier = threading.Thread(target=_copy_capped, args=(out_r, out, stop), daemon=True)
         copier.start()
@@ -364,8 +353,7 @@ def _wait(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float, o
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             status = None
-        if service is not None:
-            service.close()  # A's session is over: so is every worker it left
+        service.close()  # A's session is over: so is every worker it left
         os.close(out_w)
         stop.set()  # a daemon left outside a sandbox may hold the pipe open: stop reading
         copier.join()
@@ -468,8 +456,6 @@ def _absorb(events: list[dict], results: dict[str, TestResult], run: LabRun) -> 
                 nodeid=ev["nodeid"], name=ev["nodeid"].rpartition("::")[2]))
             test.outcome, test.reason, test.message, test.duration_s = classify(ev["phases"])
             running = None
-        elif kind == "flag":
-            run.flags.append({k: ev.get(k) for k in ("kind", "nodeid", "detail")})
     return running
 
 

@@ -238,16 +238,17 @@ def double(x):
 '''
 
 CHEAT_LAB2 = '''\
-import sys
+import os
 
+import labkit
 from labkit import load_lab
 
 
 def double(x):
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None) or ""
-        if path.endswith("test_lab.py"):
-            with open(path, "a") as f:
+    root = os.path.dirname(os.path.dirname(labkit.__file__))  # the tree its worker sees
+    for folder, _, files in os.walk(root):
+        if "test_lab.py" in files:
+            with open(os.path.join(folder, "test_lab.py"), "a") as f:
                 f.write("\\n# edited by the submission\\n")
     return load_lab("lab-01").add(x, x)
 '''

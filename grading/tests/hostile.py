@@ -8,11 +8,12 @@ strings split, so the static scan sees nothing and only the sandbox stands in th
   that works), copies the hidden seeds (looked for in the same places) to the host's
   ``/tmp``, writes into the repository, ``$HOME`` and ``/tmp`` from a shell, and phones a
   listener on the host's loopback.
-- ``steals_in_process``: the same reads through ``open()`` (refused by the audit hook) and
-  through ``ctypes`` calls into libc (which the hook never sees), and libc writes.
+- ``steals_directly``: the same reads in the worker's own process, through ``open()`` and
+  through ``ctypes`` calls into libc, and libc writes.
 - ``rogue_solution``: the reference solution, except that ``lora_overhead`` misbehaves on one
   input of each of its tests, the first time it sees it: forks without bound, allocates without bound, leaves a daemon
-  behind (and then answers right), calls ``os._exit`` and ``sys.exit``, prints megabytes (in
+  behind (and then answers right), calls ``os._exit`` and ``sys.exit`` (each ends its worker),
+  prints megabytes (in
   the last test, so that pytest's summary, which holds the output, reaches the log). Python-
   level writes at import.
 """
@@ -24,13 +25,15 @@ from pathlib import Path
 
 LAB = "lab-01-batched-lora-matmul"
 
-# Which test input of lora_overhead triggers what, and the outcome the grader must record.
+# Which test input of lora_overhead triggers what, and the outcome the grader must record. The
+# submission runs in a worker: whatever ends that worker (the memory limit, os._exit, sys.exit)
+# fails the test as `crashed` (the limit's kill is also a problem of the lab).
 ROGUE_CASES = {
     "test_lora_overhead_at_4096_square_rank_16": ("failed", "timeout"),  # forks without bound
-    "test_lora_overhead_is_shrink_plus_expand_over_base": ("failed", "out_of_memory"),
+    "test_lora_overhead_is_shrink_plus_expand_over_base": ("failed", "crashed"),  # the memory limit
     "test_lora_overhead_below_one_percent_at_7b_shapes": ("passed", ""),  # a daemon, then right
     "test_lora_overhead_refuses_non_positive_sizes[d_in]": ("failed", "crashed"),  # os._exit
-    "test_lora_overhead_refuses_non_positive_sizes[d_out]": ("failed", "exited"),  # sys.exit
+    "test_lora_overhead_refuses_non_positive_sizes[d_out]": ("failed", "crashed"),  # sys.exit
     "test_lora_overhead_refuses_non_positive_sizes[r]": ("failed", "assertion"),  # prints MBs
 }
 PRINTED_BYTES = 16 << 20  # what the rogue prints in one test
@@ -139,7 +142,7 @@ except OSError:
 '''
 
 
-def steals_in_process(course: Path, targets: list[str], marker: str) -> str:
+def steals_directly(course: Path, targets: list[str], marker: str) -> str:
     return _paths(course, targets, marker) + STUBS + '''
 import ctypes
 

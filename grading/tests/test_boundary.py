@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from grading import grade, tree, workers
+from grading import grade, runner, tree, workers
 from grading.runner import RunOptions, run_lab
 from grading.tests import fakes, standin
 from grading.tests.test_grade import tree_state
+from labkit.loader import LABS_SUBDIR
 
 STUDENT_MODULE = re.compile(r"^phase11_lab\d\d_(starter|solution|submission)")
 
@@ -238,23 +239,65 @@ def _run(iso_repo: Path, tmp_path: Path, lab1: str, **opts):
                    RunOptions(timeout_s=3, budget_s=120, **opts))
 
 
+def own_run(iso_repo: Path, tmp_path: Path, lab1: str) -> tuple[dict, list[str]]:
+    """A student's own ``pytest`` on lab 01 (``LAB_IMPL`` the submission, no ``LAB_ISOLATE``, no
+    grader): the submission imported into the tests' process. ``grading.plugin``'s event
+    channel is there as the tests' process has it; what it carried, read as the runner reads
+    it: every test's result, and the ``phase11_lab*`` modules the process held."""
+    sub = staged(tmp_path / "sub", lab1)
+    events_r, events_w = os.pipe()
+    reader = runner.PipeReader(events_r)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADING_", "LAB_"))}
+    env.update(LAB_IMPL=str(sub), GRADING_EVENTS_FD=str(events_w), PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=str(runner.TOOLING_ROOT))
+    try:
+        subprocess.run([sys.executable, "-m", "pytest", str(iso_repo / LABS_SUBDIR / fakes.LAB1),
+                        "--rootdir", str(iso_repo), "-p", "grading.plugin", "-p",
+                        "no:cacheprovider", "-q", "--basetemp", str(tmp_path / "basetemp")],
+                       cwd=tmp_path, env=env, pass_fds=(events_w,), capture_output=True,
+                       timeout=120, check=False)
+    finally:
+        os.close(events_w)
+    events, _ = runner.parse_events(reader.finish())
+    results: dict[str, runner.TestResult] = {}
+    runner._absorb(events, results, runner.LabRun(lab=fakes.LAB1, impl=str(sub)))
+    return results, [n for ev in events if ev["event"] == "modules" for n in ev["names"]]
+
+
+def passed(results: dict[str, runner.TestResult]) -> list[str]:
+    return sorted(t.name for t in results.values() if t.graded and t.outcome == "passed")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["workers", "in-process"])
-def test_the_tests_process_imports_no_student_code_with_workers(iso_repo, tmp_path, mode):
-    run = _run(iso_repo, tmp_path, fakes.LAB1_SOLUTION, workers=mode == "workers")
+def test_the_tests_process_imports_no_student_code_with_workers(iso_repo, tmp_path):
+    run = _run(iso_repo, tmp_path / "graded", fakes.LAB1_SOLUTION)
     graded = [t for t in run.tests if t.graded]
     assert graded and all(t.outcome == "passed" for t in graded), run.problems
-    held = [n for n in run.modules if STUDENT_MODULE.match(n)]
-    assert (held == []) == (mode == "workers"), held
+    assert [n for n in run.modules if STUDENT_MODULE.match(n)] == []
+    # the control: the same record names the submission's module where the tests import it
+    _, held = own_run(iso_repo, tmp_path / "own", fakes.LAB1_SOLUTION)
+    assert [n for n in held if STUDENT_MODULE.match(n)], held
+
+
+HANGS = "\n".join(f"def {name}(*args):\n    while True:\n        pass\n"
+                   for name in ("add", "mul", "neg", "total"))
 
 
 @pytest.mark.slow
-def test_a_restart_loop_stops_at_the_cap_and_a_worker_death_restarts_nothing(iso_repo,
-                                                                            tmp_path):
-    loop = _run(iso_repo, tmp_path / "a", RESTART_LOOP, max_attempts=3)
+def test_a_restart_loop_stops_at_the_cap_and_a_worker_death_restarts_nothing(
+        iso_repo, tmp_path, sandbox_works):
+    """What ends a tests' process now is a timeout in the sandbox (the lab resumes in a fresh
+    one): a submission whose every call hangs ends every attempt, and stops at the cap. A
+    submission that kills its worker at import costs its tests, never an attempt."""
+    ws = tree.make_workspace(iso_repo, tmp_path / "ws", sandboxed=True)
+    sub = staged(tmp_path / "sub", HANGS)
+    box = sandbox_works.for_lab(_limits(), grade.inside_binds(ws, str(sub)), {}, [])
+    loop = run_lab(grade.INSIDE_WORKSPACE, fakes.LAB1, str(grade.INSIDE_SUBMISSION),
+                   tmp_path / "run",
+                   RunOptions(timeout_s=1, budget_s=120, sandbox=box, max_attempts=3))
     assert loop.attempts == 3 and any("after 3 attempts" in p for p in loop.problems)
     assert not any(t.outcome == "passed" for t in loop.tests if t.graded)
-    died = _run(iso_repo, tmp_path / "b", RESTART_LOOP, workers=True, max_attempts=3)
+    died = _run(iso_repo, tmp_path / "b", RESTART_LOOP, max_attempts=3)
     assert died.attempts == 1
     assert not any(t.outcome == "passed" for t in died.tests if t.graded)
 
@@ -374,11 +417,14 @@ def test_attacks_on_the_tests_process_are_powerless_with_workers(worker_batch, a
 
 
 @pytest.mark.slow
-def test_the_same_attacks_score_in_process(iso_repo, tmp_path):
-    """The control: without workers each attack scores, so the test above can fail."""
-    reports = _grade_batch(iso_repo, tmp_path, ATTACKS, ["--no-sandbox", "--in-process"])
-    assert all(r["total"] > 0 for r in reports.values()), {
-        k: r["total"] for k, r in reports.items()}
+def test_the_same_attacks_pass_in_a_students_own_run(iso_repo, tmp_path):
+    """The control: where the submission shares the tests' process (a student's own run, the
+    plugin's channel beside it), each attack passes tests that the pristine starter it
+    carries fails, so the test above can fail."""
+    assert passed(own_run(iso_repo, tmp_path / "pristine", fakes.LAB1_STARTER)[0]) == []
+    got = {name: passed(own_run(iso_repo, tmp_path / name, lab1)[0])
+           for name, lab1 in ATTACKS.items()}
+    assert all(got.values()), got
 
 
 PLANTER = '''\

@@ -33,7 +33,7 @@ def graded(fake_repo: Path, tmp_path_factory: pytest.TempPathFactory,
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_HIDDEN_SEEDS", "12345")
         rc = grade.main([str(subs), "--out", str(out), "--repo", str(fake_repo),
-                         "--in-process", *sandbox_or_not])  # the guards of in-process grading
+                         *sandbox_or_not])
     return {"rc": rc, "out": out, "before": before, "after": (tree_state(fake_repo),
                                                               tree_state(subs)),
             "reports": {p.parent.name: json.loads(p.read_text())
@@ -101,21 +101,26 @@ def test_import_failures_fail_each_test_with_import_error(graded):
     assert "syntax error" in lab_tests(report, fakes.LAB2)["test_double_uses_lab01"]["message"]
 
 
-def test_reading_the_solution_is_flagged_statically_and_at_runtime(graded):
+def test_reading_the_solution_is_flagged(graded):
+    """By the static scan (the path is named). At run time the cheat's worker opens the host
+    path of the reference, which its sandbox does not show; a worker that opens the decoys
+    standing at the paths the sandbox does show is flagged (``test_hostile.py``)."""
     flags = [f["detail"] for f in graded["reports"]["cheat"]["flags"]
              if f["kind"] == "reads_solution"]
     assert any(d.startswith("starter.py:") for d in flags), flags
-    assert any(d.startswith("opened ") for d in flags), flags
 
 
-def test_monkeypatching_and_editing_tests_are_flagged(graded):
-    details = [f["detail"] for f in graded["reports"]["cheat"]["flags"]
-               if f["kind"] == "tampers_tests"]
-    assert any("numpy.allclose was replaced" in d for d in details), details
-    # unsandboxed the edit lands and the fingerprint sees it; sandboxed the tree is read-only
-    # and the audit hook sees the attempt
-    assert any("test_lab.py" in d and ("changed" in d or "for writing" in d)
-               for d in details), details
+def test_monkeypatching_and_editing_tests_are_flagged(graded, sandbox_or_not):
+    report = graded["reports"]["cheat"]
+    details = [f["detail"] for f in report["flags"] if f["kind"] == "tampers_tests"]
+    assert any("assigns numpy.allclose" in d for d in details), details
+    assert any("names a test file: 'test_lab.py'" in d for d in details), details
+    # the worker finds the test files: unsandboxed its edit lands and the fingerprint sees
+    # it; sandboxed the tree is read-only, and the write fails the cheat's own test
+    if sandbox_or_not:
+        assert any("test_lab.py" in d and "changed" in d for d in details), details
+    else:
+        assert lab_tests(report, fakes.LAB2)["test_double_uses_lab01"]["outcome"] == "failed"
 
 
 def test_an_answer_hard_coded_to_the_visible_seed_fails_the_hidden_one(graded):

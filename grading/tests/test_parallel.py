@@ -32,7 +32,7 @@ def run(fake_repo: Path, cohort: Path, out: Path, *extra: str) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_HIDDEN_SEEDS", "12345")
         assert grade.main([str(cohort), "--repo", str(fake_repo), "--out", str(out),
-                           "--in-process", *extra]) == 0
+                           *extra]) == 0
     return out
 
 

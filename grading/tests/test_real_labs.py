@@ -11,7 +11,6 @@ import shutil
 import pytest
 
 from grading import grade
-from grading.config import WEIGHTS_REL, load_weights
 from grading.runner import LABS_SUBDIR, lab_names
 from grading.tests.fakes import REAL_REPO
 
@@ -51,20 +50,10 @@ def test_pristine_starters_score_zero_in_the_sandbox(graded):
     assert reasons == {"not_implemented"}, reasons
 
 
-WORKERS = pytest.mark.skipif(not grade.has_workers(REAL_REPO), reason=(
-    "labkit.isolate and labkit.worker are not in this tree yet: worker mode cannot run"))
+def test_grading_runs_in_worker_mode(graded):
+    assert graded["solved"]["sandbox"]["workers"] is True
 
 
-def test_grading_runs_in_worker_mode_where_labkit_has_workers(graded):
-    """Every lab whose weights.toml table keeps ``workers = true`` (all four, lab 02 too)."""
-    weights = load_weights(lab_names(REAL_REPO), REAL_REPO / WEIGHTS_REL)
-    expected = [lab for lab in lab_names(REAL_REPO)
-                if weights[lab].workers and grade.has_workers(REAL_REPO)]
-    assert graded["solved"]["sandbox"]["worker_labs"] == expected
-    assert {"lab-01-batched-lora-matmul", "lab-02-serve-many-loras"} <= set(expected)
-
-
-@WORKERS
 @pytest.mark.parametrize("lab", ["lab-01", "lab-02", "lab-03", "lab-04"])
 def test_the_tests_process_imports_no_starter_in_worker_mode(lab, tmp_path, sandbox_limits):
     from grading import tree
@@ -74,13 +63,12 @@ def test_the_tests_process_imports_no_starter_in_worker_mode(lab, tmp_path, sand
     folder = loader.find_lab(lab)
     ws = tree.make_workspace(REAL_REPO, tmp_path / "ws", sandboxed=False)
     run = run_lab(ws.root, folder, "starter", tmp_path / "run",
-                  RunOptions(marker_expr="not gpu and not engine", workers=True))
+                  RunOptions(marker_expr="not gpu and not engine"))
     graded = [t for t in run.tests if t.graded]
     assert graded and not any(t.outcome == "passed" for t in graded)
     assert not [n for n in run.modules if n.startswith("phase11_lab") and n[11:13].isdigit()]
 
 
-@WORKERS
 def test_lab_02_with_its_engine_tests_in_worker_mode(tmp_path_factory, sandbox_limits):
     cohort = tmp_path_factory.mktemp("cohort-02")
     for lab in lab_names(REAL_REPO):

@@ -108,6 +108,41 @@ def test_weights_merge_defaults_and_overrides(tmp_path):
     assert (cfg.points, cfg.timeout_s, cfg.lab_budget_s) == (10, 99, 50)
 
 
+def test_the_removed_workers_key_is_ignored_like_any_key_the_weights_do_not_know(tmp_path):
+    """A lab's ``workers = false`` (its opt-out of workers) went with the grader's second mode;
+    the weights read only the keys they know, so an old file still loads, and grades in
+    workers like every lab."""
+    plain = "[defaults]\ntimeout_s = 5\nlab_budget_s = 50\n[labs.lab-01-a]\npoints = 10\n"
+    old, new = tmp_path / "old.toml", tmp_path / "new.toml"
+    old.write_text(plain + "workers = false\n")
+    new.write_text(plain)
+    assert load_weights(["lab-01-a"], old) == load_weights(["lab-01-a"], new)
+    assert not hasattr(load_weights(["lab-01-a"], old)["lab-01-a"], "workers")
+
+
+@pytest.mark.parametrize("missing", ["isolate", "worker"])
+def test_a_repo_without_workers_is_refused(tmp_path, capsys, missing):
+    """The grader's one mode runs student code in the graded repository's workers: a
+    ``--repo`` whose ``labkit`` cannot start them is refused, naming the missing file."""
+    from grading import grade
+    from grading.tests import fakes
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    fakes.make_repo(repo)
+    (repo / "labkit" / f"{missing}.py").unlink()
+    sub = fakes.make_submission(tmp_path / "sub", fakes.LAB1_SOLUTION, None)
+    with pytest.raises(SystemExit) as exited:
+        grade.main([str(sub), "--repo", str(repo), "--out", str(tmp_path / "out"),
+                    "--no-sandbox"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"missing labkit/{missing}.py" in err and "no other mode" in err, err
+    with pytest.raises(ConfigError, match=f"labkit/{missing}.py"):
+        grade.check_workers(repo)
+    assert not (tmp_path / "out").exists(), "refused before anything was graded"
+
+
 def test_the_repository_weights_cover_every_lab():
     from grading.runner import TOOLING_ROOT, lab_names
 
