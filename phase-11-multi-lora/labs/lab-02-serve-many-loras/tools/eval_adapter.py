@@ -108,6 +108,11 @@ def main() -> None:
     q = evaluation.quality(rows, texts, version)
     text = report(q, seconds, rows, texts)
     print(text)
+    print("\nsql-lora's misses (not written to the manifest):")
+    for r, t in zip(rows, texts, strict=True):
+        if r.tag == evaluation.SQL and not sqldata.same_result(r.row, t):
+            print(f"- {r.split} row {r.row['id']}: `{r.row['question']}` -> `{t}` "
+                  f"(gold `{r.row['gold_sql']}`)")
     if args.manifest:
         write_manifest(text)
         evaluation.QUALITY.write_text(json.dumps(q, indent=1) + "\n")

@@ -59,9 +59,12 @@ RANK, ALPHA = 16, 32
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BATCH, LR = 8, 1e-3
 WARMUP = 10  # steps of linear warm-up, then a cosine decay of the learning rate to 0
-# forward and backward under bf16 autocast (master weights and AdamW stay float32): on the
-# AVX-512/AMX build machine a step took about half the float32 time (MANIFEST.md, "Run")
-AUTOCAST = torch.bfloat16
+# forward and backward under bf16 autocast (master weights and AdamW stay float32) where the
+# CPU has bf16 kernels: on the AVX-512/AMX build machine a step took about half the float32
+# time. Without them (an AVX2-only CPU, e.g. the AMD EPYC of issue 31's retrain) torch falls
+# back to a scalar bf16 gemm: 235 s for ONE step there, so such a CPU trains in float32.
+# Either way MANIFEST.md's "settings" line records which (``--autocast`` overrides).
+AUTOCAST = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 MAX_NEW_TOKENS = 48
 CURVE_EVERY = 5  # steps between learning-curve points in the manifest
 
@@ -135,7 +138,7 @@ def lr_factor(step: int, steps: int) -> float:
 
 
 def train_tenant(tenant: Tenant, base_dir: Path, stream: Iterator[dict], dev: list[dict],
-                 out: Path, seed: int) -> dict:
+                 out: Path, seed: int, autocast: torch.dtype | None = AUTOCAST) -> dict:
     """Train one LoRA on the frozen base, save it under ``out/<name>``; return its record."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -154,7 +157,7 @@ def train_tenant(tenant: Tenant, base_dir: Path, stream: Iterator[dict], dev: li
     for _ in bar:
         rows = [next(stream) for _ in range(BATCH)]
         batch = encode(tok, [tenant.prompt(r) for r in rows], [tenant.answer(r) for r in rows])
-        with torch.autocast("cpu", dtype=AUTOCAST):
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
             loss = model(**batch).loss
         loss.backward()
         opt.step()
@@ -246,8 +249,10 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         f"- date: {time.strftime('%Y-%m-%d', time.gmtime())}; wall time {wall_s / 60:.1f} min",
         f"- settings: seed {args.seed}, batch {BATCH}, AdamW lr {LR} ({WARMUP} warm-up steps, "
         f"cosine decay), r={RANK}, alpha {ALPHA}, "
-        f"{str(AUTOCAST).removeprefix('torch.')} autocast (float32 weights), "
-        f"max {MAX_NEW_TOKENS} new tokens for the dev check",
+        + (f"{str(args.autocast).removeprefix('torch.')} autocast (float32 weights), "
+           if args.autocast else "float32, no autocast (`--autocast none`, the default on a CPU "
+           "without bf16 kernels), ")
+        + f"max {MAX_NEW_TOKENS} new tokens for the dev check",
     ]
     for r in records:
         points = ", ".join(f"{i}: {r['curve'][i - 1]:.3f}"
@@ -317,6 +322,10 @@ def main() -> None:
                     help="torch threads (default: every core)")
     ap.add_argument("--stream-digest", action="store_true",
                     help="print each tenant's training-stream digest and exit (no training)")
+    ap.add_argument("--autocast", type=lambda v: None if v == "none" else getattr(torch, v),
+                    default=AUTOCAST, choices=[torch.bfloat16, None], metavar="{bfloat16,none}",
+                    help="forward/backward precision (default: bfloat16 where the CPU has bf16 "
+                         "kernels, else none: float32)")
     ap.add_argument("--sets-only", action="store_true",
                     help="write the held-out sets (both splits) under --out and exit")
     args = ap.parse_args()
@@ -344,7 +353,8 @@ def main() -> None:
         tenant = TENANTS[name]
         if args.steps:
             tenant = Tenant(**{**vars(tenant), "steps": args.steps})
-        record = train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i)
+        record = train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i,
+                              args.autocast)
         records.append({**record, "stream_sha256": digests[name]})
     write_manifest(args.out, records, args, time.monotonic() - t0)
     print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
