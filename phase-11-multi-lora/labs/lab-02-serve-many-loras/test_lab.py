@@ -430,19 +430,31 @@ def test_the_evaluation_phrasings_are_used_by_no_other_split():
 def test_the_shipped_sets_are_the_seeds_and_training_bans_their_column_sets():
     """Every held-out set in assets/ is what ``train_adapters.data`` draws at the default seed,
     and the training stream never yields a template row with a column set of the evaluation
-    split's or the selection split's template-style rows."""
-    train_adapters = load_support("lab-02", "tools.train_adapters")
-    sets, _, banned = train_adapters.data(train_adapters.SEED)
-    assert {name.removesuffix(".jsonl") for name in sets} == {
-        evaluation.PATHS[s].stem for s in evaluation.ROLE}
-    for name, rows in sets.items():
+    split's or the selection split's template-style rows. In a subprocess, as the tool runs:
+    train_adapters imports its neighbours (and torch) from tools/."""
+    code = """if True:
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        import sqldata, train_adapters as t
+        sets, _, banned = t.data(t.SEED)
+        for name in ("eval.jsonl", "select_paraphrase.jsonl", "final_paraphrase.jsonl"):
+            assert {sqldata.column_set(r) for r in sets[name]} <= banned, name
+        stream = t.streams(t.SEED, ["sql-lora"], banned)["sql-lora"]
+        drawn = [next(stream) for _ in range(1000)]
+        leaked = [r for r in drawn if r.get("style") is None and sqldata.column_set(r) in banned]
+        print(json.dumps({"sets": sets, "leaked": len(leaked)}))
+    """
+    tools = Path(sqldata.__file__).parent
+    run = subprocess.run([sys.executable, "-c", code, str(tools)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["leaked"] == 0, f"{out['leaked']} training rows have a held-out column set"
+    assert sorted(Path(name).stem for name in out["sets"]) == sorted(
+        evaluation.PATHS[s].stem for s in evaluation.ROLE)
+    for name, rows in out["sets"].items():
         assert rows == sqldata.load_eval(evaluation.ASSETS / name), (
             f"assets/{name} is not the default seed's draw: rerun tools/train_adapters.py")
-    for name in ("eval.jsonl", "select_paraphrase.jsonl", "final_paraphrase.jsonl"):
-        assert {sqldata.column_set(r) for r in sets[name]} <= banned, name
-    stream = train_adapters.streams(train_adapters.SEED, ["sql-lora"], banned)["sql-lora"]
-    drawn = [next(stream) for _ in range(1000)]
-    assert not [r for r in drawn if r.get("style") is None and sqldata.column_set(r) in banned]
 
 
 @pytest.mark.structural
