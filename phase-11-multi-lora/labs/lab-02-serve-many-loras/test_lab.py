@@ -47,12 +47,15 @@ SMALL_MAX_MODEL_LEN = 4096  # "small": at most vLLM's chunked-prefill budget on 
 MAX_CPU_KV_BYTES = 2 * 2**30  # "bounded": unset, the CPU build reserves most of the machine's RAM
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py MaxLoRARanks
 # Quality bar, greedy through vLLM on the held-out rows (recorded in assets/quality.json by
-# tools/eval_adapter.py; the engine tests re-measure a subset of rows, row by row):
+# tools/eval_adapter.py; the engine tests re-measure a subset of rows, row by row). Every bar
+# is checked on the EVALUATION split, the sets nothing was tuned on (assets/TENANTS.md):
 SAME_RESULT_MIN = 0.95  # the SQL tenant's query returns the gold result on >= 95% of rows
 BASE_SQL_RATE_MAX = 0.0  # the base model writes SQL on none: unmistakable behaviours
 QUESTION_EXACT_MIN = 0.95  # the question tenant writes the canonical question back exactly
-PARAPHRASE_SAME_RESULT_MIN = 20 / 30  # no regression from the templates-only tenant's 20/30
-# sql-create-context (held-out domains, vLLM's rows included): the gold result on >= 80%
+# paraphrases (final_paraphrase.jsonl): a floor, the templates-only tenant's 20/30 on the
+# selection paraphrases; the issue's target for the shipped tenant is 36/40 (TENANTS.md)
+PARAPHRASE_SAME_RESULT_MIN = 20 / 30
+# sql-create-context (final_sqlcc.jsonl, unseen domains, vLLM's rows included): >= 80%
 CC_SAME_RESULT_MIN = 0.80
 
 
@@ -388,11 +391,70 @@ def test_eval_diff_runs_each_output_with_its_rows_inserts(lab):
 
 @pytest.mark.structural
 def test_sql_create_context_domains_are_held_out_whole():
-    assert sqldata.cc_overlap() == {"columns": set(), "values": set()}, (
-        "the held-out domains must share no column and no value with training's")
-    rows = evaluation.load_cc()
-    assert {r["domain"] for r in rows} == set(sqldata.CC_DOMAINS["eval"]), (
-        "sqlcc.jsonl must cover every held-out domain and only those")
+    overlap = sqldata.cc_overlap()
+    assert set(overlap) == {("train", "select"), ("train", "final"), ("select", "final")}
+    shared = {pair: names for pair, names in overlap.items() if any(names.values())}
+    assert not shared, (
+        f"no two splits' domains may share a column or a value (training, selection, "
+        f"evaluation): {shared}")
+    for split in ("select", "final"):
+        rows = evaluation.load(f"{split}_sqlcc")
+        assert {r["domain"] for r in rows} == set(sqldata.CC_DOMAINS[split]), (
+            f"{split}_sqlcc.jsonl must cover every domain of CC_DOMAINS[{split!r}] and only those")
+
+
+@pytest.mark.structural
+def test_the_evaluation_phrasings_are_used_by_no_other_split():
+    """final_paraphrase.jsonl asks in templates and words that neither training nor the
+    selection split (``QUESTIONS["heldout"]``) has: every row in one of its own kind's."""
+    final = {t for ts in sqldata.QUESTIONS["final"].values() for t in ts}
+    others = {t for pool in ("train", "heldout") for ts in sqldata.QUESTIONS[pool].values()
+              for t in ts}
+    assert final and not final & others, final & others
+    for words in (sqldata.CMP_WORDS, sqldata.AGG_WORDS):
+        used = {w for pool in ("train", "heldout") for w in words[pool].values()}
+        assert not set(words["final"].values()) & used, words
+
+    def pattern(template: str) -> str:  # the template with each {field} matching any text
+        return re.sub(r"\\\{\w+\\\}", ".+", re.escape(template))
+
+    asked = {r["id"]: [t for t in sqldata.QUESTIONS["final"][r["kind"]]
+                       if re.fullmatch(pattern(t), r["question"])]
+             for r in evaluation.load("final_paraphrase")}
+    assert all(asked.values()), {i: t for i, t in asked.items() if not t}
+    assert len({t for ts in asked.values() for t in ts}) > len(sqldata.QUESTIONS["final"]), (
+        "final_paraphrase.jsonl must ask in the final phrasings, and in more than one per kind")
+
+
+@pytest.mark.structural
+def test_the_shipped_sets_are_the_seeds_and_training_bans_their_column_sets():
+    """Every held-out set in assets/ is what ``train_adapters.data`` draws at the default seed,
+    and the training stream never yields a template row with a column set of the evaluation
+    split's or the selection split's template-style rows. In a subprocess, as the tool runs:
+    train_adapters imports its neighbours (and torch) from tools/."""
+    code = """if True:
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        import sqldata, train_adapters as t
+        sets, _, banned = t.data(t.SEED)
+        for name in ("eval.jsonl", "select_paraphrase.jsonl", "final_paraphrase.jsonl"):
+            assert {sqldata.column_set(r) for r in sets[name]} <= banned, name
+        stream = t.streams(t.SEED, ["sql-lora"], banned)["sql-lora"]
+        drawn = [next(stream) for _ in range(1000)]
+        leaked = [r for r in drawn if r.get("style") is None and sqldata.column_set(r) in banned]
+        print(json.dumps({"sets": sets, "leaked": len(leaked)}))
+    """
+    tools = Path(sqldata.__file__).parent
+    run = subprocess.run([sys.executable, "-c", code, str(tools)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout)
+    assert out["leaked"] == 0, f"{out['leaked']} training rows have a held-out column set"
+    assert sorted(Path(name).stem for name in out["sets"]) == sorted(
+        evaluation.PATHS[s].stem for s in evaluation.ROLE)
+    for name, rows in out["sets"].items():
+        assert rows == sqldata.load_eval(evaluation.ASSETS / name), (
+            f"assets/{name} is not the default seed's draw: rerun tools/train_adapters.py")
 
 
 @pytest.mark.structural
@@ -400,8 +462,7 @@ def test_every_gold_answer_fits_the_eval_token_budget():
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(base_dir() / "tokenizer.json"))
-    rows = (sqldata.load_eval() + evaluation.load_paraphrase() + evaluation.load_cc()
-            + evaluation.load_vllm())
+    rows = [r for split in evaluation.ROLE for r in evaluation.load(split)]
     longest = max(rows, key=lambda r: len(tok.encode(" " + r["gold_sql"]).ids))
     n = len(tok.encode(" " + longest["gold_sql"]).ids)
     assert n + 1 <= evaluation.MAX_TOKENS, (  # + 1: the EOS that ends the answer
@@ -413,9 +474,8 @@ def test_synthetic_training_domains_hold_no_held_out_column_or_value():
     import random
 
     rng = random.Random(0)
-    cols = {c for d in sqldata.CC_DOMAINS["eval"].values() for c in d}
-    vals = {v.lower() for d in sqldata.CC_DOMAINS["eval"].values() for s in d.values()
-            if s[1] == "text" for v in s[2]}
+    held = [sqldata.cc_names(split) for split in ("select", "final")]
+    cols, vals = (set().union(*names) for names in zip(*held, strict=True))
     for _ in range(300):
         ex = sqldata.make_cc_example(rng, "train", sqldata.SYNTHETIC)
         used = set(re.findall(r"(\w+) (?:VARCHAR|INTEGER)", ex["schema"]))
@@ -425,7 +485,7 @@ def test_synthetic_training_domains_hold_no_held_out_column_or_value():
     assert sqldata.cc_column("Women's doubles") == "womens_doubles"
     assert not sqldata._cc_usable("on") and sqldata._cc_usable("kavito"), "a keyword as a column"
     with pytest.raises(ValueError, match="domain"):
-        sqldata.make_cc_example(rng, "eval", sqldata.SYNTHETIC)
+        sqldata.make_cc_example(rng, "select", sqldata.SYNTHETIC)
 
 
 @pytest.mark.structural
@@ -448,7 +508,7 @@ def test_the_training_stream_is_a_function_of_the_seed_alone():
 
 @pytest.mark.structural
 def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
-    for r in evaluation.load_cc() + evaluation.load_vllm():
+    for r in evaluation.load_cc() + evaluation.load("final_sqlcc") + evaluation.load_vllm():
         assert re.match(r"CREATE TABLE table_(name_)?\d+", r["schema"]), r["schema"]
         assert "'" not in r["gold_sql"] and '"' not in r["question"], (
             f"values are double-quoted in the gold and unquoted in the question: {r}")
@@ -471,13 +531,13 @@ def test_sql_create_context_values_are_unquoted_in_the_question_and_copied_in_th
     import random
 
     rng = random.Random(0)
-    for split in sqldata.SPLITS:
+    for split in sqldata.CC_SPLITS:
         for _ in range(200):
             ex = sqldata.make_cc_example(rng, split)
             synthetic = split == "train" and ex["domain"] == sqldata.SYNTHETIC
             assert synthetic or ex["domain"] in sqldata.CC_DOMAINS[split], ex
             for value in re.findall(r'"([^"]*)"', ex["sql"]):
-                if split == "eval":  # sql-create-context's golds: the question's, lower-cased
+                if split != "train":  # sql-create-context's golds: the question's, lower-cased
                     assert value == value.lower() and value in ex["question"].lower(), (
                         f"a held-out gold value is the question's, lower-cased: {value!r} in {ex}")
                 else:  # training golds copy the question's spelling (sqldata.CC_TRAIN_KEEPS_CASE)
@@ -1023,7 +1083,7 @@ def test_recorded_quality_meets_the_bar():
 
 
 @pytest.mark.structural
-@pytest.mark.parametrize("style", ["paraphrase", "sqlcc", "vllm"])
+@pytest.mark.parametrize("style", evaluation.SQL_ONLY_SPLITS)
 def test_each_recorded_style_is_the_sum_of_its_rows(style):
     q = evaluation.recorded()
     per_row = q["per_row"][style].values()
@@ -1037,13 +1097,20 @@ def test_each_recorded_style_is_the_sum_of_its_rows(style):
 
 @pytest.mark.structural
 def test_recorded_styles_meet_their_bars():
+    """On the evaluation split: the selection split's figures are recorded (and marked) but
+    were what the settings were chosen on, so no bar reads them."""
     q = evaluation.recorded()
-    assert q["paraphrase_same_result"] >= PARAPHRASE_SAME_RESULT_MIN * q["paraphrase_rows"], (
-        f"paraphrases: {q['paraphrase_same_result']}/{q['paraphrase_rows']}, below the "
-        f"templates-only tenant's 20/30")
-    cc, rows = q["sqlcc_same_result"] + q["vllm_same_result"], q["sqlcc_rows"] + q["vllm_rows"]
+    assert q["splits"] == {"evaluation": ["eval", "vllm", "final_paraphrase", "final_sqlcc"],
+                           "selection": ["select_paraphrase", "select_sqlcc"]}, q["splits"]
+    got, rows = q["final_paraphrase_same_result"], q["final_paraphrase_rows"]
+    assert got >= PARAPHRASE_SAME_RESULT_MIN * rows, (
+        f"paraphrases (final_paraphrase.jsonl): {got}/{rows}, below the templates-only "
+        f"tenant's 20/30")
+    cc = q["final_sqlcc_same_result"] + q["vllm_same_result"]
+    rows = q["final_sqlcc_rows"] + q["vllm_rows"]
     assert cc >= CC_SAME_RESULT_MIN * rows, (
-        f"sql-create-context style: {cc}/{rows} gold results, below {CC_SAME_RESULT_MIN:.0%}")
+        f"sql-create-context style (final_sqlcc.jsonl and vLLM's rows): {cc}/{rows} gold "
+        f"results, below {CC_SAME_RESULT_MIN:.0%}")
 
 
 def aliasing_expected() -> bool:

@@ -109,7 +109,8 @@ def slot_buffer_bytes(llm) -> int | None:
 
 def style_rows(evaluation) -> list[tuple[str, dict]]:
     """One held-out row of each other style, asked of the SQL tenant: a paraphrase, a
-    sql-create-context row of a held-out domain, and vLLM's own ICAO row."""
+    sql-create-context row of a held-out domain (both of the selection split,
+    assets/TENANTS.md), and vLLM's own ICAO row."""
     return [("paraphrase", evaluation.load_paraphrase()[STYLE_ROW]),
             ("sql-create-context", evaluation.load_cc()[STYLE_ROW]),
             ("vLLM tests/lora", evaluation.load_vllm()[STYLE_ROW])]

@@ -6,8 +6,12 @@ re-measure rows of it) and the demo, so every figure is computed one way.
 
 One batch holds, for each held-out row of ``assets/eval.jsonl``: the SQL prompt untagged (the
 base), the SQL prompt tagged ``sql-lora``, and the question prompt tagged ``question-lora``;
-and for each row of ``assets/paraphrase.jsonl`` (phrasings training never used) the SQL prompt
-tagged ``sql-lora``. Greedy decoding, so a verdict is a property of the deployment.
+and for each row of the other held-out sets (``SQL_ONLY_SPLITS``) the SQL prompt tagged
+``sql-lora``. Greedy decoding, so a verdict is a property of the deployment.
+
+Each set belongs to one of two splits (``ROLE``): the SELECTION split, on which the tenant's
+steps, data mix and column words were chosen, and the EVALUATION split, which nothing was tuned
+on and whose figures are the published ones (``assets/TENANTS.md``).
 """
 
 from __future__ import annotations
@@ -24,11 +28,18 @@ sqldata = load_support("lab-02", "tools.sqldata")
 LAB = Path(__file__).resolve().parents[1]
 ASSETS = LAB / "assets"
 QUALITY = ASSETS / "quality.json"
-PARAPHRASE_PATH = ASSETS / "paraphrase.jsonl"
-CC_PATH = ASSETS / "sqlcc.jsonl"  # sql-create-context style, held-out domains
-VLLM_PATH = ASSETS / "vllm_rows.jsonl"  # vLLM's own four tests/lora rows
-SQL_ONLY_SPLITS = ("paraphrase", "sqlcc", "vllm")  # rows asked of sql-lora alone
-MAX_TOKENS = 48  # the longest gold answer is 40 tokens of SmolLM2 (sqlcc.jsonl); base rows run to it
+# rows asked of sql-lora alone, in ``batch``'s order: each set is assets/<split>.jsonl
+SQL_ONLY_SPLITS = ("select_paraphrase", "select_sqlcc", "vllm", "final_paraphrase",
+                   "final_sqlcc")
+SELECTION, EVALUATION = "selection", "evaluation"
+ROLE = {"eval": EVALUATION, "select_paraphrase": SELECTION, "select_sqlcc": SELECTION,
+        "vllm": EVALUATION, "final_paraphrase": EVALUATION, "final_sqlcc": EVALUATION}
+PATHS = {split: ASSETS / f"{split}.jsonl" for split in ROLE} | {
+    "vllm": ASSETS / "vllm_rows.jsonl"}  # vLLM's own four tests/lora rows
+PARAPHRASE_PATH = PATHS["select_paraphrase"]
+CC_PATH = PATHS["select_sqlcc"]  # sql-create-context style, the selection domains
+VLLM_PATH = PATHS["vllm"]
+MAX_TOKENS = 48  # the longest gold answer is 40 tokens of SmolLM2 (select_sqlcc.jsonl); base rows run to it
 SQL, QUESTION = "sql-lora", "question-lora"
 TENANT_IDS = {SQL: 1, QUESTION: 2}  # LoRARequest's lora_int_id: unique per adapter
 
@@ -37,7 +48,7 @@ TENANT_IDS = {SQL: 1, QUESTION: 2}  # LoRARequest's lora_int_id: unique per adap
 class Row:
     """One request of the evaluation batch: which row, which side, which prompt."""
 
-    split: str  # "eval" | "paraphrase" | "sqlcc" | "vllm"
+    split: str  # "eval" or one of SQL_ONLY_SPLITS
     row: dict
     tag: str | None  # None: the base model
     prompt: str
@@ -45,6 +56,11 @@ class Row:
 
 def tenant_folder(name: str) -> Path:
     return ASSETS / name
+
+
+def load(split: str) -> list[dict]:
+    """The rows of one held-out set (``PATHS``)."""
+    return sqldata.load_eval(PATHS[split])
 
 
 def load_paraphrase() -> list[dict]:
@@ -59,16 +75,22 @@ def load_vllm() -> list[dict]:
     return sqldata.load_eval(VLLM_PATH)
 
 
-def batch(eval_rows: Sequence[dict], paraphrase_rows: Sequence[dict] = (),
-          cc_rows: Sequence[dict] = (), vllm_rows: Sequence[dict] = ()) -> list[Row]:
-    """The evaluation batch for these rows, in a fixed order."""
+def batch(eval_rows: Sequence[dict], select_paraphrase: Sequence[dict] = (),
+          **sql_only: Sequence[dict]) -> list[Row]:
+    """The evaluation batch for these rows, in a fixed order: ``eval_rows`` on every side,
+    then the rows of each other set, by split name (``SQL_ONLY_SPLITS``), through sql-lora."""
+    unknown = set(sql_only) - set(SQL_ONLY_SPLITS)
+    if unknown:
+        raise ValueError(f"sql_only: expected splits of {SQL_ONLY_SPLITS}, got {sorted(unknown)}")
+    sql_only["select_paraphrase"] = select_paraphrase
     out = []
     for r in eval_rows:
         sql_prompt = sqldata.sql_prompt(r["schema"], r["question"])
         out += [Row("eval", r, None, sql_prompt), Row("eval", r, SQL, sql_prompt),
                 Row("eval", r, QUESTION, sqldata.question_prompt(r["schema"], r["gold_sql"]))]
-    for split, rows in zip(SQL_ONLY_SPLITS, (paraphrase_rows, cc_rows, vllm_rows), strict=True):
-        out += [Row(split, r, SQL, sqldata.sql_prompt(r["schema"], r["question"])) for r in rows]
+    for split in SQL_ONLY_SPLITS:
+        out += [Row(split, r, SQL, sqldata.sql_prompt(r["schema"], r["question"]))
+                for r in sql_only.get(split, ())]
     return out
 
 
@@ -126,11 +148,12 @@ def quality(rows: list[Row], texts: list[str], vllm_version: str) -> dict:
         "adapter_executes": count("eval", "adapter_executes"),
         "adapter_same_result": count("eval", "adapter_same_result"),
         "question_exact": count("eval", "question_exact"),
-        "paraphrase_rows": len(per_row.get("paraphrase", {})),
-        "paraphrase_same_result": count("paraphrase", "adapter_same_result"),
-        **{f"{split}_{key}": count(split, f"adapter_{key}") for split in ("sqlcc", "vllm")
+        **{f"{split}_{key}": count(split, f"adapter_{key}") for split in SQL_ONLY_SPLITS
            for key in ("sql", "executes", "same_result")},
-        **{f"{split}_rows": len(per_row.get(split, {})) for split in ("sqlcc", "vllm")},
+        **{f"{split}_rows": len(per_row.get(split, {})) for split in SQL_ONLY_SPLITS},
+        # which sets the figures may be published from (evaluation) and which ones the
+        # settings were chosen on (selection)
+        "splits": {role: [s for s in ROLE if ROLE[s] == role] for role in (EVALUATION, SELECTION)},
         "per_row": {split: {str(i): v for i, v in rows_.items()}
                     for split, rows_ in per_row.items()},
     }

@@ -29,10 +29,12 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 OUT = HERE / "figures" / "latency_cdf.png"
 QUALITY_OUT = HERE / "figures" / "quality_by_style.png"
-# quality.json's (rows, gold result) keys per held-out set, in the README's order
+# quality.json's (rows, gold result) keys per set of the evaluation split (the published
+# figures; the selection split's are in TENANTS.md, labelled), in the README's order
 STYLES = (("templates\n(eval.jsonl)", "rows", "adapter_same_result"),
-          ("paraphrases\n(paraphrase.jsonl)", "paraphrase_rows", "paraphrase_same_result"),
-          ("sql-create-context,\nheld-out domains", "sqlcc_rows", "sqlcc_same_result"),
+          ("paraphrases\n(final_paraphrase.jsonl)", "final_paraphrase_rows",
+           "final_paraphrase_same_result"),
+          ("sql-create-context,\nunseen domains", "final_sqlcc_rows", "final_sqlcc_same_result"),
           ("vLLM's tests/lora\nrows", "vllm_rows", "vllm_same_result"))
 COLORS = {"hot": "tab:blue", "cold": "tab:red"}
 
@@ -94,8 +96,8 @@ def draw_quality(q: dict) -> plt.Figure:
                     xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("gold result (by execution)")
-    ax.set_title(f"sql-lora on held-out rows, by how the question is written (the base writes "
-                 f"SQL on {q['base_sql']}/{q['rows']})", fontsize=10)
+    ax.set_title(f"sql-lora on the evaluation split, by how the question is written (the base "
+                 f"writes SQL on {q['base_sql']}/{q['rows']})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.text(0.01, 0.01, f"vLLM {q['vllm']} (CPU build), greedy, one mixed batch; "
              "assets/quality.json (make eval-assets)", fontsize=7, color="0.4")

@@ -125,12 +125,30 @@ QUESTIONS = {
         "cmp_col": ("Tell me the {col} for every record whose {c} is {cmp} {v}.",
                     "For entries with {c} {cmp} {v}, which {col} values are listed?"),
     },
+    # the evaluation split's phrasings (final_paraphrase.jsonl): written after the tenant's
+    # settings were chosen, in words neither training nor the selection set ("heldout") uses
+    "final": {
+        "eq": ("Show the {col} that goes with {c} {v}.",
+               "Looking up {c} {v}, what {col} do we find?"),
+        "count": ("Report how many {table} rows list {v} under {c}.",
+                  "How often does {c} read {v}?"),
+        "agg": ("Show the {ext} {col} that goes with {c} {v}.",
+                "Looking up {c} {v}, what {ext} {col} do we find?"),
+        "and": ("Show the {col} that goes with {c} {v} plus {c2} {v2}.",
+                "Looking up {c} {v} together with {c2} {v2}, what {col} do we find?"),
+        "cmp_count": ("Report how many {table} rows list a {c} {cmp} {v}.",
+                      "How many times is {c} {cmp} {v} in {table}?"),
+        "cmp_col": ("Show each {col} that goes with a {c} {cmp} {v}.",
+                    "Looking up {c} {cmp} {v}, what {col} values do we find?"),
+    },
 }
-PHRASINGS = ("canonical", "train", "heldout")
+PHRASINGS = ("canonical", "train", "heldout", "final")
 CMP_WORDS = {"train": {">": "greater than", "<": "less than"},
-             "heldout": {">": "above", "<": "below"}}
+             "heldout": {">": "above", "<": "below"},
+             "final": {">": "over", "<": "under"}}
 AGG_WORDS = {"train": {"MAX": "largest", "MIN": "smallest"},
-             "heldout": {"MAX": "highest", "MIN": "lowest"}}
+             "heldout": {"MAX": "highest", "MIN": "lowest"},
+             "final": {"MAX": "maximum", "MIN": "minimum"}}
 
 
 def sql_prompt(schema: str, question: str) -> str:
@@ -282,7 +300,9 @@ def make_example(
     ``table`` and ``columns`` default to fresh draws from the split's pools; at least one
     table row satisfies every equality condition, so the gold result is never vacuous.
     ``phrasing``: "canonical" (the first phrasing of each kind, no extra draw: the eval set),
-    "train" (any training phrasing) or "heldout" (phrasings and words training never uses).
+    "train" (any training phrasing), "heldout" (phrasings and words training never uses: the
+    selection split) or "final" (neither training nor the selection split uses them: the
+    evaluation split).
     """
     _check_split(split)
     if phrasing not in PHRASINGS:
@@ -330,8 +350,7 @@ def make_example(
     if phrasing == "canonical":
         asked = canonical
     else:
-        pool = "train" if phrasing == "train" else "heldout"
-        asked = question(pool, rng.choice(QUESTIONS[pool][kind]))
+        asked = question(phrasing, rng.choice(QUESTIONS[phrasing][kind]))
     types = ", ".join(f"{x} {'INTEGER' if x in INT_COLUMNS else 'VARCHAR'}" for x in columns)
     return {
         "kind": kind,
@@ -355,8 +374,9 @@ def make_example(
 # the gold; columns named by paraphrase ("from X" -> college, "after week 10" -> week > 10),
 # aggregates by their words ("largest", "earliest", "total", "average", "how many").
 #
-# Held out by DOMAIN: the domains of `CC_DOMAINS["eval"]` share no column and no value with
-# training's (`cc_overlap` checks it). Scored by execution: text columns are created
+# Held out by DOMAIN: the domains of `CC_DOMAINS["select"]` (the selection split) and of
+# `CC_DOMAINS["final"]` (the evaluation split) share no column and no value with training's
+# nor with each other's (`cc_overlap` checks every pair). Scored by execution: text columns are created
 # `COLLATE NOCASE` and text in results compares case-folded (`execute`, `same_result`), so
 # "Lilongwe International Airport" in the table matches "lilongwe international airport" in
 # the gold, as sql-create-context's lower-cased golds intend.
@@ -473,7 +493,9 @@ CC_DOMAINS = {
             "height_m": _c("height", "int", (20, 800)),
         },
     },
-    "eval": {
+    # the selection split (select_sqlcc.jsonl): the forms of training's column words were
+    # chosen knowing these domains' misses, so they measure nothing blind any more
+    "select": {
         "airports": {
             "airport": _c("airport", "text", ("Lilongwe International Airport", "Kamuzu Airport",
                                               "Entebbe Airport", "Harare Airport", "Lusaka Airport")),
@@ -513,14 +535,70 @@ CC_DOMAINS = {
             "tonnage": _c("tonnage", "int", (500, 50000)),
         },
     },
+    # the evaluation split (final_sqlcc.jsonl): written after the settings were chosen, and
+    # measured once per shipped tenant; no column and no value of another split's
+    "final": {
+        "cycling_stages": {
+            "stage": _c("stage", "int", (1, 21), ("in stage {n}:=", "after stage {n}:>",
+                                                  "before stage {n}:<")),
+            "stage_winner": _c("stage winner", "text", ("Eddy Merckx", "Bernard Hinault",
+                                                        "Miguel Indurain", "Fausto Coppi"),
+                               ("won by {v}",)),
+            "mountains_classification": _c("mountains classification", "text",
+                                           ("Lucien Van Impe", "Federico Bahamontes",
+                                            "Richard Virenque", "Charly Gaul")),
+            "distance__km_": _c("distance (km)", "int", (90, 260)),
+        },
+        "lighthouses": {
+            "lighthouse": _c("lighthouse", "text", ("Bell Rock", "Eddystone", "Fastnet",
+                                                    "Skerryvore", "Bishop Rock")),
+            "county": _c("county", "text", ("Cornwall", "Argyll", "Angus", "Kerry",
+                                            "Pembrokeshire"), ("in {v}",)),
+            "focal_height__m_": _c("focal height (m)", "int", (10, 120)),
+            "first_lit": _c("first lit", "int", (1700, 1950), ("first lit after {n}:>",
+                                                               "first lit before {n}:<")),
+        },
+        "boxing": {
+            "boxer": _c("boxer", "text", ("Ezzard Charles", "Sonny Liston", "Jersey Joe Walcott",
+                                          "Floyd Patterson", "Ingemar Johansson")),
+            "division": _c("division", "text", ("Heavyweight", "Flyweight", "Bantamweight",
+                                                 "Welterweight")),
+            "knockouts": _c("knockouts", "int", (0, 60)),
+            "title_defences": _c("title defences", "int", (0, 25)),
+        },
+        "recordings": {
+            "conductor": _c("conductor", "text", ("Herbert Von Karajan", "Georg Solti",
+                                                  "Seiji Ozawa", "Claudio Abbado"),
+                            ("conducted by {v}",)),
+            "orchestra": _c("orchestra", "text", ("Berlin Philharmonic", "Concertgebouw Orchestra",
+                                                  "Vienna Philharmonic", "Boston Symphony")),
+            "record_company": _c("record company", "text", ("Deutsche Grammophon", "Decca",
+                                                            "Philips", "Sony Classical")),
+            "recording_year": _c("recording year", "int", (1950, 2000),
+                                 ("recorded after {n}:>", "recorded before {n}:<",
+                                  "recorded in {n}:=")),
+        },
+        "volcanoes": {
+            "volcano": _c("volcano", "text", ("Mount Etna", "Krakatoa", "Stromboli", "Mauna Loa",
+                                              "Popocatepetl")),
+            "volcano_type": _c("volcano type", "text", ("Stratovolcano", "Shield Volcano",
+                                                        "Caldera", "Cinder Cone")),
+            "elevation__m_": _c("elevation (m)", "int", (500, 6000)),
+            "last_eruption": _c("last eruption", "int", (1800, 2020),
+                                ("that last erupted after {n}:>", "that last erupted before {n}:<")),
+        },
+    },
 }
+CC_SPLITS = tuple(CC_DOMAINS)  # train, select (selection), final (evaluation)
 # Aggregates by their words: (word, SQL function, only for these columns or None: any int).
 CC_AGGS = (("largest", "MAX", None), ("highest", "MAX", None), ("most", "MAX", None),
            ("smallest", "MIN", None), ("lowest", "MIN", None), ("fewest", "MIN", None),
            ("earliest", "MIN", ("round", "year", "week", "season", "founded", "first_elected",
-                                "elevated", "launched", "edition", "pick", "overall")),
+                                "elevated", "launched", "edition", "pick", "overall",
+                                "stage", "first_lit", "recording_year", "last_eruption")),
            ("latest", "MAX", ("year", "week", "season", "founded", "first_elected", "elevated",
-                              "launched", "edition")),
+                              "launched", "edition", "stage", "first_lit", "recording_year",
+                              "last_eruption")),
            ("total", "SUM", None), ("average", "AVG", None))
 CC_ASK = ("What is the {t} {conds}?", "Name the {t} {conds}", "Which {t} is listed {conds}?",
           "Tell me the {t} {conds}", "What {t} is there {conds}?")
@@ -563,16 +641,21 @@ def cc_column(words: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in kept)
 
 
-def _cc_held_out_names() -> tuple[set[str], set[str]]:
-    cols = {c for d in CC_DOMAINS["eval"].values() for c in d}
-    vals = {v.lower() for d in CC_DOMAINS["eval"].values() for spec in d.values()
+def cc_names(split: str) -> tuple[set[str], set[str]]:
+    """The columns and the (lower-cased) text values of ``CC_DOMAINS[split]``'s domains."""
+    cols = {c for d in CC_DOMAINS[split].values() for c in d}
+    vals = {v.lower() for d in CC_DOMAINS[split].values() for spec in d.values()
             if spec[1] == "text" for v in spec[2]}
     return cols, vals
 
 
 def _cc_is_held_out(column: str, values) -> bool:
-    cols, vals = _cc_held_out_names()
-    return column in cols or any(isinstance(v, str) and v.lower() in vals for v in values)
+    """Whether a column or a value is one of a held-out split's (selection or evaluation)."""
+    for split in CC_SPLITS[1:]:
+        cols, vals = cc_names(split)
+        if column in cols or any(isinstance(v, str) and v.lower() in vals for v in values):
+            return True
+    return False
 
 
 # possessives as sql-create-context's columns spell them ("men's singles" -> mens_singles)
@@ -643,15 +726,15 @@ def synthetic_domain(rng: random.Random) -> dict:
     return cols
 
 
-def cc_overlap() -> dict[str, set]:
-    """Columns and text values shared by the training and held-out domains (empty: held out)."""
-    def pools(split):
-        cols = {c for d in CC_DOMAINS[split].values() for c in d}
-        vals = {v.lower() for d in CC_DOMAINS[split].values() for spec in d.values()
-                if spec[1] == "text" for v in spec[2]}
-        return cols, vals
-    (tc, tv), (ec, ev) = pools("train"), pools("eval")
-    return {"columns": tc & ec, "values": tv & ev}
+def cc_overlap() -> dict[tuple[str, str], dict[str, set]]:
+    """For every pair of ``CC_SPLITS`` (train/select, train/final, select/final), the columns
+    and text values their domains share: all empty, each split's domains are held out whole."""
+    out = {}
+    for i, a in enumerate(CC_SPLITS):
+        for b in CC_SPLITS[i + 1:]:
+            (ac, av), (bc, bv) = cc_names(a), cc_names(b)
+            out[(a, b)] = {"columns": ac & bc, "values": av & bv}
+    return out
 
 
 def _cc_case(rng: random.Random, value: str) -> str:
@@ -706,7 +789,8 @@ def _cc_draft(rng: random.Random, split: str, domain: str | None = None) -> dict
     At least one table row satisfies an equality condition; a comparison threshold splits
     the rows, so no gold result is vacuous by construction.
     """
-    _check_split(split)
+    if split not in CC_SPLITS:
+        raise ValueError(f"split: expected one of {CC_SPLITS}, got {split!r}")
     domains = CC_DOMAINS[split]
     if domain is None and split == "train" and rng.random() < SYNTHETIC_SHARE:
         domain = SYNTHETIC
@@ -832,11 +916,14 @@ def held_out(n: int, seed: int, phrasing: str) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
-def held_out_cc(n: int, seed: int) -> list[dict]:
-    """``n`` sql-create-context style rows from the held-out domains, cycling through them."""
+def held_out_cc(n: int, seed: int, split: str = "select") -> list[dict]:
+    """``n`` sql-create-context style rows from a held-out split's domains ("select": the
+    selection split, "final": the evaluation split), cycling through them."""
+    if split == "train":
+        raise ValueError("split: training domains are not held out")
     rng = random.Random(seed)
-    domains = sorted(CC_DOMAINS["eval"])
-    rows = [make_cc_example(rng, "eval", domains[i % len(domains)]) for i in range(n)]
+    domains = sorted(CC_DOMAINS[split])
+    rows = [make_cc_example(rng, split, domains[i % len(domains)]) for i in range(n)]
     return [{"id": i, **{("gold_sql" if k == "sql" else k): v for k, v in r.items()}}
             for i, r in enumerate(rows)]
 

@@ -3,10 +3,14 @@
     .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/train_adapters.py
 
 `make assets` runs it (about 10 minutes on 2 CPU cores). Seeded end to end:
-  1. data     assets/eval.jsonl (60 held-out rows, canonical phrasing) and
-              assets/paraphrase.jsonl (30 held-out rows asked in phrasings training never
-              uses); training rows are drawn on the fly from the training pools in any
-              training phrasing, never with a held-out column set (tools/sqldata.py).
+  1. data     the held-out sets, in two splits (assets/TENANTS.md, "Selection and
+              evaluation"): the SELECTION split, on which the settings were chosen
+              (assets/select_paraphrase.jsonl, assets/select_sqlcc.jsonl, the dev rows), and
+              the EVALUATION split, which nothing was tuned on (assets/eval.jsonl: 60 rows,
+              canonical phrasing; assets/final_paraphrase.jsonl, assets/final_sqlcc.jsonl;
+              assets/vllm_rows.jsonl); training rows are drawn on the fly from the training
+              pools in any training phrasing, never with a held-out column set
+              (tools/sqldata.py).
   2. tenants  one PEFT LoRA per tenant (r=16, alpha 32, every linear: q/k/v/o and the MLP's
               gate/up/down) on the frozen base (tools/base_model.py), AdamW with warm-up and
               cosine decay, bf16 autocast, loss on the answer and its EOS only:
@@ -46,7 +50,8 @@ import sqldata  # noqa: E402
 from sqldata import column_set, held_out, held_out_cc, train_stream  # noqa: E402
 
 SEED = 20240611
-N_EVAL, N_PARAPHRASE, N_DEV, N_CC = 60, 30, 16, 40
+N_EVAL, N_PARAPHRASE, N_DEV, N_CC = 60, 30, 16, 40  # eval.jsonl, then the selection split's
+N_FINAL_PARAPHRASE, N_FINAL_CC = 40, 40  # the evaluation split's new sets
 CC_SHARE = 0.6  # of sql-lora's training rows, the share in the sql-create-context style
 RANK, ALPHA = 16, 32
 # every linear of a layer: on the held-out domains the MLP's adapters lifted a dev draw of
@@ -54,9 +59,12 @@ RANK, ALPHA = 16, 32
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BATCH, LR = 8, 1e-3
 WARMUP = 10  # steps of linear warm-up, then a cosine decay of the learning rate to 0
-# forward and backward under bf16 autocast (master weights and AdamW stay float32): on the
-# AVX-512/AMX build machine a step took about half the float32 time (MANIFEST.md, "Run")
-AUTOCAST = torch.bfloat16
+# forward and backward under bf16 autocast (master weights and AdamW stay float32) where the
+# CPU has bf16 kernels: on the AVX-512/AMX build machine a step took about half the float32
+# time. Without them (an AVX2-only CPU, e.g. the AMD EPYC of issue 31's retrain) torch falls
+# back to a scalar bf16 gemm: 235 s for ONE step there, so such a CPU trains in float32.
+# Either way MANIFEST.md's "settings" line records which (``--autocast`` overrides).
+AUTOCAST = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 MAX_NEW_TOKENS = 48
 CURVE_EVERY = 5  # steps between learning-curve points in the manifest
 
@@ -130,7 +138,7 @@ def lr_factor(step: int, steps: int) -> float:
 
 
 def train_tenant(tenant: Tenant, base_dir: Path, stream: Iterator[dict], dev: list[dict],
-                 out: Path, seed: int) -> dict:
+                 out: Path, seed: int, autocast: torch.dtype | None = AUTOCAST) -> dict:
     """Train one LoRA on the frozen base, save it under ``out/<name>``; return its record."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -149,7 +157,7 @@ def train_tenant(tenant: Tenant, base_dir: Path, stream: Iterator[dict], dev: li
     for _ in bar:
         rows = [next(stream) for _ in range(BATCH)]
         batch = encode(tok, [tenant.prompt(r) for r in rows], [tenant.answer(r) for r in rows])
-        with torch.autocast("cpu", dtype=AUTOCAST):
+        with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
             loss = model(**batch).loss
         loss.backward()
         opt.step()
@@ -204,25 +212,34 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         *(f"| `{t.name}/` | PEFT LoRA, r={RANK}, alpha {ALPHA}, "
           f"{','.join(x.removesuffix('_proj') for x in TARGETS)}, "
           f"{records[0]['trainable_params']:,} parameters: {t.what} |" for t in TENANTS.values()),
-        f"| `eval.jsonl` | {N_EVAL} held-out rows, canonical phrasing: `id`, `kind`, `schema`, "
-        "`inserts`, `question`, `canonical`, `gold_sql` |",
-        f"| `paraphrase.jsonl` | {N_PARAPHRASE} held-out rows asked in phrasings (and words: "
-        "'above', 'highest', ...) that training never uses |",
-        f"| `sqlcc.jsonl` | {N_CC} held-out rows in the sql-create-context style, from the "
-        "held-out domains (`sqldata.CC_DOMAINS[\"eval\"]`) |",
-        "| `vllm_rows.jsonl` | vLLM's four single-table `tests/lora` rows, tables populated here |",
-        "| `quality.json` | the counts `tools/eval_adapter.py` measured through vLLM |", "",
+        f"| `eval.jsonl` | evaluation split: {N_EVAL} held-out rows, canonical phrasing: `id`, "
+        "`kind`, `schema`, `inserts`, `question`, `canonical`, `gold_sql` |",
+        f"| `final_paraphrase.jsonl` | evaluation split: {N_FINAL_PARAPHRASE} held-out rows asked "
+        "in phrasings (and words: 'over', 'maximum', ...) that neither training nor the selection "
+        "split uses (`sqldata.QUESTIONS[\"final\"]`) |",
+        f"| `final_sqlcc.jsonl` | evaluation split: {N_FINAL_CC} rows in the sql-create-context "
+        "style, from domains no other split has (`sqldata.CC_DOMAINS[\"final\"]`) |",
+        "| `vllm_rows.jsonl` | evaluation split (but seen while choosing): vLLM's four "
+        "single-table `tests/lora` rows, tables populated here |",
+        f"| `select_paraphrase.jsonl` | selection split: {N_PARAPHRASE} held-out rows asked in "
+        "phrasings (and words: 'above', 'highest', ...) that training never uses "
+        "(`sqldata.QUESTIONS[\"heldout\"]`) |",
+        f"| `select_sqlcc.jsonl` | selection split: {N_CC} held-out rows in the "
+        "sql-create-context style, from the selection domains (`sqldata.CC_DOMAINS[\"select\"]`) |",
+        "| `quality.json` | the counts `tools/eval_adapter.py` measured through vLLM, each set "
+        "marked with its split |", "",
         "## Held-out, and how it is enforced", "",
         "- table names, string values: `sqldata.TABLES[\"eval\"]`, `sqldata.STRINGS[\"eval\"]`, "
         "disjoint from training's pools;",
         "- integers: held-out rows use only n with n % 7 == 3; training rows never do;",
         "- column sets: a training row is rejected when its set of columns equals a held-out "
         "row's;",
-        "- phrasings: `paraphrase.jsonl` asks with `sqldata.QUESTIONS[\"heldout\"]`, which "
-        "training never draws;",
-        "- sql-create-context style: whole domains held out (`sqldata.CC_DOMAINS[\"eval\"]`), "
-        "sharing no column and no value with training's (`sqldata.cc_overlap()` is empty); "
-        "scored by execution with text compared case-insensitively (`sqldata.nocase`).", "",
+        "- phrasings: `select_paraphrase.jsonl` asks with `sqldata.QUESTIONS[\"heldout\"]` and "
+        "`final_paraphrase.jsonl` with `sqldata.QUESTIONS[\"final\"]`; training draws neither;",
+        "- sql-create-context style: whole domains held out (`sqldata.CC_DOMAINS[\"select\"]`, "
+        "`sqldata.CC_DOMAINS[\"final\"]`), no two splits sharing a column or a value "
+        "(`sqldata.cc_overlap()` is empty for every pair); scored by execution with text "
+        "compared case-insensitively (`sqldata.nocase`).", "",
         "## End of the answer", "",
         "Each training answer is followed by the tokenizer's EOS (`<|im_end|>`, id 2, the "
         "base's `eos_token_id`) and the loss covers it (`encode`), so the tenant learns to stop "
@@ -232,8 +249,10 @@ def write_manifest(out: Path, records: list[dict], args, wall_s: float) -> None:
         f"- date: {time.strftime('%Y-%m-%d', time.gmtime())}; wall time {wall_s / 60:.1f} min",
         f"- settings: seed {args.seed}, batch {BATCH}, AdamW lr {LR} ({WARMUP} warm-up steps, "
         f"cosine decay), r={RANK}, alpha {ALPHA}, "
-        f"{str(AUTOCAST).removeprefix('torch.')} autocast (float32 weights), "
-        f"max {MAX_NEW_TOKENS} new tokens for the dev check",
+        + (f"{str(args.autocast).removeprefix('torch.')} autocast (float32 weights), "
+           if args.autocast else "float32, no autocast (`--autocast none`, the default on a CPU "
+           "without bf16 kernels), ")
+        + f"max {MAX_NEW_TOKENS} new tokens for the dev check",
     ]
     for r in records:
         points = ", ".join(f"{i}: {r['curve'][i - 1]:.3f}"
@@ -269,13 +288,22 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def data(seed: int) -> tuple[list[dict], list[dict], list[dict], set[frozenset[str]]]:
-    """The held-out sets of ``seed`` (eval, dev, paraphrase) and the column sets they ban."""
-    evals = held_out(N_EVAL, seed + 1, "canonical")
+def data(seed: int) -> tuple[dict[str, list[dict]], list[dict], set[frozenset[str]]]:
+    """The held-out sets of ``seed`` (file name -> rows), the dev rows, and the column sets
+    the template-style sets ban from training."""
     dev = held_out(N_DEV, seed + 2, "canonical")
-    paraphrase = held_out(N_PARAPHRASE, seed + 3, "heldout")
-    banned = {column_set({"schema": r["schema"]}) for r in evals + dev + paraphrase}
-    return evals, dev, paraphrase, banned
+    sets = {
+        "eval.jsonl": held_out(N_EVAL, seed + 1, "canonical"),
+        "select_paraphrase.jsonl": held_out(N_PARAPHRASE, seed + 3, "heldout"),
+        "select_sqlcc.jsonl": held_out_cc(N_CC, seed + 4, "select"),
+        "final_paraphrase.jsonl": held_out(N_FINAL_PARAPHRASE, seed + 5, "final"),
+        "final_sqlcc.jsonl": held_out_cc(N_FINAL_CC, seed + 6, "final"),
+        "vllm_rows.jsonl": sqldata.vllm_rows(),
+    }
+    templated = [r for name in ("eval.jsonl", "select_paraphrase.jsonl", "final_paraphrase.jsonl")
+                 for r in sets[name]]
+    banned = {column_set({"schema": r["schema"]}) for r in templated + dev}
+    return sets, dev, banned
 
 
 def streams(seed: int, names: list[str], banned: set[frozenset[str]]) -> dict[str, Iterator]:
@@ -294,8 +322,19 @@ def main() -> None:
                     help="torch threads (default: every core)")
     ap.add_argument("--stream-digest", action="store_true",
                     help="print each tenant's training-stream digest and exit (no training)")
+    ap.add_argument("--autocast", type=lambda v: None if v == "none" else getattr(torch, v),
+                    default=AUTOCAST, choices=[torch.bfloat16, None], metavar="{bfloat16,none}",
+                    help="forward/backward precision (default: bfloat16 where the CPU has bf16 "
+                         "kernels, else none: float32)")
+    ap.add_argument("--sets-only", action="store_true",
+                    help="write the held-out sets (both splits) under --out and exit")
     args = ap.parse_args()
-    evals, dev, paraphrase, banned = data(args.seed)
+    sets, dev, banned = data(args.seed)
+    if args.sets_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, rows in sets.items():
+            write_jsonl(args.out / name, rows)
+        return
     digests = {name: sqldata.stream_digest(stream)
                for name, stream in streams(args.seed, args.tenants, banned).items()}
     for name, digest in digests.items():
@@ -307,16 +346,15 @@ def main() -> None:
     t0 = time.monotonic()
     base_dir = base_model.base_model_dir()
     args.out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(args.out / "eval.jsonl", evals)
-    write_jsonl(args.out / "paraphrase.jsonl", paraphrase)
-    write_jsonl(args.out / "sqlcc.jsonl", held_out_cc(N_CC, args.seed + 4))
-    write_jsonl(args.out / "vllm_rows.jsonl", sqldata.vllm_rows())
+    for name, rows in sets.items():
+        write_jsonl(args.out / name, rows)
     records = []
     for i, (name, stream) in enumerate(streams(args.seed, args.tenants, banned).items()):
         tenant = TENANTS[name]
         if args.steps:
             tenant = Tenant(**{**vars(tenant), "steps": args.steps})
-        record = train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i)
+        record = train_tenant(tenant, base_dir, stream, dev, args.out, args.seed + i,
+                              args.autocast)
         records.append({**record, "stream_sha256": digests[name]})
     write_manifest(args.out, records, args, time.monotonic() - t0)
     print(f"wrote {args.out} in {(time.monotonic() - t0) / 60:.1f} min")
