@@ -33,8 +33,10 @@ DEFAULT_SEED = 1101  # randomized tests and hypothesis use LAB_SEED when the gra
 HYPOTHESIS_PROFILE = "phase11"
 settings.register_profile(
     HYPOTHESIS_PROFILE,
-    max_examples=40,
-    stateful_step_count=8,  # a state machine's steps per example: 40 x 8 fits the 5 s budget
+    # chosen for the fast suite's 5 s budget (issue 28), measured interleaved on the idle 2-core
+    # machine (AMD EPYC, AVX2): 30 examples 4.51-4.91 s wall, 40 examples 4.84-5.45 s
+    max_examples=30,
+    stateful_step_count=8,  # a state machine's steps per example: 30 x 8
     deadline=None,  # shared 2-core machines: a slow example is not a wrong one
     # no example database: the seed alone decides what is drawn. A database replays whatever
     # earlier runs saved (a mutant's failures, a submission's planted files) before drawing, so
