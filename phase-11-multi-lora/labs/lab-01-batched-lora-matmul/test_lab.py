@@ -657,6 +657,15 @@ def test_forward_on_buffers_refilled_in_place(lab, seed):
     assert_bitwise_equal(lab.batched_lora_forward(*b.args, scale=b.scale), want,
                          why="the forward on fresh buffers, before the machine refills them")
     assert not grouping_problems(b.idx.copy(), *lab.group_by_adapter(b.idx.copy()))
+    # then one buffer refilled in place between two calls, every row's adapter changed, so
+    # that no draw of the machine below is needed to meet the case
+    buf = b.idx.copy()
+    lab.group_by_adapter(buf)
+    buf[:] = (b.idx + 2) % 5 - 1  # -1 -> 0 -> 1 -> 2 -> 3 -> -1
+    refilled = buf.copy()
+    problems = grouping_problems(refilled, *lab.group_by_adapter(buf))
+    assert not problems, (f"group_by_adapter on an idx buffer refilled in place (now "
+                          f"{refilled.tolist()}):\n  " + "\n  ".join(problems))
     ForwardOnReusedBuffers.lab = lab
     run_state_machine_as_test(ForwardOnReusedBuffers)
 
