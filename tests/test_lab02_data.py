@@ -26,11 +26,6 @@ evaluation = load_support("lab-02", "tools.evaluation")
 base_model = load_support("lab-02", "tools.base_model")
 
 
-def base_dir() -> Path:
-    """The CPU base's folder (``LAB02_CPU_BASE`` or the one ``make install`` prepared)."""
-    return base_model.base_model_dir()
-
-
 def test_sql_create_context_domains_are_held_out_whole():
     overlap = sqldata.cc_overlap()
     assert set(overlap) == {("train", "select"), ("train", "final"), ("select", "final")}
@@ -99,7 +94,7 @@ def test_the_shipped_sets_are_the_seeds_and_training_bans_their_column_sets():
 def test_every_gold_answer_fits_the_eval_token_budget():
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(base_dir() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(base_model.base_model_dir() / "tokenizer.json"))
     rows = [r for split in evaluation.ROLE for r in evaluation.load(split)]
     longest = max(rows, key=lambda r: len(tok.encode(" " + r["gold_sql"]).ids))
     n = len(tok.encode(" " + longest["gold_sql"]).ids)
