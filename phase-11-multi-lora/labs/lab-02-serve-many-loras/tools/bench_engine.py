@@ -1,7 +1,7 @@
 """The engine's LoRA tax: what a mixed batch costs against a base-only one, stock ops vs yours.
 
     .venv/bin/python phase-11-multi-lora/labs/lab-02-serve-many-loras/tools/bench_engine.py \
-        [--rounds 3] [--prompts 24] [--verbose]          # or: make bench-engine
+        [--rounds 3] [--prompts 24] [--keep-freed-memory] [--verbose]   # or: make bench-engine
         (vLLM's own log goes to a file whose path is printed; --verbose shows it instead)
     BENCH_JSON=PATH ...                                   # also write the figures as JSON
 
@@ -24,7 +24,13 @@ ratios on your machine, not a promised figure.
 
 JSON (``BENCH_JSON``): ``{"rows": [{"ops", "batch", "seconds", "ratio"}], "same_tokens",
 "prompt_tokens", "prompts", "threads", "openblas_threads", "rounds", "flop_limit",
-"machine"}``; ``seconds`` is the median time, ``ratio`` the median of the per-round ratios.
+"allocator", "machine"}``; ``seconds`` is the median time, ``ratio`` the median of the per-round ratios.
+
+``--keep-freed-memory`` runs both ops with glibc keeping freed memory in the process
+(``labkit/allocator.py``, what the engine tests do): the stock ops' per-token slot copies are then
+no longer faulted in page by page at every op, so the difference between the two runs of the
+bench is the share of the stock tax that the allocator, not the arithmetic, costs. Without it
+the allocator is left as the wheel ships it.
 
 numpy's BLAS runs one thread here (``OPENBLAS_NUM_THREADS=1`` unless you export another value):
 torch's OpenMP threads already occupy every core, bound to them by vLLM, and a second pool of
@@ -76,10 +82,17 @@ def flop_limit(shape, rank: int, targets) -> float:
     return 1 + lora / base
 
 
-def run(rounds: int, n_prompts: int, say) -> dict:
+def run(rounds: int, n_prompts: int, say, keep_freed: bool = False) -> dict:
     import torch
 
     from labkit import load_lab, load_support
+    from labkit.allocator import keep_freed_memory
+
+    allocator = "glibc, as shipped"
+    if keep_freed:
+        if not keep_freed_memory():
+            raise SystemExit("--keep-freed-memory: this C library is not glibc (nothing to set)")
+        allocator = "glibc, freed memory kept (labkit/allocator.py)"
 
     base_model, evaluation, sqldata = (load_support("lab-02", m)
                                        for m in ("tools.base_model", "tools.evaluation", "tools.sqldata"))
@@ -137,6 +150,7 @@ def run(rounds: int, n_prompts: int, say) -> dict:
         "openblas_threads": os.environ["OPENBLAS_NUM_THREADS"],
         "rounds": rounds,
         "flop_limit": flop_limit(shape, RANK, targets),
+        "allocator": allocator,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load avg "
                    + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
@@ -146,7 +160,7 @@ def table(result: dict) -> str:
     lines = [f"lab-02 engine bench: {result['prompts']} prompts, {result['prompt_tokens']} prompt "
              f"tokens, 1 generated token, {result['rounds']} rounds, torch threads "
              f"{result['threads']}, OPENBLAS_NUM_THREADS={result['openblas_threads']}",
-             f"machine: {result['machine']}",
+             f"machine: {result['machine']}; allocator: {result['allocator']}",
              "",
              "| ops | batch | median s | x base-only (median of rounds) |",
              "| --- | --- | ---: | ---: |"]
@@ -174,6 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory in the process, for both ops "
+                             "(default: the allocator as shipped)")
     parser.add_argument("--verbose", action="store_true",
                         help="show vLLM's log here (default: a log file whose path is printed)")
     args = parser.parse_args()
@@ -188,7 +205,7 @@ def main() -> None:
     def say(line: str) -> None:
         print(f"[bench {time.monotonic() - start:5.0f} s] {line}", file=out, flush=True)
 
-    result = run(args.rounds, args.prompts, say)
+    result = run(args.rounds, args.prompts, say, args.keep_freed_memory)
     print("\n" + table(result), file=out, flush=True)
     path = os.environ.get("BENCH_JSON")
     if path:
