@@ -138,7 +138,7 @@ def test_the_training_stream_is_a_function_of_the_seed_alone():
 
 
 def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
-    for r in evaluation.load_cc() + evaluation.load("final_sqlcc") + evaluation.load_vllm():
+    for r in evaluation.load("select_sqlcc") + evaluation.load("final_sqlcc") + evaluation.load("vllm"):
         assert re.match(r"CREATE TABLE table_(name_)?\d+", r["schema"]), r["schema"]
         assert "'" not in r["gold_sql"] and '"' not in r["question"], (
             f"values are double-quoted in the gold and unquoted in the question: {r}")
@@ -147,7 +147,7 @@ def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
 
 
 def test_text_compares_case_insensitively_and_the_icao_row_scores():
-    row = evaluation.load_vllm()[0]
+    row = evaluation.load("vllm")[0]
     assert row["question"] == "Name the ICAO for lilongwe international airport"
     right = "SELECT icao FROM table_name_74 WHERE airport = 'Lilongwe International Airport'"
     wrong = "SELECT airport FROM table_name_74 WHERE icao = 'lilongwe international airport'"

@@ -570,8 +570,8 @@ def eval_runs(engine):
     """The evaluation batch over the first rows, as ONE generate_mixed call: each row as the
     base, through sql-lora and through question-lora, plus paraphrased rows through sql-lora."""
     try:
-        rows = evaluation.batch(eval_rows()[:SUBSET],
-                                evaluation.load_paraphrase()[:PARAPHRASE_SUBSET])
+        paraphrases = evaluation.load("select_paraphrase")[:PARAPHRASE_SUBSET]
+        rows = evaluation.batch(eval_rows()[:SUBSET], select_paraphrase=paraphrases)
         llm = engine.get()
         with progress.slow_step(f"the evaluation batch ({len(rows)} rows)"):
             return Built(EvalRuns(rows, in_worker(_lab(), evaluate_on, llm, rows)))

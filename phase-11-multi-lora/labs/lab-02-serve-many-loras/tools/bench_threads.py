@@ -42,7 +42,8 @@ def child() -> None:
     t0 = time.monotonic()
     llm = lab.build_llm(base_model.base_model(), max_loras=3, max_lora_rank=16, max_cpu_loras=3)
     start_s = time.monotonic() - t0
-    rows = evaluation.batch(sqldata.load_eval()[:ROWS], evaluation.load_paraphrase()[:PARAPHRASES])
+    rows = evaluation.batch(sqldata.load_eval()[:ROWS],
+                            select_paraphrase=evaluation.load("select_paraphrase")[:PARAPHRASES])
     t0 = time.monotonic()
     evaluation.run(lab.generate_mixed, llm, rows)
     print("RESULT " + json.dumps({"start_s": start_s, "generate_s": time.monotonic() - t0,

@@ -111,9 +111,9 @@ def style_rows(evaluation) -> list[tuple[str, dict]]:
     """One held-out row of each other style, asked of the SQL tenant: a paraphrase, a
     sql-create-context row of a held-out domain (both of the selection split,
     assets/TENANTS.md), and vLLM's own ICAO row."""
-    return [("paraphrase", evaluation.load_paraphrase()[STYLE_ROW]),
-            ("sql-create-context", evaluation.load_cc()[STYLE_ROW]),
-            ("vLLM tests/lora", evaluation.load_vllm()[STYLE_ROW])]
+    return [("paraphrase", evaluation.load("select_paraphrase")[STYLE_ROW]),
+            ("sql-create-context", evaluation.load("select_sqlcc")[STYLE_ROW]),
+            ("vLLM tests/lora", evaluation.load("vllm")[STYLE_ROW])]
 
 
 def record_steps(llm) -> list[dict]:

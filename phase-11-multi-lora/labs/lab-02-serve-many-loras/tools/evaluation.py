@@ -36,9 +36,6 @@ ROLE = {"eval": EVALUATION, "select_paraphrase": SELECTION, "select_sqlcc": SELE
         "vllm": EVALUATION, "final_paraphrase": EVALUATION, "final_sqlcc": EVALUATION}
 PATHS = {split: ASSETS / f"{split}.jsonl" for split in ROLE} | {
     "vllm": ASSETS / "vllm_rows.jsonl"}  # vLLM's own four tests/lora rows
-PARAPHRASE_PATH = PATHS["select_paraphrase"]
-CC_PATH = PATHS["select_sqlcc"]  # sql-create-context style, the selection domains
-VLLM_PATH = PATHS["vllm"]
 MAX_TOKENS = 48  # the longest gold answer is 40 tokens of SmolLM2 (select_sqlcc.jsonl); base rows run to it
 SQL, QUESTION = "sql-lora", "question-lora"
 TENANT_IDS = {SQL: 1, QUESTION: 2}  # LoRARequest's lora_int_id: unique per adapter
@@ -63,26 +60,12 @@ def load(split: str) -> list[dict]:
     return sqldata.load_eval(PATHS[split])
 
 
-def load_paraphrase() -> list[dict]:
-    return sqldata.load_eval(PARAPHRASE_PATH)
-
-
-def load_cc() -> list[dict]:
-    return sqldata.load_eval(CC_PATH)
-
-
-def load_vllm() -> list[dict]:
-    return sqldata.load_eval(VLLM_PATH)
-
-
-def batch(eval_rows: Sequence[dict], select_paraphrase: Sequence[dict] = (),
-          **sql_only: Sequence[dict]) -> list[Row]:
+def batch(eval_rows: Sequence[dict], **sql_only: Sequence[dict]) -> list[Row]:
     """The evaluation batch for these rows, in a fixed order: ``eval_rows`` on every side,
     then the rows of each other set, by split name (``SQL_ONLY_SPLITS``), through sql-lora."""
     unknown = set(sql_only) - set(SQL_ONLY_SPLITS)
     if unknown:
         raise ValueError(f"sql_only: expected splits of {SQL_ONLY_SPLITS}, got {sorted(unknown)}")
-    sql_only["select_paraphrase"] = select_paraphrase
     out = []
     for r in eval_rows:
         sql_prompt = sqldata.sql_prompt(r["schema"], r["question"])
