@@ -91,7 +91,8 @@ def run(rounds: int, n_prompts: int, say, keep_freed: bool = False) -> dict:
     allocator = "glibc, as shipped"
     if keep_freed:
         if not keep_freed_memory():
-            raise SystemExit("--keep-freed-memory: this C library is not glibc (nothing to set)")
+            raise SystemExit("--keep-freed-memory: expected glibc to accept both mallopt "
+                             "thresholds; the C library is not glibc, or it refused one")
         allocator = "glibc, freed memory kept (labkit/allocator.py)"
 
     base_model, evaluation, sqldata = (load_support("lab-02", m)
