@@ -138,7 +138,8 @@ def test_the_training_stream_is_a_function_of_the_seed_alone():
 
 
 def test_sql_create_context_rows_are_in_its_style_and_not_vacuous():
-    for r in evaluation.load("select_sqlcc") + evaluation.load("final_sqlcc") + evaluation.load("vllm"):
+    rows = [r for split in ("select_sqlcc", "final_sqlcc", "vllm") for r in evaluation.load(split)]
+    for r in rows:
         assert re.match(r"CREATE TABLE table_(name_)?\d+", r["schema"]), r["schema"]
         assert "'" not in r["gold_sql"] and '"' not in r["question"], (
             f"values are double-quoted in the gold and unquoted in the question: {r}")

@@ -652,10 +652,10 @@ class ForwardOnReusedBuffers(RuleBasedStateMachine):
 def group_refilled(idx: np.ndarray, refill: np.ndarray):
     """Where the lab runs (one buffer must stay one object): group ``idx``'s buffer, refill it
     in place with ``refill``, and group the same buffer again."""
-    buf = idx.copy()
-    load_lab("lab-01").group_by_adapter(buf)
+    lab01, buf = load_lab("lab-01"), idx.copy()
+    lab01.group_by_adapter(buf)
     buf[:] = refill
-    return load_lab("lab-01").group_by_adapter(buf)
+    return lab01.group_by_adapter(buf)
 
 
 def test_forward_on_buffers_refilled_in_place(lab, seed):
